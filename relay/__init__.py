@@ -1,0 +1,3 @@
+"""relay: an event-sourced relay for fleets of AI coding agents."""
+
+__version__ = "0.1.0"
