@@ -1,0 +1,100 @@
+"""A real relay in a child process, for tests that talk to it over a real socket.
+
+Why a child process: tests must see what users see (a real listening socket,
+real files in a data folder, real signals such as ``kill -9``), and a server
+in its own process can be killed without taking the test run with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+_URL_LINE = re.compile(r"relay listening on (http://\S+)")
+
+
+class RelayProcess:
+    """``relay serve`` on a free loopback port with its own data folder."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
+        self.env = env or {}
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.output: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self) -> RelayProcess:
+        """Start the server and wait until it prints the URL it listens on."""
+        args = [
+            sys.executable, "-m", "relay", "serve",
+            "--host", "127.0.0.1", "--port", "0", "--data", str(self.data_dir),
+            *self.extra_args,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        env.update(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        self._ready.clear()
+        self.url = ""
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(self.startup_timeout) or not self.url:
+            self.kill()
+            raise RuntimeError("relay did not start:\n" + "".join(self.output[-50:]))
+        return self
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.output.append(line)
+            m = _URL_LINE.search(line)
+            if m and not self.url:
+                self.url = m.group(1).rstrip("/")
+                self._ready.set()
+        self._ready.set()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, as an operator would; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> RelayProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
