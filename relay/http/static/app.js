@@ -1,0 +1,1211 @@
+// The relay dashboard: one module, no dependencies, no build step.
+//
+// How it stays correct while live:
+// - one EventSource on /api/events feeds every view; each SSE event carries the
+//   whole entity, so applying it twice is harmless and order is the log's order;
+// - the first snapshot is loaded *after* the stream is open and events that
+//   arrive meanwhile are buffered, then replayed on top, so nothing falls in
+//   the gap between "read the lists" and "listen for changes";
+// - after a drop the browser reconnects with Last-Event-ID by itself; if it
+//   gives up (a non-200 answer closes an EventSource for good) we open a new one
+//   with ?since=<last position seen>, which the relay treats the same way.
+'use strict';
+
+const TOKEN_KEY = 'relay.token';
+const EVENT_NAMES = [
+  'agent.status', 'agent.removed',
+  'orchestrator.status', 'orchestrator.removed', 'orchestrator.command',
+];
+const VIEWS = ['orchestrators', 'commands', 'agents', 'history'];
+const LOG_PAGE = 500;
+const LOG_KEEP = 2000; // timeline rows kept in memory; older ones are only reachable by the slider
+
+const state = {
+  orchestrators: new Map(),
+  agents: new Map(),
+  commands: new Map(),
+  lastEventId: null, // highest log position seen on the stream
+  skew: 0, // server clock minus ours, in ms, from the Date header
+  view: 'orchestrators',
+  orchFilter: '',
+  cmdFilter: 'all',
+  agentFilter: 'all',
+  errors: new Map(), // inline error per control key
+  busy: new Set(), // control keys with a request in flight
+  openDetails: new Set(), // <details> kept open across re-renders
+  loaded: false,
+};
+
+const history = {
+  events: [], // raw log events, oldest first
+  after: 0, // next ?after= for /api/log
+  loading: null,
+  loadedOnce: false,
+  head: 0,
+  at: null, // null = following the head live
+  seq: 0,
+  showHeartbeats: false,
+  past: null,
+};
+
+// ---------------------------------------------------------------- helpers
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+
+/** Build an element: h('button', {class: 'x', onclick: f}, 'text', child). */
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v == null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else if (k === 'dataset') Object.assign(el.dataset, v);
+    else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, '');
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c == null || c === false) continue;
+    el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+const serverNow = () => Date.now() + state.skew;
+
+/** "just now", "12 s ago", "3 min ago"... relative to the relay's clock. */
+function ago(ms) {
+  if (!ms) return 'never';
+  const s = Math.max(0, Math.round((serverNow() - ms) / 1000));
+  if (s < 2) return 'just now';
+  if (s < 90) return `${s} s ago`;
+  const m = Math.round(s / 60);
+  if (m < 90) return `${m} min ago`;
+  const hr = Math.round(m / 60);
+  if (hr < 36) return `${hr} h ago`;
+  return `${Math.round(hr / 24)} d ago`;
+}
+
+const fmtTime = (ms) => (ms ? new Date(ms).toLocaleString() : '');
+
+/** A <time> whose text ticks every second (see tick()). */
+function agoEl(ms, prefix = '') {
+  return h('time', {
+    datetime: ms ? new Date(ms).toISOString() : null,
+    title: fmtTime(ms),
+    dataset: { ago: String(ms || 0), prefix },
+  }, prefix + ago(ms));
+}
+
+function tick() {
+  for (const el of $$('[data-ago]')) {
+    const text = el.dataset.prefix + ago(Number(el.dataset.ago));
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
+/** A table cell that stacks under its column name on phones (see app.css). */
+function td(label, ...children) {
+  return h('td', { 'data-label': label, class: label === 'Result' ? 'result' : null },
+    h('div', { class: 'cell' }, ...children));
+}
+
+function badge(text, kind = '') {
+  return h('span', { class: `badge ${kind}` }, text);
+}
+
+function statusBadge(status) {
+  return h('span', { class: `badge status ${status}` },
+    h('span', { class: 'dot', 'aria-hidden': 'true' }), status);
+}
+
+/** Show or clear an inline error paragraph. */
+function setError(el, message) {
+  if (!el) return;
+  el.textContent = message || '';
+  el.hidden = !message;
+}
+
+function announce(message, kind = 'ok') {
+  $('#announce').textContent = message;
+  const toast = h('div', { class: `toast ${kind}` }, message);
+  $('#toasts').append(toast);
+  setTimeout(() => toast.remove(), 5000);
+}
+
+/** Paths relative to baseDir when inside it, so cards stay short. */
+function relPath(path, base) {
+  if (!path) return '';
+  if (!base) return path;
+  const b = base.replace(/\/+$/, '');
+  if (path === b) return '.';
+  if (path.startsWith(b + '/')) return path.slice(b.length + 1);
+  return path;
+}
+
+function joinPath(base, rel) {
+  const b = (base || '').replace(/\/+$/, '');
+  return rel ? `${b}/${rel.replace(/^\/+/, '')}` : b;
+}
+
+// ---------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const token = () => sessionStorage.getItem(TOKEN_KEY) || '';
+
+function noteServerDate(res) {
+  const date = Date.parse(res.headers.get('Date') || '');
+  if (Number.isNaN(date)) return;
+  const skew = date - Date.now();
+  // The Date header has 1 s resolution: only trust it for real skew.
+  state.skew = Math.abs(skew) > 2000 ? skew : 0;
+}
+
+/** fetch() the relay; throws ApiError carrying the relay's own error sentence. */
+async function api(method, path, body, { signal } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, {
+      method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    throw new ApiError(0, 'The relay could not be reached. Is it running?');
+  }
+  noteServerDate(res);
+  const text = await res.text();
+  let data = null;
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = null; }
+  }
+  if (res.status === 401) {
+    askForToken(token() ? 'That token was not accepted. Check it and try again.' : '');
+    throw new ApiError(401, (data && data.error) || 'This relay needs a token.');
+  }
+  if (!res.ok) {
+    throw new ApiError(res.status, (data && data.error) || `The relay answered ${res.status} ${res.statusText}.`);
+  }
+  return data;
+}
+
+const asList = (data, key) => (Array.isArray(data) ? data : (data && data[key]) || []);
+
+// ---------------------------------------------------------------- token
+
+function askForToken(message) {
+  const box = $('#auth');
+  const wasHidden = box.hidden;
+  box.hidden = false;
+  setError($('#auth-error'), message);
+  setStream('auth');
+  if (wasHidden) $('#auth-token').focus();
+}
+
+function initAuth() {
+  $('#auth-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const value = $('#auth-token').value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    setError($('#auth-error'), '');
+    try {
+      await api('GET', '/api/orchestrators');
+    } catch (err) {
+      if (err.status !== 401) setError($('#auth-error'), err.message);
+      return;
+    }
+    $('#auth').hidden = true;
+    $('#auth-token').value = '';
+    start();
+  });
+}
+
+// ---------------------------------------------------------------- stream
+
+let source = null;
+let buffer = null; // events held back while a snapshot loads
+let reopenTimer = null;
+let reopenDelay = 1000;
+
+const STREAM_TEXT = {
+  connecting: 'Connecting…',
+  live: 'Live',
+  reconnecting: 'Stream down · reconnecting…',
+  down: 'Stream down · retrying…',
+  auth: 'Waiting for token',
+};
+
+function setStream(s) {
+  const el = $('#stream');
+  if (el.dataset.state === s) return;
+  el.dataset.state = s;
+  $('#stream-text').textContent = STREAM_TEXT[s] || s;
+  el.title = s === 'live' ? `Up to date with log position ${state.lastEventId ?? '–'}` : '';
+}
+
+function streamUrl() {
+  const params = new URLSearchParams();
+  if (token()) params.set('token', token());
+  if (state.lastEventId != null) params.set('since', String(state.lastEventId));
+  const q = params.toString();
+  return `/api/events${q ? `?${q}` : ''}`;
+}
+
+/** Raised when the stream is refused before it ever opened (404, 401, 5xx). */
+class StreamClosedError extends Error {}
+
+/**
+ * Open the one EventSource; resolves when it is open, rejects if the relay
+ * refuses it outright. Later drops are handled here, not by the caller.
+ */
+function openStream() {
+  if (source) source.close();
+  clearTimeout(reopenTimer);
+  setStream(state.lastEventId == null ? 'connecting' : 'reconnecting');
+  const es = new EventSource(streamUrl());
+  source = es;
+  let opened = false;
+  return new Promise((resolve, reject) => {
+    es.onopen = () => {
+      reopenDelay = 1000;
+      setStream('live');
+      if (!opened) {
+        opened = true;
+        resolve();
+      } else if (state.lastEventId == null) {
+        // Reconnected natively but had no position to resume from.
+        resync();
+      }
+    };
+    es.onerror = () => {
+      if (source !== es) return;
+      if (es.readyState !== EventSource.CLOSED) {
+        setStream('reconnecting'); // the browser retries, with Last-Event-ID
+        return;
+      }
+      es.close();
+      if (!opened) {
+        reject(new StreamClosedError('The live stream was refused.'));
+        return;
+      }
+      // The browser gave up (a non-200 answer): we retry ourselves.
+      setStream('down');
+      scheduleReopen();
+    };
+    for (const name of EVENT_NAMES) es.addEventListener(name, onStreamEvent);
+  });
+}
+
+function scheduleReopen() {
+  clearTimeout(reopenTimer);
+  reopenTimer = setTimeout(() => {
+    reopenDelay = Math.min(reopenDelay * 2, 15000);
+    if (state.lastEventId == null) {
+      start();
+      return;
+    }
+    openStream().catch(async () => {
+      setStream('down');
+      try {
+        await api('GET', '/api/orchestrators'); // a 401 shows the token form
+      } catch (err) {
+        if (err.status === 401) return; // start() runs again once a token is given
+      }
+      scheduleReopen();
+    });
+  }, reopenDelay);
+}
+
+function onStreamEvent(ev) {
+  const pos = ev.lastEventId ? Number(ev.lastEventId) : null;
+  if (pos != null && state.lastEventId != null && pos <= state.lastEventId) return; // seen already
+  if (pos != null) state.lastEventId = pos;
+  let data;
+  try { data = JSON.parse(ev.data); } catch { return; }
+  if (buffer) buffer.push([ev.type, data]);
+  else applyEvent(ev.type, data);
+  if (pos != null && pos > history.head) history.head = pos;
+  scheduleRender();
+  if (state.view === 'history') scheduleLogRefresh();
+}
+
+function applyEvent(type, data) {
+  switch (type) {
+    case 'agent.status': state.agents.set(data.id, data); break;
+    case 'agent.removed': state.agents.delete(data.id); break;
+    case 'orchestrator.status': state.orchestrators.set(data.id, data); break;
+    case 'orchestrator.removed': state.orchestrators.delete(data.id); break;
+    case 'orchestrator.command': state.commands.set(data.id, data); break;
+    default: break;
+  }
+}
+
+// ---------------------------------------------------------------- loading
+
+let starting = null;
+
+/** Open the stream, then load the snapshot underneath it (see top of file). */
+function start() {
+  if (starting) return starting;
+  starting = (async () => {
+    state.lastEventId = null;
+    try {
+      await openStream();
+      await resync();
+      setError($('#load-error'), '');
+    } catch (err) {
+      if (err.status === 401) return; // the token form is up; it calls start() again
+      let message = err.message;
+      if (err instanceof StreamClosedError) {
+        // Show the fleet anyway and keep trying for the live stream.
+        setStream('down');
+        try {
+          await loadSnapshot();
+          state.loaded = true;
+          message = 'The live stream is unavailable; showing a snapshot and retrying.';
+        } catch (err2) {
+          if (err2.status === 401) return;
+          message = err2.message;
+        }
+      }
+      setError($('#load-error'), message);
+      scheduleReopen();
+    } finally {
+      starting = null;
+      scheduleRender();
+    }
+  })();
+  return starting;
+}
+
+/** Reload the lists while holding back stream events, then replay them on top. */
+async function resync() {
+  buffer = [];
+  try {
+    await loadSnapshot();
+    for (const [type, data] of buffer) applyEvent(type, data);
+    state.loaded = true;
+  } finally {
+    buffer = null;
+    scheduleRender();
+  }
+}
+
+async function loadSnapshot() {
+  const [orchs, agents] = await Promise.all([
+    api('GET', '/api/orchestrators'),
+    api('GET', '/api/agents'),
+  ]);
+  state.orchestrators = new Map(asList(orchs, 'orchestrators').map((o) => [o.id, o]));
+  state.agents = new Map(asList(agents, 'agents').map((a) => [a.id, a]));
+  const lists = await Promise.all([...state.orchestrators.keys()].map((id) => (
+    api('GET', `/api/orchestrators/${encodeURIComponent(id)}/commands`).catch(() => [])
+  )));
+  const commands = new Map();
+  for (const list of lists) for (const c of asList(list, 'commands')) commands.set(c.id, c);
+  state.commands = commands;
+}
+
+// ---------------------------------------------------------------- rendering
+
+let renderQueued = false;
+
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  setTimeout(() => { renderQueued = false; render(); }, 0);
+}
+
+/**
+ * Keyed update of a container's children: unchanged items keep their node
+ * (and focus); a changed item is rebuilt and focus moves to its twin control.
+ */
+function reconcile(container, items, keyOf, sigOf, build) {
+  const old = new Map();
+  for (const el of [...container.children]) old.set(el.dataset.key, el);
+  const active = document.activeElement;
+  let refocus = null;
+  const nodes = items.map((item) => {
+    const key = keyOf(item);
+    const sig = sigOf(item);
+    const prev = old.get(key);
+    old.delete(key);
+    if (prev && prev._sig === sig) return prev;
+    const el = build(item);
+    el.dataset.key = key;
+    el._sig = sig;
+    if (prev && active && prev.contains(active) && active.dataset.fkey) refocus = active.dataset.fkey;
+    return el;
+  });
+  for (const el of old.values()) el.remove();
+  nodes.forEach((node, i) => {
+    if (container.children[i] !== node) container.insertBefore(node, container.children[i] || null);
+  });
+  if (refocus) {
+    const target = container.querySelector(`[data-fkey="${CSS.escape(refocus)}"]`);
+    if (target) target.focus();
+  }
+}
+
+function render() {
+  renderNav();
+  renderOrchestrators();
+  if (state.view === 'commands') renderCommands();
+  if (state.view === 'agents') renderAgents();
+  if (state.view === 'history') renderHistory();
+  refreshSpawnDialog();
+}
+
+const orchList = () => [...state.orchestrators.values()].sort((a, b) => (
+  (a.hostname || '').localeCompare(b.hostname || '') || a.id.localeCompare(b.id)
+));
+
+function renderNav() {
+  const orchs = [...state.orchestrators.values()];
+  const online = orchs.filter((o) => o.status === 'online').length;
+  const oc = $('#nav-orch-count');
+  oc.textContent = `${online}/${orchs.length}`;
+  oc.setAttribute('aria-label', `${online} of ${orchs.length} online`);
+  oc.classList.toggle('good', online > 0);
+  const pending = [...state.commands.values()].filter((c) => c.status === 'pending').length;
+  const cc = $('#nav-cmd-count');
+  cc.hidden = pending === 0;
+  cc.textContent = String(pending);
+  cc.setAttribute('aria-label', `${pending} pending`);
+  $('#nav-agent-count').textContent = String(state.agents.size);
+  for (const a of $$('.tabs a')) {
+    if (a.dataset.view === state.view) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+// --- orchestrators
+
+function matchesFilter(o, f) {
+  if (!f) return true;
+  const hay = [o.hostname, o.id, o.baseDir, ...(o.providers || []),
+    ...(o.managedAgents || []).flatMap((m) => [m.label, m.tmuxSession, m.agentId, m.cwd])]
+    .filter(Boolean).join(' ').toLowerCase();
+  return hay.includes(f.toLowerCase());
+}
+
+function pendingFor(orchId) {
+  return [...state.commands.values()]
+    .filter((c) => c.orchestratorId === orchId && c.status === 'pending')
+    .sort((a, b) => (a.requestedAt || 0) - (b.requestedAt || 0));
+}
+
+function renderOrchestrators() {
+  const all = orchList();
+  const shown = all.filter((o) => matchesFilter(o, state.orchFilter));
+  $('#orch-empty').hidden = !state.loaded || all.length > 0;
+  $('#orch-nomatch').hidden = all.length === 0 || shown.length > 0;
+  $('#spawn-open').disabled = !all.some((o) => o.status === 'online');
+  const host = $('#host-cmd');
+  const cmd = `relay host --relay ${location.origin} --id ID --base-dir DIR --provider claude=claude`;
+  if (host.textContent !== cmd) host.textContent = cmd;
+  const sigExtra = (o) => JSON.stringify([
+    pendingFor(o.id),
+    [...state.errors].filter(([k]) => k.startsWith(`${o.id}\u0000`)),
+    [...state.busy].filter((k) => k.startsWith(`${o.id}\u0000`)),
+    state.openDetails.has(`env:${o.id}`),
+  ]);
+  reconcile($('#orch-list'), shown, (o) => o.id, (o) => JSON.stringify(o) + sigExtra(o),
+    (o) => orchCard(o, { live: true }));
+}
+
+const ckey = (orchId, what) => `${orchId}\u0000${what}`;
+
+function orchCard(o, { live }) {
+  const online = o.status === 'online';
+  const managed = o.managedAgents || [];
+  const envKeys = o.envKeys || [];
+  const envKey = `env:${o.id}`;
+  const envDetails = h('details', { class: 'env', open: live && state.openDetails.has(envKey) },
+    h('summary', { dataset: { fkey: `${o.id}:env` } },
+      `${envKeys.length} env var${envKeys.length === 1 ? '' : 's'}`),
+    envKeys.length ? h('ul', { class: 'env-keys' }, envKeys.map((k) => h('li', {}, h('code', {}, k))))
+      : h('p', { class: 'muted' }, 'No environment variables are passed to agents.'));
+  if (live) {
+    envDetails.addEventListener('toggle', () => {
+      if (envDetails.open) state.openDetails.add(envKey); else state.openDetails.delete(envKey);
+    });
+  }
+  const pending = live ? pendingFor(o.id) : [];
+  const removeKey = ckey(o.id, 'remove');
+  return h('article', { class: `card orch ${o.status}`, 'aria-label': `Orchestrator ${o.hostname || o.id}` },
+    h('header', { class: 'card-head' },
+      h('div', { class: 'titles' },
+        h('h2', { class: 'host' }, o.hostname || o.id),
+        h('div', { class: 'sub' }, h('span', { class: 'muted' }, 'id '), h('code', { class: 'orch-id' }, o.id))),
+      statusBadge(o.status)),
+    h('dl', { class: 'facts' },
+      h('div', {}, h('dt', {}, 'Base dir'), h('dd', {}, h('code', { class: 'basedir' }, o.baseDir || '–'))),
+      h('div', {}, h('dt', {}, 'Providers'), h('dd', { class: 'providers' },
+        (o.providers || []).map((p) => badge(p, `provider ${p}`)))),
+      h('div', {}, h('dt', {}, 'Env'), h('dd', {}, envDetails)),
+      h('div', {}, h('dt', {}, 'Last seen'), h('dd', { class: 'last-seen' },
+        live ? agoEl(o.lastSeen) : h('time', { title: fmtTime(o.lastSeen) }, fmtTime(o.lastSeen))))),
+    h('section', { class: 'managed', 'aria-label': `Managed agents on ${o.hostname || o.id}` },
+      h('h3', {}, `Managed agents `, h('span', { class: 'count' }, String(managed.length))),
+      managed.length === 0 ? h('p', { class: 'muted' }, 'None running.') : h('ul', { class: 'managed-list' },
+        managed.map((m) => managedRow(o, m, live)))),
+    pending.length ? h('section', { class: 'pending', 'aria-label': 'Pending commands' },
+      h('h3', {}, 'Pending'),
+      h('ul', {}, pending.map((c) => h('li', { class: 'pending-cmd' },
+        h('span', { class: 'spinner', 'aria-hidden': 'true' }), commandSummary(c, o), ' · ', agoEl(c.requestedAt))))) : null,
+    live ? h('footer', { class: 'card-foot' },
+      h('button', {
+        type: 'button', class: 'primary', disabled: !online, dataset: { fkey: `${o.id}:spawn` },
+        title: online ? null : 'This orchestrator is offline',
+        onclick: () => openSpawn(o.id),
+      }, 'Spawn…'),
+      h('button', {
+        type: 'button', class: 'ghost danger-text', dataset: { fkey: `${o.id}:remove` },
+        disabled: state.busy.has(removeKey), onclick: () => confirmRemove(o),
+      }, 'Remove'),
+      inlineError(removeKey)) : null);
+}
+
+function inlineError(key) {
+  const msg = state.errors.get(key);
+  return msg ? h('p', { class: 'error', role: 'alert' }, msg) : null;
+}
+
+function managedRow(o, m, live) {
+  const name = m.label || m.tmuxSession || m.agentId;
+  const online = o.status === 'online';
+  const actions = ['restart', 'shutdown'].map((action) => {
+    const key = ckey(o.id, `${action}:${m.agentId}`);
+    const busy = state.busy.has(key);
+    const label = action === 'restart' ? 'Restart' : 'Shutdown';
+    return h('button', {
+      type: 'button', class: `small ${action === 'shutdown' ? 'danger-text' : ''}`,
+      disabled: busy || !online, dataset: { fkey: `${o.id}:${action}:${m.agentId}` },
+      'aria-label': `${label} ${name}`, title: online ? null : 'This orchestrator is offline',
+      onclick: () => (action === 'shutdown' ? confirmShutdown(o, m) : runAction(o, m, action)),
+    }, busy ? `${label}…` : label);
+  });
+  const errs = ['restart', 'shutdown'].map((a) => inlineError(ckey(o.id, `${a}:${m.agentId}`)));
+  return h('li', { class: 'managed-agent', dataset: { agent: m.agentId } },
+    h('div', { class: 'm-main' },
+      h('span', { class: 'm-name' }, name),
+      badge(m.provider, `provider ${m.provider}`),
+      m.approvalMode && m.approvalMode !== 'guarded' ? badge(m.approvalMode, 'mode') : null),
+    h('div', { class: 'm-sub' },
+      h('code', { class: 'm-cwd', title: m.cwd }, relPath(m.cwd, o.baseDir)),
+      m.tmuxSession && m.label ? h('span', { class: 'muted' }, ` · tmux ${m.tmuxSession}`) : null,
+      m.startedAt ? h('span', { class: 'muted' }, ' · started ', live ? agoEl(m.startedAt) : fmtTime(m.startedAt)) : null),
+    live ? h('div', { class: 'm-actions' }, actions) : null,
+    live ? errs : null);
+}
+
+function commandSummary(c, o) {
+  const orch = o || state.orchestrators.get(c.orchestratorId);
+  const target = c.agentId
+    ? (orch?.managedAgents || []).find((m) => m.agentId === c.agentId)?.label || c.agentId
+    : null;
+  if (c.kind === 'spawn') {
+    const where = c.cwd ? ` in ${relPath(c.cwd, orch?.baseDir)}` : '';
+    return `spawn ${c.provider || ''}${c.label ? ` “${c.label}”` : ''}${where}`;
+  }
+  return `${c.kind} ${target || 'all agents'}`;
+}
+
+async function withBusy(key, fn) {
+  state.busy.add(key);
+  state.errors.delete(key);
+  scheduleRender();
+  try {
+    return await fn();
+  } catch (err) {
+    state.errors.set(key, err.message);
+    throw err;
+  } finally {
+    state.busy.delete(key);
+    scheduleRender();
+  }
+}
+
+async function runAction(o, m, action) {
+  const key = ckey(o.id, `${action}:${m.agentId}`);
+  try {
+    const res = await withBusy(key, () => api('POST',
+      `/api/orchestrators/${encodeURIComponent(o.id)}/actions`, { action, agentId: m.agentId }));
+    if (res && res.command) state.commands.set(res.command.id, res.command);
+    announce(`${action === 'restart' ? 'Restart' : 'Shutdown'} of ${m.label || m.tmuxSession || m.agentId} requested.`);
+  } catch { /* shown inline */ }
+}
+
+// --- confirmation dialog
+
+let confirmAction = null;
+
+function openConfirm({ title, body, ok, run, errorKey }) {
+  const dlg = $('#confirm-dialog');
+  $('#confirm-title').textContent = title;
+  $('#confirm-body').replaceChildren(...body);
+  $('#confirm-ok').textContent = ok;
+  setError($('#confirm-error'), '');
+  confirmAction = { run, errorKey };
+  const opener = document.activeElement;
+  dlg.addEventListener('close', () => { if (opener && opener.isConnected) opener.focus(); }, { once: true });
+  dlg.showModal();
+  $('#confirm-dialog [data-close]').focus();
+}
+
+function initConfirm() {
+  const dlg = $('#confirm-dialog');
+  $('#confirm-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!confirmAction) return;
+    const btn = $('#confirm-ok');
+    btn.disabled = true;
+    try {
+      await confirmAction.run();
+      confirmAction = null;
+      dlg.close();
+    } catch (err) {
+      setError($('#confirm-error'), err.message);
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  $('#confirm-dialog [data-close]').addEventListener('click', () => dlg.close());
+}
+
+function confirmRemove(o) {
+  const n = (o.managedAgents || []).length;
+  openConfirm({
+    title: `Remove ${o.hostname || o.id}?`,
+    body: [
+      h('p', {}, 'This removes the orchestrator ', h('code', {}, o.id), ' and its agent record from the relay.'),
+      h('p', { class: 'notice' }, n
+        ? `Its ${n} managed agent${n === 1 ? '' : 's'} keep running on the host; nothing is stopped.`
+        : 'Managed agents keep running on the host; nothing is stopped.'),
+      h('p', { class: 'muted' }, 'If its host daemon is still running, it will register again.'),
+    ],
+    ok: 'Remove',
+    run: async () => {
+      await api('DELETE', `/api/orchestrators/${encodeURIComponent(o.id)}`);
+      state.orchestrators.delete(o.id);
+      scheduleRender();
+      announce(`${o.hostname || o.id} removed.`);
+    },
+  });
+}
+
+function confirmShutdown(o, m) {
+  const name = m.label || m.tmuxSession || m.agentId;
+  openConfirm({
+    title: `Shut down ${name}?`,
+    body: [h('p', {}, 'The host stops this ', h('b', {}, m.provider), ' agent and its tmux session ',
+      h('code', {}, m.tmuxSession || m.agentId), '. Work not saved by the agent is lost.')],
+    ok: 'Shut down',
+    run: async () => {
+      const key = ckey(o.id, `shutdown:${m.agentId}`);
+      const res = await withBusy(key, () => api('POST',
+        `/api/orchestrators/${encodeURIComponent(o.id)}/actions`, { action: 'shutdown', agentId: m.agentId }))
+        .catch((err) => { state.errors.delete(key); throw err; });
+      if (res && res.command) state.commands.set(res.command.id, res.command);
+      announce(`Shutdown of ${name} requested.`);
+    },
+  });
+}
+
+// --- spawn dialog
+
+const spawn = { orchId: null, dirsFor: null };
+
+function onlineOrchs() {
+  return orchList().filter((o) => o.status === 'online');
+}
+
+function openSpawn(orchId) {
+  const dlg = $('#spawn-dialog');
+  const online = onlineOrchs();
+  spawn.orchId = online.some((o) => o.id === orchId) ? orchId : online[0]?.id || null;
+  spawn.dirsFor = null;
+  $('#spawn-form').reset();
+  for (const id of ['#spawn-error', '#spawn-cwd-error', '#spawn-provider-error', '#spawn-prompt-error', '#spawn-label-error']) {
+    setError($(id), '');
+  }
+  const opener = document.activeElement;
+  dlg.addEventListener('close', () => { if (opener && opener.isConnected) opener.focus(); }, { once: true });
+  refreshSpawnDialog(true);
+  dlg.showModal();
+  (spawn.orchId ? $('#spawn-orch') : $('#spawn-dialog [data-close]')).focus();
+}
+
+/** Keep the dialog true to the fleet while it is open (hosts come and go). */
+function refreshSpawnDialog(reset = false) {
+  const dlg = $('#spawn-dialog');
+  if (!dlg.open && !reset) return;
+  const online = onlineOrchs();
+  const sel = $('#spawn-orch');
+  const sig = JSON.stringify(online.map((o) => [o.id, o.hostname]));
+  if (sel.dataset.sig !== sig || reset) {
+    sel.replaceChildren(...online.map((o) => h('option', { value: o.id },
+      o.hostname && o.hostname !== o.id ? `${o.hostname} (${o.id})` : o.id)));
+    sel.dataset.sig = sig;
+  }
+  const wasOffline = spawn.orchId && !online.some((o) => o.id === spawn.orchId);
+  if (spawn.orchId && !wasOffline) sel.value = spawn.orchId;
+  $('#spawn-none').hidden = online.length > 0;
+  if (wasOffline) {
+    $('#spawn-none').hidden = false;
+    $('#spawn-none').textContent = 'The chosen orchestrator went offline. Pick another one, or wait for it to come back.';
+  } else {
+    $('#spawn-none').textContent = 'No orchestrator is online. Start a host daemon, or wait for one to come back.';
+  }
+  sel.disabled = online.length === 0;
+  $('#spawn-submit').disabled = online.length === 0 || wasOffline;
+  const o = state.orchestrators.get(spawn.orchId);
+  fillSpawnFor(o, reset);
+}
+
+function fillSpawnFor(o, reset) {
+  const provBox = $('#spawn-providers');
+  const providers = o?.providers || [];
+  const current = $('input[name=provider]:checked', provBox)?.value;
+  const psig = JSON.stringify([o?.id, providers]);
+  if (provBox.dataset.sig !== psig || reset) {
+    provBox.replaceChildren(...providers.map((p, i) => h('label', { class: 'choice inline' },
+      h('input', {
+        type: 'radio', name: 'provider', value: p,
+        checked: current ? current === p : i === 0,
+        onchange: updatePromptField,
+      }), ' ', badge(p, `provider ${p}`))));
+    if (!$('input[name=provider]:checked', provBox) && providers.length) {
+      $('input[name=provider]', provBox).checked = true;
+    }
+    provBox.dataset.sig = psig;
+  }
+  if (!providers.length) provBox.replaceChildren(h('p', { class: 'muted' }, 'Choose an orchestrator first.'));
+  updatePromptField();
+  const base = o?.baseDir || '';
+  $('#spawn-orch-hint').textContent = o
+    ? `${o.hostname || o.id} · base directory ${base} · ${o.managedAgents?.length || 0} agent(s) running` : '';
+  if (spawn.dirsFor !== o?.id) {
+    spawn.dirsFor = o?.id ?? null;
+    $('#spawn-cwd').value = base;
+    renderDirs(o);
+  }
+}
+
+function updatePromptField() {
+  const provider = $('#spawn-providers input[name=provider]:checked')?.value;
+  const field = $('#spawn-prompt-field');
+  field.hidden = provider !== 'claude';
+}
+
+function renderDirs(o) {
+  const box = $('#spawn-dirs');
+  const base = o?.baseDir || '';
+  const dirs = Array.isArray(o?.meta?.dirs) ? o.meta.dirs.filter((d) => typeof d === 'string') : null;
+  const hint = $('#spawn-cwd-hint');
+  if (!o) { box.replaceChildren(); hint.textContent = ''; return; }
+  if (!dirs) {
+    hint.textContent = `Any directory inside ${base}. This host does not report its directories, so type the path; the relay checks it.`;
+    box.replaceChildren();
+    return;
+  }
+  hint.textContent = `Inside ${base}. Pick a directory below or type a path.`;
+  const typed = $('#spawn-cwd').value.trim();
+  const rel = relPath(typed, base);
+  const filter = rel === '.' || rel === typed ? '' : rel;
+  const sorted = [...new Set(dirs)].sort();
+  const shown = sorted.filter((d) => !filter || d.toLowerCase().includes(filter.toLowerCase()) || filter.startsWith(d));
+  const choose = (path) => {
+    $('#spawn-cwd').value = path;
+    setError($('#spawn-cwd-error'), '');
+    renderDirs(o);
+  };
+  const item = (label, path, depth) => h('li', {},
+    h('button', {
+      type: 'button', class: `dir depth-${depth}`, 'aria-pressed': String(typed === path),
+      title: path, onclick: () => choose(path),
+    }, h('span', { class: 'folder', 'aria-hidden': 'true' }, '📁'), ' ', label));
+  box.replaceChildren(h('ul', { class: 'dir-list' },
+    item(`${base} (base)`, base, 0),
+    shown.slice(0, 300).map((d) => item(d, joinPath(base, d), Math.min(d.split('/').length, 3)))),
+  sorted.length === 0 ? h('p', { class: 'muted' }, 'The host reports no subdirectories.') : null,
+  shown.length > 300 ? h('p', { class: 'muted' }, `${shown.length - 300} more: type to narrow.`) : null);
+}
+
+function initSpawn() {
+  const dlg = $('#spawn-dialog');
+  $('#spawn-open').addEventListener('click', () => openSpawn(null));
+  for (const b of $$('#spawn-dialog [data-close]')) b.addEventListener('click', () => dlg.close());
+  $('#spawn-orch').addEventListener('change', (ev) => {
+    spawn.orchId = ev.target.value;
+    refreshSpawnDialog();
+  });
+  $('#spawn-cwd').addEventListener('input', () => {
+    setError($('#spawn-cwd-error'), '');
+    renderDirs(state.orchestrators.get(spawn.orchId));
+  });
+  $('#spawn-prompt').addEventListener('input', (ev) => {
+    $('#spawn-prompt-count').textContent = `${ev.target.value.length} / 4000`;
+  });
+  $('#spawn-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const o = state.orchestrators.get(spawn.orchId);
+    if (!o) return;
+    for (const id of ['#spawn-error', '#spawn-cwd-error', '#spawn-provider-error', '#spawn-prompt-error', '#spawn-label-error']) {
+      setError($(id), '');
+    }
+    const form = new FormData($('#spawn-form'));
+    const provider = form.get('provider');
+    if (!provider) { setError($('#spawn-provider-error'), 'Choose a provider.'); return; }
+    const body = { provider, approvalMode: form.get('approvalMode') || 'guarded' };
+    const cwd = String(form.get('cwd') || '').trim();
+    if (cwd) body.cwd = cwd;
+    const label = String(form.get('label') || '').trim();
+    if (label) body.label = label;
+    const prompt = String(form.get('prompt') || '').trim();
+    if (prompt && provider === 'claude') body.prompt = prompt;
+    const btn = $('#spawn-submit');
+    btn.disabled = true;
+    btn.textContent = 'Spawning…';
+    try {
+      const res = await api('POST', `/api/orchestrators/${encodeURIComponent(o.id)}/spawn`, body);
+      if (res && res.command) state.commands.set(res.command.id, res.command);
+      dlg.close();
+      announce(`Spawn of ${provider} requested on ${o.hostname || o.id}.`);
+      scheduleRender();
+    } catch (err) {
+      // Put the relay's sentence next to the field it names.
+      const m = err.message.toLowerCase();
+      const target = /\bcwd\b|base ?dir|director/.test(m) ? '#spawn-cwd-error'
+        : /provider/.test(m) ? '#spawn-provider-error'
+          : /prompt/.test(m) ? '#spawn-prompt-error'
+            : /label/.test(m) ? '#spawn-label-error' : '#spawn-error';
+      setError($(target), err.message);
+    } finally {
+      btn.textContent = 'Spawn';
+      refreshSpawnDialog();
+    }
+  });
+}
+
+// --- commands
+
+function renderCommands() {
+  const all = [...state.commands.values()].sort((a, b) => (b.requestedAt || 0) - (a.requestedAt || 0));
+  const counts = { all: all.length, pending: 0, done: 0, failed: 0 };
+  for (const c of all) counts[c.status] = (counts[c.status] || 0) + 1;
+  for (const k of Object.keys(counts)) {
+    const el = $(`#cmd-n-${k}`);
+    if (el) el.textContent = String(counts[k]);
+  }
+  for (const b of $$('[data-cmd-filter]')) b.setAttribute('aria-pressed', String(b.dataset.cmdFilter === state.cmdFilter));
+  const shown = state.cmdFilter === 'all' ? all : all.filter((c) => c.status === state.cmdFilter);
+  $('#cmd-empty').hidden = all.length > 0;
+  $('#cmd-table').hidden = shown.length === 0;
+  reconcile($('#cmd-list'), shown, (c) => c.id, (c) => JSON.stringify([c, state.orchestrators.get(c.orchestratorId)?.hostname]), commandRow);
+}
+
+function commandRow(c) {
+  const o = state.orchestrators.get(c.orchestratorId);
+  const result = c.result || {};
+  const error = result.error || c.error;
+  const details = [];
+  if (c.kind === 'spawn') {
+    if (c.approvalMode) details.push(c.approvalMode);
+    if (c.prompt) details.push(`prompt: ${c.prompt.length > 60 ? `${c.prompt.slice(0, 60)}…` : c.prompt}`);
+  }
+  return h('tr', { class: `cmd ${c.status}`, dataset: { command: c.id } },
+    td('Status', statusBadge(c.status)),
+    td('Command', h('b', {}, c.kind), ' ', c.provider ? badge(c.provider, `provider ${c.provider}`) : null,
+      h('div', { class: 'muted small-text' }, h('code', {}, c.id))),
+    td('Host', o ? o.hostname || o.id : h('span', { class: 'muted' }, `${c.orchestratorId} (removed)`)),
+    td('Target', c.kind === 'spawn'
+      ? [c.label ? h('b', {}, c.label) : null, c.label ? ' ' : null,
+        h('code', { title: c.cwd || o?.baseDir }, relPath(c.cwd || o?.baseDir || '', o?.baseDir) || '.'),
+        details.length ? h('div', { class: 'muted small-text' }, details.join(' · ')) : null]
+      : (c.agentId || 'all agents')),
+    td('Requested', agoEl(c.requestedAt), c.requestedBy ? h('div', { class: 'muted small-text' }, `by ${c.requestedBy}`) : null),
+    td('Result', 
+      c.status === 'pending' ? h('span', { class: 'muted' }, 'waiting for the host…')
+        : error ? h('span', { class: 'error-text' }, error)
+          : h('span', {}, c.status === 'done' ? 'done' : c.status, result.agentId || c.resultAgentId ? ` · ${result.agentId || c.resultAgentId}` : '',
+            result.at || result.completedAt ? [' · ', agoEl(result.at || result.completedAt)] : null)));
+}
+
+// --- agents
+
+function renderAgents() {
+  const all = [...state.agents.values()].sort((a, b) => (
+    (a.status === b.status ? 0 : a.status === 'online' ? -1 : 1)
+    || (a.name || a.id).localeCompare(b.name || b.id)
+  ));
+  const online = all.filter((a) => a.status === 'online').length;
+  $('#agent-n-all').textContent = String(all.length);
+  $('#agent-n-online').textContent = String(online);
+  $('#agent-n-offline').textContent = String(all.length - online);
+  for (const b of $$('[data-agent-filter]')) b.setAttribute('aria-pressed', String(b.dataset.agentFilter === state.agentFilter));
+  const shown = state.agentFilter === 'all' ? all : all.filter((a) => a.status === state.agentFilter);
+  $('#agent-empty').hidden = all.length > 0;
+  $('#agent-table').hidden = shown.length === 0;
+  reconcile($('#agent-list'), shown, (a) => a.id, (a) => JSON.stringify(a), (a) => agentRow(a, true));
+}
+
+function agentRow(a, live) {
+  const isHost = a.id.startsWith('orchestrator-') && state.orchestrators.has(a.id.slice('orchestrator-'.length));
+  const name = a.label || a.name || a.id;
+  return h('tr', { class: `agent ${a.status}`, dataset: { agent: a.id } },
+    td('Status', statusBadge(a.status)),
+    td('Agent', h('b', {}, name), isHost ? [' ', badge('host', 'host')] : null,
+      name !== a.id ? h('div', { class: 'muted small-text' }, h('code', {}, a.id)) : null),
+    td('Machine', a.machine || h('span', { class: 'muted' }, '–')),
+    live ? td('Capabilities & tags',
+      (a.capabilities || []).map((c) => badge(c, 'cap')), (a.tags || []).map((t) => badge(`#${t}`, 'tag'))) : null,
+    td('Last seen', live ? agoEl(a.lastSeen) : fmtTime(a.lastSeen)));
+}
+
+// --- history
+
+let logTimer = null;
+
+function scheduleLogRefresh() {
+  clearTimeout(logTimer);
+  logTimer = setTimeout(() => loadLog(), 250);
+}
+
+/** Read the log forward from where we stopped; keeps the newest LOG_KEEP rows. */
+function loadLog() {
+  if (history.loading) return history.loading;
+  history.loading = (async () => {
+    try {
+      for (let pages = 0; pages < 400; pages += 1) {
+        const data = await api('GET', `/api/log?after=${history.after}&limit=${LOG_PAGE}`);
+        const events = asList(data, 'events');
+        for (const e of events) history.events.push(e);
+        if (history.events.length > LOG_KEEP) history.events.splice(0, history.events.length - LOG_KEEP);
+        const last = events.length ? events[events.length - 1].position : null;
+        const next = data && data.next != null ? Number(data.next) : last;
+        if (last != null && last > history.head) history.head = last;
+        if (next != null && next > history.after) history.after = next;
+        if (events.length < LOG_PAGE || next == null) break;
+      }
+      history.loadedOnce = true;
+      setError($('#log-error'), '');
+    } catch (err) {
+      setError($('#log-error'), `Could not read the log: ${err.message}`);
+    } finally {
+      history.loading = null;
+      scheduleRender();
+    }
+  })();
+  return history.loading;
+}
+
+const isHeartbeat = (e) => /heartbeat/i.test(e.type || '');
+
+function humanType(type) {
+  const last = String(type || '').split(/[.:]/).filter(Boolean).pop() || String(type);
+  const words = last.replace(/([a-z0-9])([A-Z])/g, '$1 $2').toLowerCase();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+function eventFamily(type) {
+  const t = String(type || '').toLowerCase();
+  if (t.includes('command') || t.includes('spawn') || t.includes('action')) return 'command';
+  if (t.includes('orchestrator') || t.includes('managed')) return 'orchestrator';
+  if (t.includes('agent')) return 'agent';
+  return 'other';
+}
+
+function eventDetail(e) {
+  const d = e.data || {};
+  const bits = [];
+  const who = d.hostname || d.name || d.id || d.orchestratorId || d.agentId;
+  if (who) bits.push(String(who));
+  if (d.provider) bits.push(d.provider);
+  if (d.action) bits.push(d.action);
+  if (d.kind) bits.push(d.kind);
+  if (d.status) bits.push(d.status);
+  if (d.cwd) bits.push(d.cwd);
+  if (d.error) bits.push(`error: ${d.error}`);
+  if (Array.isArray(d.agents)) bits.push(`${d.agents.length} managed agent(s)`);
+  if (!bits.length && e.entityId) bits.push(String(e.entityId));
+  return bits.join(' · ');
+}
+
+function currentPos() {
+  return history.at == null ? history.head : Math.min(history.at, history.head);
+}
+
+function renderHistory() {
+  const head = Math.max(history.head, state.lastEventId || 0);
+  history.head = head;
+  const pos = currentPos();
+  const slider = $('#pos-slider');
+  slider.max = String(head);
+  if (document.activeElement !== slider) slider.value = String(pos);
+  const input = $('#pos-input');
+  input.max = String(head);
+  if (document.activeElement !== input) input.value = String(pos);
+  $('#pos-head').textContent = String(head);
+  $('#pos-live').disabled = history.at == null;
+  const mode = $('#pos-mode');
+  mode.textContent = history.at == null ? 'live' : 'past';
+  mode.className = `badge ${history.at == null ? 'live' : 'past'}`;
+  const atEvent = history.events.find((e) => e.position === pos);
+  $('#pos-when').textContent = atEvent ? `· ${fmtTime(atEvent.at)}` : '';
+  $('#past-pos').textContent = String(pos);
+
+  const rows = history.events.filter((e) => history.showHeartbeats || !isHeartbeat(e)).slice().reverse();
+  reconcile($('#timeline'), rows, (e) => String(e.position),
+    (e) => `${e.position}:${e.position === pos}:${e.position > pos}`, (e) => timelineRow(e, pos));
+  const more = $('#timeline-more');
+  const first = history.events[0];
+  more.hidden = !(first && first.position > 1);
+  more.textContent = first ? `Older events (before position ${first.position}) are not listed; use the slider to go back further.` : '';
+  if (!history.loadedOnce && !history.loading) loadLog();
+  if (history.past?.pos !== pos && history.pastFor !== pos) loadPast(pos);
+}
+
+function timelineRow(e, pos) {
+  const fam = eventFamily(e.type);
+  return h('li', { class: `tl ${fam}${e.position === pos ? ' current' : ''}${e.position > pos ? ' later' : ''}` },
+    h('button', {
+      type: 'button', class: 'tl-btn', dataset: { fkey: `tl:${e.position}` },
+      'aria-label': `Show the fleet at position ${e.position}: ${humanType(e.type)}`,
+      'aria-current': e.position === pos ? 'step' : null,
+      onclick: () => setPosition(e.position),
+    },
+    h('span', { class: 'tl-pos' }, `#${e.position}`),
+    h('span', { class: 'tl-type' }, humanType(e.type)),
+    h('span', { class: 'tl-detail' }, eventDetail(e)),
+    h('time', { class: 'tl-time', title: fmtTime(e.at) }, e.at ? new Date(e.at).toLocaleTimeString() : '')));
+}
+
+function setPosition(p) {
+  const head = history.head;
+  const n = Math.max(0, Math.min(head, Math.round(Number(p))));
+  if (Number.isNaN(n)) return;
+  history.at = n >= head ? null : n;
+  scheduleRender();
+}
+
+let pastTimer = null;
+let pastAbort = null;
+
+function loadPast(pos) {
+  history.pastFor = pos;
+  clearTimeout(pastTimer);
+  pastTimer = setTimeout(async () => {
+    if (pastAbort) pastAbort.abort();
+    const ctrl = new AbortController();
+    pastAbort = ctrl;
+    const seq = ++history.seq;
+    try {
+      const q = `?at=${pos}`;
+      const [orchs, agents, managed] = await Promise.all([
+        api('GET', `/api/orchestrators${q}`, undefined, ctrl),
+        api('GET', `/api/agents${q}`, undefined, ctrl),
+        api('GET', `/api/managed-agents${q}`, undefined, ctrl),
+      ]);
+      if (seq !== history.seq) return;
+      history.past = {
+        pos,
+        orchestrators: asList(orchs, 'orchestrators'),
+        agents: asList(agents, 'agents'),
+        managed: asList(managed, 'managedAgents'),
+      };
+      setError($('#pos-error'), '');
+      renderPast();
+    } catch (err) {
+      if (err.name === 'AbortError' || seq !== history.seq) return;
+      history.pastFor = null;
+      setError($('#pos-error'), `Could not load the fleet at position ${pos}: ${err.message}`);
+    }
+  }, 120);
+}
+
+function renderPast() {
+  const past = history.past;
+  if (!past) return;
+  const orchs = [...past.orchestrators].sort((a, b) => (a.hostname || '').localeCompare(b.hostname || ''));
+  const online = orchs.filter((o) => o.status === 'online').length;
+  const agentsOnline = past.agents.filter((a) => a.status === 'online').length;
+  $('#past-summary').textContent = `${orchs.length} orchestrator(s), ${online} online · `
+    + `${past.agents.length} agent(s), ${agentsOnline} online · ${past.managed.length} managed agent(s)`;
+  const box = $('#past-orchs');
+  box.replaceChildren(...(orchs.length ? orchs.map((o) => orchCard(o, { live: false }))
+    : [h('p', { class: 'muted' }, 'No orchestrators at this position.')]));
+  $('#past-agents').replaceChildren(...past.agents.map((a) => agentRow(a, false)));
+}
+
+// ---------------------------------------------------------------- routing & init
+
+function showView(view) {
+  state.view = VIEWS.includes(view) ? view : 'orchestrators';
+  for (const sec of $$('.view')) sec.hidden = sec.dataset.view !== state.view;
+  document.title = `relay · ${state.view}`;
+  if (state.view === 'history') {
+    history.pastFor = null;
+    loadLog();
+  }
+  render();
+}
+
+function initControls() {
+  $('#orch-filter').addEventListener('input', (ev) => { state.orchFilter = ev.target.value.trim(); render(); });
+  for (const b of $$('[data-cmd-filter]')) {
+    b.addEventListener('click', () => { state.cmdFilter = b.dataset.cmdFilter; render(); });
+  }
+  for (const b of $$('[data-agent-filter]')) {
+    b.addEventListener('click', () => { state.agentFilter = b.dataset.agentFilter; render(); });
+  }
+  $('#host-cmd-copy').addEventListener('click', async () => {
+    const text = $('#host-cmd').textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+      announce('Command copied.');
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents($('#host-cmd'));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      announce('Selected: press Ctrl+C to copy.');
+    }
+  });
+  const slider = $('#pos-slider');
+  slider.addEventListener('input', () => {
+    $('#pos-input').value = slider.value;
+    setPosition(slider.value);
+  });
+  const input = $('#pos-input');
+  input.addEventListener('change', () => setPosition(input.value));
+  input.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') setPosition(input.value); });
+  $('#pos-prev').addEventListener('click', () => setPosition(currentPos() - 1));
+  $('#pos-next').addEventListener('click', () => setPosition(currentPos() + 1));
+  $('#pos-live').addEventListener('click', () => setPosition(history.head));
+  $('#show-heartbeats').addEventListener('change', (ev) => { history.showHeartbeats = ev.target.checked; render(); });
+  window.addEventListener('hashchange', () => showView(location.hash.slice(1)));
+}
+
+function init() {
+  initAuth();
+  initConfirm();
+  initSpawn();
+  initControls();
+  showView(location.hash.slice(1));
+  setInterval(tick, 1000);
+  start();
+}
+
+init();
