@@ -1,0 +1,189 @@
+"""``relay host``: arguments to a ``HostConfig``, then run the daemon.
+
+``relay/cli.py`` wires the subcommand with ``add_host_parser`` and calls
+``run_host``; ``python -m relay.host`` runs the same thing on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from relay.host.config import (
+    HostConfig,
+    HostConfigError,
+    check_id,
+    default_state_path,
+    parse_providers,
+    read_env_file,
+)
+from relay.host.daemon import HostDaemon, registration_payload
+from relay.host.state import StateFileError
+from relay.host.tmux import Tmux
+
+log = logging.getLogger("relay.host")
+
+
+def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(environ[name])
+    except (KeyError, ValueError):
+        return default
+
+
+def add_host_parser(subparsers: Any) -> None:
+    """Add the ``host`` subcommand to ``relay``'s subparsers."""
+    parser = subparsers.add_parser(
+        "host",
+        help="run the host daemon that starts agents on this machine",
+        description="Register this machine with a relay and carry out its spawn, "
+        "restart and shutdown commands by running agents in tmux sessions.",
+    )
+    configure_parser(parser)
+
+
+def configure_parser(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    """Add the host daemon's options to ``parser`` (defaults from the environment)."""
+    env = os.environ if environ is None else environ
+    parser.add_argument("--relay", default=env.get("RELAY_URL"), metavar="URL",
+                        help="the relay's base URL, e.g. http://relay:4850 (env RELAY_URL)")
+    parser.add_argument("--id", dest="orchestrator_id", default=env.get("RELAY_HOST_ID"),
+                        help="this host's orchestrator id (env RELAY_HOST_ID)")
+    parser.add_argument("--base-dir", default=env.get("RELAY_BASE_DIR"), metavar="DIR",
+                        help="agents may only work inside this folder (env RELAY_BASE_DIR)")
+    parser.add_argument("--provider", action="append", default=[], metavar="NAME=COMMAND",
+                        help="the command that starts a provider here, e.g. "
+                        "claude='claude --model opus'; repeat for each provider")
+    parser.add_argument("--hostname", default=None,
+                        help="the name shown in the dashboard (default: this machine's name)")
+    parser.add_argument("--env-file", default=env.get("RELAY_ENV_FILE"), metavar="FILE",
+                        help="KEY=VALUE lines given to agents; only the names are sent "
+                        "to the relay (env RELAY_ENV_FILE)")
+    parser.add_argument("--token", default=env.get("RELAY_TOKEN"),
+                        help="the relay's admin token, used only to register (env RELAY_TOKEN)")
+    parser.add_argument("--state", default=env.get("RELAY_HOST_STATE"), metavar="FILE",
+                        help="the state file (default ~/.local/state/relay/host-<id>.json)")
+    parser.add_argument("--tmux-socket", default=env.get("RELAY_TMUX_SOCKET", "relay"),
+                        metavar="NAME",
+                        help="tmux socket name (tmux -L NAME) for the agents' sessions; "
+                        "'' means tmux's default socket (env RELAY_TMUX_SOCKET, default relay)")
+    parser.add_argument("--stale-after", type=float,
+                        default=_env_float(env, "RELAY_STALE_AFTER", 90.0), metavar="SECONDS",
+                        help="the relay's stale-after; heartbeats go every third of it "
+                        "(default 90, so every 30 s)")
+    parser.add_argument("--check-every", type=float, default=5.0, metavar="SECONDS",
+                        help="how often to look for agents whose tmux session ended (default 5)")
+    parser.add_argument("--max-backoff", type=float, default=30.0, metavar="SECONDS",
+                        help="the longest wait between retries when the relay is away "
+                        "(default 30)")
+    parser.add_argument("--once", "--dry-run", dest="once", action="store_true",
+                        help="print what would be registered and exit without contacting "
+                        "the relay")
+    parser.add_argument("--log-level", default=env.get("RELAY_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+
+
+def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> HostConfig:
+    """Validate the parsed arguments into a ``HostConfig`` (raises ``HostConfigError``)."""
+    env = os.environ if environ is None else environ
+    if not args.relay:
+        raise HostConfigError("--relay URL is needed (or RELAY_URL)")
+    if not args.relay.startswith(("http://", "https://")):
+        raise HostConfigError(f"--relay {args.relay!r}: expected an http:// or https:// URL")
+    if not args.orchestrator_id:
+        raise HostConfigError("--id is needed (or RELAY_HOST_ID)")
+    orchestrator_id = check_id(args.orchestrator_id, "--id")
+    if not args.base_dir:
+        raise HostConfigError("--base-dir DIR is needed (or RELAY_BASE_DIR)")
+    base_dir = Path(os.path.abspath(os.path.expanduser(args.base_dir)))
+    if not base_dir.is_dir():
+        raise HostConfigError(f"--base-dir {str(base_dir)!r} is not an existing directory")
+    providers = parse_providers(args.provider)
+    env_file = Path(os.path.expanduser(args.env_file)) if args.env_file else None
+    state = (
+        Path(os.path.expanduser(args.state))
+        if args.state
+        else default_state_path(orchestrator_id, env)
+    )
+    if args.stale_after <= 0:
+        raise HostConfigError("--stale-after must be positive")
+    return HostConfig(
+        relay_url=args.relay.rstrip("/"),
+        orchestrator_id=orchestrator_id,
+        hostname=args.hostname or socket.gethostname(),
+        base_dir=base_dir,
+        providers=providers,
+        state_path=state,
+        env=read_env_file(env_file),
+        admin_token=args.token or None,
+        tmux_socket=args.tmux_socket or None,
+        stale_after=args.stale_after,
+        check_every=max(args.check_every, 0.1),
+        max_backoff=max(args.max_backoff, 0.1),
+    )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, str(level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_host(args: argparse.Namespace) -> int:
+    """Run ``relay host`` with parsed arguments; returns the exit code."""
+    _setup_logging(args.log_level)
+    try:
+        config = build_config(args)
+    except HostConfigError as exc:
+        print(f"relay host: {exc}", file=sys.stderr)
+        return 2
+    if args.once:
+        print(json.dumps({
+            "relay": config.relay_url,
+            "register": registration_payload(config),
+            "providers": {name: list(argv) for name, argv in config.providers.items()},
+            "state": str(config.state_path),
+            "tmuxSocket": config.tmux_socket,
+            "heartbeatEvery": config.heartbeat_every,
+        }, indent=2))
+        return 0
+    tmux = Tmux(config.tmux_socket)
+    if not tmux.available():
+        print("relay host: tmux is not installed (apt-get install tmux)", file=sys.stderr)
+        return 2
+    daemon = HostDaemon(config, tmux)
+    try:
+        asyncio.run(_main(daemon))
+    except (HostConfigError, StateFileError) as exc:
+        print(f"relay host: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _main(daemon: HostDaemon) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, daemon.stop)
+    await daemon.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m relay.host``: the same as ``relay host``."""
+    parser = argparse.ArgumentParser(prog="relay host")
+    configure_parser(parser)
+    return run_host(parser.parse_args(argv))

@@ -1,0 +1,598 @@
+"""The host daemon's loops: register, heartbeat, follow commands, watch agents.
+
+Exactly-once, as far as a crash allows: a command is marked *started* in the
+state file before anything is done, and *handled* (with its result queued in
+an outbox) right after. A daemon that was killed in between does not run the
+command again; on start it looks for the tmux session that the command would
+have made and reports ``done`` if it is there, ``failed`` if not. Results are
+posted from the outbox until the relay accepts them (a 409 means it already
+has one), so a network loss never loses or repeats a result.
+
+The command-follow loop is one piece (``follow_commands``): it prefers the
+SSE stream, resuming from the last handled log position, reconciles with the
+pending list each time it (re)connects, and falls back to polling that list
+when the relay has no stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from relay import __version__
+from relay.host.client import (
+    NotRegisteredError,
+    RelayClient,
+    RelayClientError,
+    RelayRejectedError,
+    RelayUnavailableError,
+    StreamUnsupportedError,
+)
+from relay.host.config import (
+    APPROVAL_MODES,
+    HostConfig,
+    HostConfigError,
+    list_dirs,
+    resolve_inside,
+)
+from relay.host.state import HostState, ManagedAgent, StateFile
+from relay.host.tmux import Tmux, TmuxError, session_name
+
+log = logging.getLogger("relay.host")
+
+
+def now_ms() -> int:
+    """Epoch milliseconds, the relay's unit for times on the wire."""
+    return int(time.time() * 1000)
+
+
+class CommandFailedError(Exception):
+    """Raised while carrying out a command; the message is the reported reason."""
+
+
+class Backoff:
+    """Exponential backoff with jitter, so many hosts don't retry in lockstep."""
+
+    def __init__(self, cap: float, base: float = 0.25) -> None:
+        self.cap = cap
+        self.base = base
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next try: half to all of ``base * 2**attempt``, capped."""
+        delay = min(self.cap, self.base * (2 ** min(self.attempt, 20)))
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        """Start over after a success."""
+        self.attempt = 0
+
+
+def registration_payload(config: HostConfig) -> dict[str, Any]:
+    """What ``POST /api/orchestrators`` gets: names only, never env values."""
+    dirs, truncated = list_dirs(config.base_dir, config.max_dirs)
+    return {
+        "id": config.orchestrator_id,
+        "hostname": config.hostname,
+        "baseDir": str(config.base_dir),
+        "providers": sorted(config.providers),
+        "envKeys": config.env_keys,
+        "meta": {
+            "dirs": dirs,
+            "dirsTruncated": truncated,
+            "daemon": "relay host",
+            "version": __version__,
+            "pid": os.getpid(),
+        },
+    }
+
+
+class HostDaemon:
+    """One host's orchestrator: owns the state file, the tmux socket and the loops."""
+
+    def __init__(self, config: HostConfig, tmux: Tmux | None = None) -> None:
+        self.config = config
+        self.tmux = tmux or Tmux(config.tmux_socket)
+        self.state_file = StateFile(config.state_path)
+        self.state: HostState = HostState()
+        self.client = RelayClient(config.relay_url, config.orchestrator_id, config.admin_token)
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._registered = asyncio.Event()
+        self._agents_dirty = True
+        self._last_dirs: list[str] | None = None
+        self._register_lock = asyncio.Lock()
+        self._generation = 0  # counts registrations, so concurrent 404s register once
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        """Run until ``stop()``; agents in tmux keep running after the daemon exits."""
+        self.state = self.state_file.load()
+        if self.state.orchestrator_id and self.state.orchestrator_id != self.config.orchestrator_id:
+            raise HostConfigError(
+                f"state file {self.state_file.path} belongs to orchestrator "
+                f"{self.state.orchestrator_id!r}; use another --state for "
+                f"{self.config.orchestrator_id!r}"
+            )
+        if self.state.relay_url and self.state.relay_url != self.config.relay_url:
+            log.warning(
+                "relay URL changed from %s to %s; log positions of the old relay are dropped",
+                self.state.relay_url, self.config.relay_url,
+            )
+            self.state.last_event_id = None
+        self.state.orchestrator_id = self.config.orchestrator_id
+        self.state.relay_url = self.config.relay_url
+        self.client.orchestrator_token = self.state.orchestrator_token
+        self._save()
+        log.info(
+            "host %s (%s) for %s: base dir %s, providers %s, tmux socket %s, state %s",
+            self.config.orchestrator_id, self.config.hostname, self.config.relay_url,
+            self.config.base_dir, ", ".join(sorted(self.config.providers)),
+            self.config.tmux_socket or "(default)", self.state_file.path,
+        )
+        async with self.client:
+            await self._refresh_agents()
+            await self._recover_started()
+            tasks = [
+                asyncio.create_task(self._guard("register", self._register_until_done)),
+                asyncio.create_task(self._guard("heartbeat", self.heartbeat_loop)),
+                asyncio.create_task(self._guard("commands", self.follow_commands)),
+                asyncio.create_task(self._guard("watch", self.watch_agents)),
+            ]
+            try:
+                await self._stop.wait()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                self._save()
+        log.info("host daemon stopped; %d managed agent(s) keep running", len(self.state.agents))
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return (signal handlers call this)."""
+        self._stop.set()
+
+    async def _guard(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Restart a loop that crashed on a bug, after logging it, instead of dying."""
+        backoff = Backoff(self.config.max_backoff)
+        while not self._stop.is_set():
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s loop failed; restarting it", name)
+                await self._sleep(backoff.next_delay())
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when the daemon is asked to stop."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    def _save(self) -> None:
+        self.state.orchestrator_token = self.client.orchestrator_token
+        self.state_file.save(self.state)
+
+    # ------------------------------------------------------------ registration
+
+    async def _register_until_done(self) -> None:
+        await self.ensure_registered()
+
+    async def ensure_registered(self, force: bool = False, seen: int | None = None) -> None:
+        """Register (again when ``force``), retrying with backoff until it works.
+
+        ``seen`` is the registration generation a failed call ran under: when
+        another task has registered since, there is nothing left to do.
+        """
+        async with self._register_lock:
+            if self._registered.is_set() and not force:
+                return
+            if seen is not None and seen != self._generation:
+                return
+            self._registered.clear()
+            backoff = Backoff(self.config.max_backoff)
+            while not self._stop.is_set():
+                payload = registration_payload(self.config)
+                try:
+                    await self.client.register(payload)
+                except RelayRejectedError as exc:
+                    log.error("the relay refused the registration (%s); retrying", exc)
+                except RelayUnavailableError as exc:
+                    log.warning("cannot reach the relay to register: %s", exc)
+                else:
+                    self._last_dirs = payload["meta"]["dirs"]
+                    self._generation += 1
+                    self._save()
+                    log.info(
+                        "registered as %s with %d dir(s) listed, env keys: %s",
+                        self.config.orchestrator_id, len(payload["meta"]["dirs"]),
+                        ", ".join(payload["envKeys"]) or "(none)",
+                    )
+                    self._agents_dirty = True
+                    self._registered.set()
+                    break
+                await self._sleep(backoff.next_delay())
+        if self._registered.is_set():
+            # Outside the lock: these calls may themselves find us forgotten.
+            await self._report_agents()
+            await self.flush_outbox()
+
+    async def _registered_call(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a call that needs our registration, registering again on 404/401/403."""
+        await self._registered.wait()
+        generation = self._generation
+        try:
+            return await call()
+        except NotRegisteredError as exc:
+            log.warning("the relay does not know this host any more (%s); registering again", exc)
+            await self.ensure_registered(force=True, seen=generation)
+            return await call()
+
+    # --------------------------------------------------------------- heartbeat
+
+    async def heartbeat_loop(self) -> None:
+        """Beat every third of stale-after; re-register when forgotten or dirs change."""
+        backoff = Backoff(self.config.max_backoff)
+        while not self._stop.is_set():
+            await self._registered.wait()
+            try:
+                await self._registered_call(self.client.heartbeat)
+                dirs, _ = list_dirs(self.config.base_dir, self.config.max_dirs)
+                if dirs != self._last_dirs:
+                    log.info("base dir listing changed; registering again to publish it")
+                    await self.ensure_registered(force=True)
+                if self._agents_dirty:
+                    await self._report_agents()
+                if self.state.outbox:
+                    await self.flush_outbox()
+            except RelayClientError as exc:
+                delay = min(backoff.next_delay(), self.config.heartbeat_every)
+                log.warning("heartbeat failed: %s; next try in %.1fs", exc, delay)
+                await self._sleep(delay)
+                continue
+            backoff.reset()
+            await self._sleep(self.config.heartbeat_every)
+
+    # ---------------------------------------------------------------- commands
+
+    async def follow_commands(self) -> None:
+        """Follow our commands: SSE with resume, reconcile on connect, poll as fallback."""
+        backoff = Backoff(self.config.max_backoff)
+        polls_before_stream_retry = 0
+        while not self._stop.is_set():
+            await self._registered.wait()
+            try:
+                if polls_before_stream_retry > 0:
+                    polls_before_stream_retry -= 1
+                    await self.reconcile()
+                    backoff.reset()
+                    await self._sleep(self.config.poll_every)
+                    continue
+                await self._follow_stream()
+                backoff.reset()  # the relay closed the stream cleanly: reconnect now
+            except StreamUnsupportedError:
+                log.warning("the relay has no event stream; polling pending commands instead")
+                polls_before_stream_retry = 30
+            except NotRegisteredError as exc:
+                log.warning("event stream refused (%s); registering again", exc)
+                await self.ensure_registered(force=True, seen=self._generation)
+            except RelayClientError as exc:
+                delay = backoff.next_delay()
+                log.warning("lost the command stream: %s; reconnecting in %.1fs", exc, delay)
+                await self._sleep(delay)
+
+    async def _follow_stream(self) -> None:
+        async with self.client.event_stream(self.state.last_event_id) as events:
+            log.info(
+                "following commands on the event stream from position %s",
+                self.state.last_event_id or "(tail)",
+            )
+            # Reconcile once the stream is open: anything requested after the
+            # pending list was read arrives on the stream, so nothing is missed.
+            await self.reconcile()
+            async for event in events:
+                await self._on_event(event)
+
+    async def _on_event(self, event: Any) -> None:
+        data = event.json()
+        if event.event == "orchestrator.command" and isinstance(data, dict):
+            if data.get("orchestratorId") in (None, self.config.orchestrator_id):
+                await self.handle_command(data)
+        elif (
+            event.event == "orchestrator.removed"
+            and isinstance(data, dict)
+            and data.get("id") == self.config.orchestrator_id
+        ):
+            log.warning("this host was removed from the relay; registering again")
+            await self.ensure_registered(force=True, seen=self._generation)
+        if event.id:
+            self.state.last_event_id = event.id
+            self._save()
+
+    async def reconcile(self) -> None:
+        """Carry out every pending command the relay lists that we have not handled."""
+        commands = await self._registered_call(self.client.pending_commands)
+        for command in commands:
+            await self.handle_command(command)
+        await self.flush_outbox()
+
+    async def handle_command(self, command: dict[str, Any]) -> None:
+        """Carry out one command at most once, then queue and post its result."""
+        command_id = str(command.get("id") or "")
+        if not command_id or command.get("status", "pending") != "pending":
+            return
+        async with self._lock:
+            if self.state.is_handled(command_id):
+                return
+            self.state.mark_started(command)
+            self._save()
+            kind = command.get("kind")
+            log.info("command %s: %s %s", command_id, kind, _describe(command))
+            try:
+                result = await self._execute(command)
+            except CommandFailedError as exc:
+                result = {"status": "failed", "error": str(exc)}
+            except Exception as exc:
+                log.exception("command %s crashed", command_id)
+                result = {"status": "failed", "error": f"the host daemon hit an error: {exc}"}
+            if result["status"] == "failed":
+                log.warning("command %s failed: %s", command_id, result["error"])
+            else:
+                log.info("command %s done", command_id)
+            self.state.finish(command_id, result)
+            self._save()
+        await self._report_agents()
+        await self.flush_outbox()
+
+    async def flush_outbox(self) -> None:
+        """Post queued results; keep the ones the relay could not take yet."""
+        for command_id, result in list(self.state.outbox.items()):
+            try:
+                await self._registered_call(
+                    lambda c=command_id, r=result: self.client.post_result(c, r)
+                )
+            except RelayRejectedError as exc:
+                log.error("the relay refused the result of %s (%s); dropping it", command_id, exc)
+            except RelayClientError as exc:
+                log.warning("could not post the result of %s yet: %s", command_id, exc)
+                return
+            self.state.outbox.pop(command_id, None)
+            self._save()
+
+    async def _execute(self, command: dict[str, Any]) -> dict[str, Any]:
+        kind = command.get("kind")
+        if kind == "spawn":
+            agent = await self._spawn(command)
+            return {"status": "done", "agentId": agent.agent_id}
+        if kind in ("restart", "shutdown"):
+            agent_id = command.get("agentId")
+            targets = self._targets(agent_id)
+            for agent in targets:
+                if kind == "restart":
+                    await self._restart(agent)
+                else:
+                    await self._shutdown(agent)
+            result: dict[str, Any] = {"status": "done"}
+            if agent_id:
+                result["agentId"] = agent_id
+            return result
+        raise CommandFailedError(f"unknown command kind {kind!r}")
+
+    def _targets(self, agent_id: str | None) -> list[ManagedAgent]:
+        if not agent_id:
+            return list(self.state.agents)
+        agent = self.state.agent(agent_id)
+        if agent is None:
+            raise CommandFailedError(f"no managed agent {agent_id!r} runs on this host")
+        return [agent]
+
+    # ------------------------------------------------------------------ agents
+
+    def _argv(self, provider: str, prompt: str | None) -> list[str]:
+        base = self.config.providers.get(provider)
+        if base is None:
+            configured = ", ".join(sorted(self.config.providers))
+            raise CommandFailedError(
+                f"provider {provider!r} is not configured on this host (configured: {configured})"
+            )
+        argv = list(base)
+        if shutil.which(argv[0]) is None:
+            raise CommandFailedError(f"provider {provider!r}: command {argv[0]!r} not found")
+        if prompt:
+            argv.append(prompt)  # one argv element: never parsed by a shell
+        return argv
+
+    def _env(self, agent: ManagedAgent, command_id: str) -> dict[str, str]:
+        env = dict(self.config.env)
+        env.update({
+            "RELAY_URL": self.config.relay_url,
+            "RELAY_AGENT_ID": agent.agent_id,
+            "RELAY_ORCHESTRATOR_ID": self.config.orchestrator_id,
+            "RELAY_APPROVAL_MODE": agent.approval_mode,
+            "RELAY_COMMAND_ID": command_id,
+            "RELAY_TMUX_SESSION": agent.tmux_session,
+        })
+        if agent.label:
+            env["RELAY_AGENT_LABEL"] = agent.label
+        return env
+
+    @property
+    def _spec_dir(self) -> Path:
+        return self.state_file.path.parent / "launch"
+
+    async def _spawn(self, command: dict[str, Any]) -> ManagedAgent:
+        command_id = str(command["id"])
+        provider = str(command.get("provider") or "")
+        prompt = command.get("prompt") or None
+        argv = self._argv(provider, prompt)
+        try:
+            cwd = resolve_inside(self.config.base_dir, command.get("cwd"))
+        except HostConfigError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        approval = command.get("approvalMode") or "guarded"
+        if approval not in APPROVAL_MODES:
+            raise CommandFailedError(f"unknown approvalMode {approval!r}")
+        label = command.get("label") or None
+        session = session_name(label, provider, command_id)
+        agent = ManagedAgent(
+            agent_id=str(command.get("agentId") or session.removeprefix("relay-")),
+            provider=provider,
+            tmux_session=session,
+            cwd=str(cwd),
+            approval_mode=approval,
+            started_at=now_ms(),
+            label=label,
+            command_id=command_id,
+        )
+        if self.state.agent(agent.agent_id) is not None:
+            raise CommandFailedError(f"a managed agent {agent.agent_id!r} already runs here")
+        try:
+            agent.pid = await self.tmux.start(
+                session, cwd, argv, self._env(agent, command_id), self._spec_dir
+            )
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        self.state.agents.append(agent)
+        self._agents_dirty = True
+        self._save()
+        log.info("started %s (%s) in tmux session %s, pid %s, cwd %s",
+                 agent.agent_id, provider, session, agent.pid, cwd)
+        return agent
+
+    async def _restart(self, agent: ManagedAgent) -> None:
+        # Restart runs the provider's command again without the original
+        # prompt: the first run may have done that work already.
+        argv = self._argv(agent.provider, None)
+        await self.tmux.kill(agent.tmux_session)
+        try:
+            cwd = resolve_inside(self.config.base_dir, agent.cwd)
+        except HostConfigError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        try:
+            agent.pid = await self.tmux.start(
+                agent.tmux_session, cwd, argv,
+                self._env(agent, agent.command_id or ""), self._spec_dir,
+            )
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        agent.started_at = now_ms()
+        self._agents_dirty = True
+        self._save()
+        log.info("restarted %s in tmux session %s, pid %s",
+                 agent.agent_id, agent.tmux_session, agent.pid)
+
+    async def _shutdown(self, agent: ManagedAgent) -> None:
+        try:
+            await self.tmux.kill(agent.tmux_session)
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        self.state.agents = [a for a in self.state.agents if a.agent_id != agent.agent_id]
+        self._agents_dirty = True
+        self._save()
+        log.info("shut down %s (tmux session %s)", agent.agent_id, agent.tmux_session)
+
+    async def _refresh_agents(self) -> bool:
+        """Drop agents whose tmux session is gone; True when the list changed."""
+        try:
+            live = await self.tmux.sessions()
+        except TmuxError as exc:
+            log.warning("cannot list tmux sessions: %s", exc)
+            return False
+        dead = [a for a in self.state.agents if a.tmux_session not in live]
+        if not dead:
+            return False
+        for agent in dead:
+            log.warning(
+                "agent %s stopped (tmux session %s is gone)", agent.agent_id, agent.tmux_session
+            )
+        self.state.agents = [a for a in self.state.agents if a.tmux_session in live]
+        self._agents_dirty = True
+        self._save()
+        return True
+
+    async def watch_agents(self) -> None:
+        """Notice agents that died and report the new list."""
+        while not self._stop.is_set():
+            await self._sleep(self.config.check_every)
+            async with self._lock:
+                changed = await self._refresh_agents()
+            if changed:
+                await self._report_agents()
+
+    async def _report_agents(self) -> None:
+        """PATCH the full managed-agent list; on failure the heartbeat loop retries."""
+        if not self._registered.is_set():
+            return
+        self._agents_dirty = False
+        agents = [a.to_wire() for a in self.state.agents]
+        try:
+            await self._registered_call(lambda: self.client.report_agents(agents))
+        except RelayClientError as exc:
+            self._agents_dirty = True
+            log.warning("could not report managed agents yet: %s", exc)
+
+    async def _recover_started(self) -> None:
+        """Settle commands a killed daemon left half-done, without running them again."""
+        for command_id, command in list(self.state.started.items()):
+            result: dict[str, Any]
+            if command.get("kind") == "spawn":
+                session = session_name(
+                    command.get("label") or None, str(command.get("provider") or ""), command_id
+                )
+                try:
+                    alive = await self.tmux.has_session(session)
+                except TmuxError:
+                    alive = False
+                agent = next((a for a in self.state.agents if a.tmux_session == session), None)
+                if alive and agent is None:
+                    agent = ManagedAgent(
+                        agent_id=str(command.get("agentId") or session.removeprefix("relay-")),
+                        provider=str(command.get("provider")),
+                        tmux_session=session,
+                        cwd=str(command.get("cwd") or self.config.base_dir),
+                        approval_mode=str(command.get("approvalMode") or "guarded"),
+                        started_at=now_ms(),
+                        label=command.get("label") or None,
+                        pid=await self.tmux.pane_pid(session),
+                        command_id=command_id,
+                    )
+                    self.state.agents.append(agent)
+                    self._agents_dirty = True
+                if alive and agent is not None:
+                    result = {"status": "done", "agentId": agent.agent_id}
+                else:
+                    result = {
+                        "status": "failed",
+                        "error": "the host daemon stopped while starting this agent; "
+                        "not retried so that it never runs twice",
+                    }
+            else:
+                result = {
+                    "status": "failed",
+                    "error": f"the host daemon stopped during this {command.get('kind')}; "
+                    "not retried so that it never runs twice",
+                }
+            log.warning("command %s was interrupted by a daemon stop: %s", command_id, result)
+            self.state.finish(command_id, result)
+            self._save()
+
+
+def _describe(command: dict[str, Any]) -> str:
+    parts = []
+    for key in ("provider", "agentId", "label", "cwd", "approvalMode"):
+        if command.get(key):
+            parts.append(f"{key}={command[key]}")
+    if command.get("prompt"):
+        parts.append(f"prompt={len(command['prompt'])} chars")
+    return " ".join(parts)

@@ -1,0 +1,133 @@
+"""The tmux runner: detached sessions for agents, looked up and killed by name.
+
+Every tmux call goes through ``asyncio.create_subprocess_exec`` with an argv
+list, so no shell ever parses a label, a path or a prompt. A dedicated socket
+(``tmux -L NAME``) keeps a host's agents (and each test's) apart from the
+user's own tmux sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from relay.host import launch
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# tmux says this (or cannot connect) when no session exists on the socket yet.
+_NO_SERVER = ("no server running", "error connecting to", "no sessions")
+
+
+class TmuxError(RuntimeError):
+    """Raised when tmux refuses a command or is not installed."""
+
+
+def session_name(label: str | None, provider: str, command_id: str) -> str:
+    """``relay-<label>-<id8>``: readable in ``tmux ls``, unique per command.
+
+    tmux forbids ``.`` and ``:`` in names; anything unusual becomes ``-``.
+    """
+    base = _UNSAFE.sub("-", label or provider).strip("-")[:40] or provider
+    suffix = _UNSAFE.sub("", command_id)[:8] or "x"
+    return f"relay-{base}-{suffix}"
+
+
+class Tmux:
+    """A thin async wrapper over the ``tmux`` binary on one socket."""
+
+    def __init__(self, socket: str | None = None, binary: str = "tmux") -> None:
+        self.socket = socket
+        self.binary = binary
+
+    def available(self) -> bool:
+        """True when the tmux binary can be found on PATH."""
+        return shutil.which(self.binary) is not None
+
+    async def _run(self, *args: str) -> tuple[int, str, str]:
+        argv = [self.binary]
+        if self.socket:
+            argv += ["-L", self.socket]
+        argv += list(args)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except FileNotFoundError as exc:
+            raise TmuxError(f"tmux is not installed ({self.binary!r} not found)") from exc
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def sessions(self) -> set[str]:
+        """Names of live sessions; empty when the tmux server is not running."""
+        code, out, err = await self._run("list-sessions", "-F", "#{session_name}")
+        if code != 0:
+            if any(s in err for s in _NO_SERVER):
+                return set()
+            raise TmuxError(f"tmux list-sessions failed: {err.strip()}")
+        return {line for line in out.splitlines() if line}
+
+    async def has_session(self, name: str) -> bool:
+        """True when a session with exactly this name exists."""
+        return name in await self.sessions()
+
+    async def pane_pid(self, name: str) -> int | None:
+        """The pid of the session's process (the provider, after the shim's exec)."""
+        code, out, _ = await self._run("list-panes", "-t", f"={name}", "-F", "#{pane_pid}")
+        if code != 0:
+            return None
+        for line in out.splitlines():
+            if line.strip().isdigit():
+                return int(line.strip())
+        return None
+
+    async def start(
+        self,
+        name: str,
+        cwd: Path,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        spec_dir: Path,
+    ) -> int | None:
+        """Start ``argv`` in a new detached session; returns its pid if known.
+
+        The argv and env go to the launch shim through a private spec file.
+        """
+        if await self.has_session(name):
+            raise TmuxError(f"a tmux session named {name!r} already exists")
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        fd, spec_path = tempfile.mkstemp(prefix="launch-", suffix=".json", dir=spec_dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"argv": list(argv), "env": dict(env), "cwd": str(cwd)}, fh)
+        shim = [sys.executable, "-I", os.path.abspath(launch.__file__), spec_path]
+        code, _, err = await self._run(
+            "new-session", "-d", "-s", name, "-c", str(cwd), "-x", "200", "-y", "50", "--", *shim
+        )
+        if code != 0:
+            with contextlib.suppress(OSError):
+                os.unlink(spec_path)
+            raise TmuxError(f"tmux new-session failed: {err.strip()}")
+        return await self.pane_pid(name)
+
+    async def kill(self, name: str) -> bool:
+        """Kill the session (its processes get SIGHUP); False when it was already gone."""
+        code, _, err = await self._run("kill-session", "-t", f"={name}")
+        if code == 0:
+            return True
+        if "can't find session" in err or any(s in err for s in _NO_SERVER):
+            return False
+        raise TmuxError(f"tmux kill-session failed: {err.strip()}")
+
+    async def kill_server(self) -> None:
+        """Stop this socket's tmux server (tests use it to clean up)."""
+        await self._run("kill-server")
