@@ -344,7 +344,11 @@ function applyEvent(type, data) {
     case 'agent.status': state.agents.set(data.id, data); break;
     case 'agent.removed': state.agents.delete(data.id); break;
     case 'orchestrator.status': state.orchestrators.set(data.id, data); break;
-    case 'orchestrator.removed': state.orchestrators.delete(data.id); break;
+    case 'orchestrator.removed':
+      // The relay forgets a removed host's commands too; mirror it.
+      state.orchestrators.delete(data.id);
+      for (const [id, c] of state.commands) if (c.orchestratorId === data.id) state.commands.delete(id);
+      break;
     case 'orchestrator.command': state.commands.set(data.id, data); break;
     default: break;
   }
@@ -1030,16 +1034,16 @@ function eventFamily(type) {
 function eventDetail(e) {
   const d = e.data || {};
   const bits = [];
-  const who = d.hostname || d.name || d.id || d.orchestratorId || d.agentId;
-  if (who) bits.push(String(who));
+  const who = e.entityId || d.hostname || d.name || d.orchestratorId || d.agentId;
+  if (who) bits.push(e.entityKind ? `${e.entityKind} ${who}` : String(who));
+  if (d.hostname && d.hostname !== who) bits.push(d.hostname);
   if (d.provider) bits.push(d.provider);
   if (d.action) bits.push(d.action);
-  if (d.kind) bits.push(d.kind);
   if (d.status) bits.push(d.status);
   if (d.cwd) bits.push(d.cwd);
+  if (d.label) bits.push(`“${d.label}”`);
   if (d.error) bits.push(`error: ${d.error}`);
   if (Array.isArray(d.agents)) bits.push(`${d.agents.length} managed agent(s)`);
-  if (!bits.length && e.entityId) bits.push(String(e.entityId));
   return bits.join(' · ');
 }
 

@@ -1,0 +1,7 @@
+"""``python -m relay`` runs the CLI."""
+
+import sys
+
+from relay.cli import main
+
+sys.exit(main())

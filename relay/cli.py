@@ -1,0 +1,189 @@
+"""``relay``: command-line entry point.
+
+Arguments become a frozen ``Settings`` (flags over ``RELAY_*`` variables over
+defaults), then the chosen subcommand runs with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from attrs import evolve
+
+from relay import __version__
+from relay.config import Settings, SettingsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay",
+        description="An event-sourced relay for fleets of AI coding agents. "
+        "Every registration, heartbeat, command and reap is an event in an append-only log.",
+    )
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the relay server",
+        description="Run the relay: HTTP API, read models and reaper over one event log. "
+        "Each option can also be set with the environment variable shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = Settings()
+    serve.add_argument("--host", default=None, help=f"address to listen on [RELAY_HOST] ({d.host})")
+    serve.add_argument(
+        "--port", type=int, default=None, help=f"port; 0 picks a free one [RELAY_PORT] ({d.port})"
+    )
+    serve.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"data folder for the embedded SQLite log and checkpoints, created if missing "
+        f"[RELAY_DATA] ({d.data_dir})",
+    )
+    serve.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default=None,
+        help=f"where the log lives [RELAY_STORE] ({d.store})",
+    )
+    serve.add_argument(
+        "--postgres-dsn", default=None, help="PostgreSQL DSN for --store postgres [RELAY_POSTGRES_DSN]"
+    )
+    serve.add_argument(
+        "--token",
+        default=None,
+        help="admin token required on /api/* (except health); without one only a "
+        "loopback --host is allowed [RELAY_TOKEN]",
+    )
+    serve.add_argument(
+        "--stale-after",
+        type=float,
+        default=None,
+        help=f"seconds of silence before an agent or orchestrator is marked offline "
+        f"[RELAY_STALE_AFTER] ({d.stale_after:g})",
+    )
+    serve.add_argument(
+        "--reap-every",
+        type=float,
+        default=None,
+        help=f"seconds between reaper runs [RELAY_REAP_EVERY] ({d.reap_every:g})",
+    )
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=None,
+        help=f"request body limit in bytes [RELAY_MAX_BODY] ({d.max_body})",
+    )
+    serve.add_argument(
+        "--keepalive",
+        type=float,
+        default=None,
+        help=f"seconds between SSE keep-alive comments [RELAY_KEEPALIVE] ({d.keepalive:g})",
+    )
+    serve.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help=f"events between read-model checkpoints [RELAY_CHECKPOINT_EVERY] "
+        f"({d.checkpoint_every})",
+    )
+    serve.add_argument(
+        "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)"
+    )
+    serve.set_defaults(func=run_serve)
+    _add_optional_subcommands(sub)
+    return parser
+
+
+def _add_optional_subcommands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Subcommands that live in their own packages register themselves here."""
+    try:
+        from relay.host.cli import add_host_parser
+    except ImportError:
+        pass
+    else:
+        add_host_parser(sub)
+    try:
+        from relay.audit import add_audit_parser
+    except ImportError:
+        pass
+    else:
+        add_audit_parser(sub)
+
+
+def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
+    """Flags over environment over defaults."""
+    s = Settings.from_env(env)
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "data_dir": args.data,
+        "store": args.store,
+        "postgres_dsn": args.postgres_dsn,
+        "token": args.token,
+        "stale_after": args.stale_after,
+        "reap_every": args.reap_every,
+        "max_body": args.max_body,
+        "keepalive": args.keepalive,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    return evolve(s, **{k: v for k, v in flags.items() if v is not None}).checked()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = settings_from(args, dict(os.environ))
+    except SettingsError as e:
+        print(f"relay: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(settings))
+    except OSError as e:
+        print(f"relay: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from relay.http.app import create_app
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=5.0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    print(f"relay listening on http://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("relay stopping", flush=True)
+    await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

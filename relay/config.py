@@ -1,0 +1,97 @@
+"""Settings: read once at the edge, then passed down explicitly.
+
+Nothing deeper in the code reads ``os.environ``; ``Settings.from_env`` takes
+the mapping it is given, so tests build settings without touching the process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+
+from attrs import evolve, frozen
+
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """Raised when a setting is malformed or the combination is unsafe."""
+
+
+@frozen
+class Settings:
+    """Everything ``relay serve`` can be told."""
+
+    host: str = "127.0.0.1"
+    port: int = 4850
+    data_dir: Path = Path("./relay-data")
+    store: str = "sqlite"
+    postgres_dsn: str | None = None
+    token: str | None = None
+    stale_after: float = 90.0
+    reap_every: float = 15.0
+    max_body: int = DEFAULT_MAX_BODY
+    keepalive: float = 15.0
+    checkpoint_every: int = 10_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings from ``RELAY_*`` variables; unset ones keep their defaults."""
+        s = cls()
+        conv = {
+            "RELAY_HOST": ("host", str),
+            "RELAY_PORT": ("port", int),
+            "RELAY_DATA": ("data_dir", Path),
+            "RELAY_STORE": ("store", str),
+            "RELAY_POSTGRES_DSN": ("postgres_dsn", str),
+            "RELAY_TOKEN": ("token", str),
+            "RELAY_STALE_AFTER": ("stale_after", float),
+            "RELAY_REAP_EVERY": ("reap_every", float),
+            "RELAY_MAX_BODY": ("max_body", int),
+            "RELAY_KEEPALIVE": ("keepalive", float),
+            "RELAY_CHECKPOINT_EVERY": ("checkpoint_every", int),
+        }
+        changes: dict[str, object] = {}
+        for key, (name, kind) in conv.items():
+            raw = env.get(key)
+            if raw is None or raw == "":
+                continue
+            try:
+                changes[name] = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
+        return evolve(s, **changes).checked()
+
+    def checked(self) -> Settings:
+        """Refuse combinations that are malformed or unsafe."""
+        if self.store not in ("sqlite", "postgres"):
+            raise SettingsError(f"--store must be sqlite or postgres, not {self.store!r}")
+        if self.store == "postgres" and not self.postgres_dsn:
+            raise SettingsError("--store postgres needs --postgres-dsn (or RELAY_POSTGRES_DSN)")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"--port must be 0-65535, not {self.port}")
+        if self.stale_after <= 0 or self.reap_every <= 0:
+            raise SettingsError("--stale-after and --reap-every must be positive")
+        if self.max_body < 1024:
+            raise SettingsError("the body limit must be at least 1024 bytes")
+        if not self.token and not is_loopback(self.host):
+            raise SettingsError(
+                f"refusing to listen on {self.host} without a token: "
+                "set --token (or RELAY_TOKEN), or use a loopback --host"
+            )
+        return self
+
+    @property
+    def stale_after_ms(self) -> int:
+        return int(self.stale_after * 1000)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: the only hosts open without a token."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

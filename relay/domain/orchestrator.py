@@ -1,0 +1,284 @@
+"""The orchestrator aggregate: one per host, and the commands sent to it.
+
+Commands live inside the orchestrator (ADR 0003): every rule about a command
+(online, offered provider, confined cwd, one result) is a rule about the
+orchestrator's current state, so one aggregate decides it without a second
+load or a cross-aggregate transaction.
+
+Public methods decide (and run once); the ``@event`` methods only record, and
+re-run on every replay, so they are plain assignments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from relay.domain.errors import ConflictError, InvalidInputError, NotFoundError
+from relay.domain.rules import MAX_PROMPT_CHARS, confine_cwd
+
+ONLINE = "online"
+OFFLINE = "offline"
+REMOVED = "removed"
+PENDING = "pending"
+
+
+class Orchestrator(Aggregate):
+    """A host's orchestrator: registration, liveness, managed agents and commands."""
+
+    TOPIC = "Orchestrator"
+
+    class Event(Aggregate.Event):
+        TOPIC = "OrchestratorEvent"
+
+    @staticmethod
+    def create_id(orchestrator_id: str, **_: Any) -> UUID:
+        """Derived from the natural id, so no lookup index is needed."""
+        return uuid5(NAMESPACE_URL, "relay:orchestrator:" + orchestrator_id)
+
+    @event("Registered", topic="OrchestratorRegistered")
+    def __init__(
+        self,
+        orchestrator_id: str,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        env_keys: list[str],
+        meta: dict[str, Any],
+        token_hash: str,
+        at: int,
+    ) -> None:
+        self.orchestrator_id = orchestrator_id
+        self._start_afresh(hostname, base_dir, providers, env_keys, meta, token_hash, at)
+
+    def _start_afresh(
+        self,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        env_keys: list[str],
+        meta: dict[str, Any],
+        token_hash: str,
+        at: int,
+    ) -> None:
+        self.hostname = hostname
+        self.base_dir = base_dir
+        self.providers = providers
+        self.env_keys = env_keys
+        self.meta = meta
+        self.token_hash = token_hash
+        self.status = ONLINE
+        self.last_seen = at
+        self.created_at = at
+        self.managed_agents: list[dict[str, Any]] = []
+        self.commands: dict[str, str] = {}
+
+    @property
+    def removed(self) -> bool:
+        return self.status == REMOVED
+
+    def _require_present(self) -> None:
+        if self.status == REMOVED:
+            raise NotFoundError(f"orchestrator {self.orchestrator_id!r} was removed")
+
+    def _require_online(self) -> None:
+        self._require_present()
+        if self.status != ONLINE:
+            raise ConflictError(
+                f"orchestrator {self.orchestrator_id!r} is offline; "
+                "it must heartbeat or register again first"
+            )
+
+    def reregister(
+        self,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        env_keys: list[str],
+        meta: dict[str, Any],
+        token_hash: str,
+        at: int,
+    ) -> None:
+        """Registering again updates it and brings it online; after removal, afresh."""
+        self._reregistered(
+            hostname=hostname,
+            base_dir=base_dir,
+            providers=providers,
+            env_keys=env_keys,
+            meta=meta,
+            token_hash=token_hash,
+            at=at,
+        )
+
+    @event("Reregistered", topic="OrchestratorReregistered")
+    def _reregistered(
+        self,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        env_keys: list[str],
+        meta: dict[str, Any],
+        token_hash: str,
+        at: int,
+    ) -> None:
+        if self.status == REMOVED:
+            self._start_afresh(hostname, base_dir, providers, env_keys, meta, token_hash, at)
+            return
+        self.hostname = hostname
+        self.base_dir = base_dir
+        self.providers = providers
+        self.env_keys = env_keys
+        self.meta = meta
+        self.token_hash = token_hash
+        self.status = ONLINE
+        self.last_seen = max(self.last_seen, at)
+
+    def heartbeat(self, at: int) -> None:
+        """Proof of life, judged on the server's receive time ``at``."""
+        self._require_present()
+        self._heartbeat_received(at=at)
+
+    @event("HeartbeatReceived", topic="OrchestratorHeartbeatReceived")
+    def _heartbeat_received(self, at: int) -> None:
+        self.status = ONLINE
+        self.last_seen = max(self.last_seen, at)
+
+    def report_managed_agents(self, agents: list[dict[str, Any]], at: int) -> None:
+        """The host's list replaces the previous one."""
+        self._require_present()
+        self._managed_agents_reported(agents=agents, at=at)
+
+    @event("ManagedAgentsReported", topic="ManagedAgentsReported")
+    def _managed_agents_reported(self, agents: list[dict[str, Any]], at: int) -> None:
+        self.managed_agents = agents
+
+    def request_spawn(
+        self,
+        command_id: str,
+        provider: str,
+        cwd: str | None,
+        label: str | None,
+        approval_mode: str,
+        prompt: str | None,
+        requested_by: str,
+        at: int,
+    ) -> None:
+        """Ask the host to start an agent; refused unless the host could do it now."""
+        self._require_online()
+        if provider not in self.providers:
+            raise InvalidInputError(
+                "provider",
+                f"orchestrator {self.orchestrator_id!r} offers only "
+                f"{', '.join(self.providers)}, not {provider!r}",
+            )
+        resolved = confine_cwd(self.base_dir, cwd)
+        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidInputError("prompt", f"must be at most {MAX_PROMPT_CHARS} characters")
+        if command_id in self.commands:
+            raise ConflictError(f"command {command_id!r} already exists")
+        self._spawn_requested(
+            command_id=command_id,
+            provider=provider,
+            cwd=resolved,
+            label=label,
+            approval_mode=approval_mode,
+            prompt=prompt,
+            requested_by=requested_by,
+            at=at,
+        )
+
+    @event("SpawnRequested", topic="SpawnRequested")
+    def _spawn_requested(
+        self,
+        command_id: str,
+        provider: str,
+        cwd: str,
+        label: str | None,
+        approval_mode: str,
+        prompt: str | None,
+        requested_by: str,
+        at: int,
+    ) -> None:
+        self.commands[command_id] = PENDING
+
+    def request_action(
+        self, command_id: str, action: str, agent_id: str | None, requested_by: str, at: int
+    ) -> None:
+        """Restart or shut down one managed agent, or all of them when no agent is named."""
+        self._require_online()
+        if agent_id is not None and not any(
+            a.get("agentId") == agent_id for a in self.managed_agents
+        ):
+            raise NotFoundError(
+                f"orchestrator {self.orchestrator_id!r} has no managed agent {agent_id!r}"
+            )
+        if command_id in self.commands:
+            raise ConflictError(f"command {command_id!r} already exists")
+        self._action_requested(
+            command_id=command_id,
+            action=action,
+            agent_id=agent_id,
+            requested_by=requested_by,
+            at=at,
+        )
+
+    @event("ActionRequested", topic="ActionRequested")
+    def _action_requested(
+        self, command_id: str, action: str, agent_id: str | None, requested_by: str, at: int
+    ) -> None:
+        self.commands[command_id] = PENDING
+
+    def record_command_result(
+        self, command_id: str, status: str, error: str | None, agent_id: str | None, at: int
+    ) -> None:
+        """Exactly one result per command: a second one is a conflict, not an overwrite."""
+        self._require_present()
+        current = self.commands.get(command_id)
+        if current is None:
+            raise NotFoundError(
+                f"orchestrator {self.orchestrator_id!r} has no command {command_id!r}"
+            )
+        if current != PENDING:
+            raise ConflictError(f"command {command_id!r} already has a result ({current})")
+        self._command_result_recorded(
+            command_id=command_id, status=status, error=error, agent_id=agent_id, at=at
+        )
+
+    @event("CommandResultRecorded", topic="CommandResultRecorded")
+    def _command_result_recorded(
+        self, command_id: str, status: str, error: str | None, agent_id: str | None, at: int
+    ) -> None:
+        self.commands[command_id] = status
+
+    def remove(self, at: int) -> None:
+        """Forget the orchestrator; its managed agents keep running on the host."""
+        self._require_present()
+        self._removed(at=at)
+
+    @event("Removed", topic="OrchestratorRemoved")
+    def _removed(self, at: int) -> None:
+        self.status = REMOVED
+        self.managed_agents = []
+
+    def is_stale(self, now: int, stale_after_ms: int, grace_from: int) -> bool:
+        """Online and silent for longer than stale-after (never counting relay downtime)."""
+        return self.status == ONLINE and now - max(self.last_seen, grace_from) > stale_after_ms
+
+    def reap(self, now: int, judged_last_seen: int, stale_after_ms: int, grace_from: int) -> bool:
+        """Mark offline if still stale *and* unchanged since the reaper judged it.
+
+        A heartbeat that committed after the reaper's decision moved
+        ``last_seen``: then nothing is recorded and the heartbeat wins.
+        """
+        if self.last_seen != judged_last_seen:
+            return False
+        if not self.is_stale(now, stale_after_ms, grace_from):
+            return False
+        self._reaped(at=now, last_seen=judged_last_seen)
+        return True
+
+    @event("Reaped", topic="OrchestratorReaped")
+    def _reaped(self, at: int, last_seen: int) -> None:
+        self.status = OFFLINE

@@ -1,0 +1,75 @@
+"""Rules of the contract that are pure functions of their inputs.
+
+They live in the domain so that the aggregates, the HTTP edge and the tests all
+apply the same rule; nothing here reads the clock, the disk or the network.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from relay.domain.errors import InvalidInputError
+
+PROVIDERS: tuple[str, ...] = ("claude", "codex")
+APPROVAL_MODES: tuple[str, ...] = ("open", "guarded", "read-only")
+DEFAULT_APPROVAL_MODE = "guarded"
+ACTIONS: tuple[str, ...] = ("restart", "shutdown")
+RESULT_STATUSES: tuple[str, ...] = ("done", "failed")
+MAX_PROMPT_CHARS = 4000
+MAX_ID_CHARS = 120
+ORCHESTRATOR_AGENT_PREFIX = "orchestrator-"
+
+_ID = re.compile(r"[\x21-\x2e\x30-\x7e\u00a1-\U0010ffff]{1,120}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_id(field: str, value: object) -> str:
+    """Ids are 1-120 printable characters without '/' or whitespace (they go into URLs)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(field, "must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidInputError(field, f"must be at most {MAX_ID_CHARS} characters")
+    if not _ID.fullmatch(value) or not value.isprintable():
+        raise InvalidInputError(
+            field, "must be printable characters without '/' or whitespace"
+        )
+    return value
+
+
+def check_env_key(field: str, value: object) -> str:
+    """Only names of variables travel; a value smuggled in as 'K=V' is refused."""
+    if not isinstance(value, str) or not _ENV_KEY.fullmatch(value) or len(value) > 256:
+        raise InvalidInputError(
+            field, "must be environment variable names (letters, digits, '_'), never values"
+        )
+    return value
+
+
+def orchestrator_agent_id(orchestrator_id: str) -> str:
+    """An orchestrator is also an agent, under this id."""
+    return ORCHESTRATOR_AGENT_PREFIX + orchestrator_id
+
+
+def confine_cwd(base_dir: str, cwd: str | None) -> str:
+    """Resolve ``cwd`` against ``base_dir`` and refuse anything outside it.
+
+    Compares normalised path components, never string prefixes: ``..`` and a
+    sibling such as ``/srv/a2`` for base ``/srv/a`` are outside. Symlinks can
+    only be resolved on the host itself, which re-checks with the real path.
+    """
+    base = posixpath.normpath(base_dir)
+    if cwd is None or cwd == "":
+        return base
+    if "\x00" in cwd:
+        raise InvalidInputError("cwd", "must not contain NUL characters")
+    joined = cwd if posixpath.isabs(cwd) else posixpath.join(base, cwd)
+    path = posixpath.normpath(joined)
+    # normpath keeps a leading '//' (POSIX allows it a meaning); treat it as '/'.
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    base_parts = [p for p in base.split("/") if p]
+    path_parts = [p for p in path.split("/") if p]
+    if path_parts[: len(base_parts)] != base_parts:
+        raise InvalidInputError("cwd", f"must be inside the orchestrator's baseDir {base}")
+    return path

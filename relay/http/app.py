@@ -1,0 +1,53 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from relay.config import Settings
+from relay.http import openapi
+from relay.http.errors import error_middleware
+from relay.http.keys import SERVICE, SETTINGS
+from relay.http.routes import routes
+from relay.service import RelayService
+
+STATIC_DIR = Path(str(importlib.resources.files("relay.http") / "static"))
+
+
+def create_app(settings: Settings, service: RelayService | None = None) -> web.Application:
+    """The relay's web application; starts and stops the service with it."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body)
+    app[SETTINGS] = settings
+    app[SERVICE] = service or RelayService(settings)
+    app.router.add_routes(routes)
+    doc = orjson.dumps(openapi.document())
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.Response(body=doc, content_type="application/json")
+
+    async def index(_: web.Request) -> web.StreamResponse:
+        page = STATIC_DIR / "index.html"
+        if not page.exists():
+            return web.Response(
+                text="relay is running; the dashboard is not installed.",
+                content_type="text/plain",
+            )
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/api/openapi.json", openapi_json)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    app.cleanup_ctx.append(_service_lifetime)
+    return app
+
+
+async def _service_lifetime(app: web.Application) -> AsyncIterator[None]:
+    service = app[SERVICE]
+    await service.start()
+    yield
+    await service.stop()

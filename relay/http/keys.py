@@ -1,0 +1,11 @@
+"""Every AppKey of the aiohttp application, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from relay.config import Settings
+from relay.service import RelayService
+
+SERVICE = web.AppKey("service", RelayService)
+SETTINGS = web.AppKey("settings", Settings)

@@ -1,0 +1,271 @@
+"""The border between outside data and our types: shape checks only.
+
+Existence is the application's business and rules are the domain's; here we
+check that a field is there, has the right type and fits its limit, and name
+the field when it does not.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from relay.domain.errors import InvalidInputError, RelayError
+from relay.domain.rules import (
+    ACTIONS,
+    APPROVAL_MODES,
+    DEFAULT_APPROVAL_MODE,
+    MAX_PROMPT_CHARS,
+    PROVIDERS,
+    RESULT_STATUSES,
+    check_env_key,
+    check_id,
+)
+
+MAX_NAME = 200
+MAX_PATH = 4096
+MAX_TAGS = 64
+MAX_LIST_ITEM = 100
+MAX_ENV_KEYS = 1000
+MAX_MANAGED_AGENTS = 1000
+MAX_ERROR = 4000
+
+
+class UnsupportedMediaError(RelayError):
+    """Raised when a body is sent with a content type other than JSON."""
+
+    status = 415
+
+
+async def read_json(request: web.Request, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object; 415 for other content types, 400 for bad JSON."""
+    body = await request.read()  # raises 413 past client_max_size
+    if not body:
+        if required:
+            raise InvalidInputError("body", "a JSON object is required")
+        return {}
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaError(
+            f"the body must be JSON (Content-Type: application/json), not {ctype or 'untyped'}"
+        )
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInputError("body", f"not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError("body", "must be a JSON object")
+    return data
+
+
+def req_str(body: dict[str, Any], field: str, max_len: int = MAX_NAME) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(field, "is required and must be a non-empty string")
+    return opt_str(body, field, max_len) or ""
+
+
+def opt_str(body: dict[str, Any], field: str, max_len: int = MAX_NAME) -> str | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(field, "must be a string")
+    if len(value) > max_len:
+        raise InvalidInputError(field, f"must be at most {max_len} characters")
+    if "\x00" in value:
+        raise InvalidInputError(field, "must not contain NUL characters")
+    return value
+
+
+def str_list(
+    body: dict[str, Any], field: str, max_items: int = MAX_TAGS, max_len: int = MAX_LIST_ITEM
+) -> list[str] | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidInputError(field, "must be a list of strings")
+    if len(value) > max_items:
+        raise InvalidInputError(field, f"must have at most {max_items} items")
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > max_len:
+            raise InvalidInputError(
+                field, f"must be a list of non-empty strings of at most {max_len} characters"
+            )
+    return list(dict.fromkeys(value))  # drop duplicates, keep order
+
+
+def obj(body: dict[str, Any], field: str) -> dict[str, Any]:
+    value = body.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(field, "must be a JSON object")
+    return value
+
+
+def opt_int(body: dict[str, Any], field: str) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise InvalidInputError(field, "must be a non-negative integer")
+    return value
+
+
+def one_of(body: dict[str, Any], field: str, allowed: tuple[str, ...], default: str | None) -> str:
+    value = body.get(field)
+    if value is None:
+        if default is None:
+            raise InvalidInputError(field, f"is required: one of {', '.join(allowed)}")
+        return default
+    if value not in allowed:
+        raise InvalidInputError(field, f"must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+# -- bodies ----------------------------------------------------------------------
+
+
+def orchestrator_registration(body: dict[str, Any]) -> dict[str, Any]:
+    oid = check_id("id", body.get("id"))
+    hostname = req_str(body, "hostname")
+    base_dir = req_str(body, "baseDir", MAX_PATH)
+    if not posixpath.isabs(base_dir):
+        raise InvalidInputError("baseDir", "must be an absolute path")
+    providers = str_list(body, "providers", max_items=len(PROVIDERS))
+    if providers is None:
+        providers = list(PROVIDERS)
+    if not providers:
+        raise InvalidInputError("providers", f"must name at least one of {', '.join(PROVIDERS)}")
+    for p in providers:
+        if p not in PROVIDERS:
+            raise InvalidInputError("providers", f"must be a subset of {', '.join(PROVIDERS)}")
+    env_keys = str_list(body, "envKeys", max_items=MAX_ENV_KEYS, max_len=256) or []
+    for k in env_keys:
+        check_env_key("envKeys", k)
+    return {
+        "orchestrator_id": oid,
+        "hostname": hostname,
+        "base_dir": posixpath.normpath(base_dir),
+        "providers": providers,
+        "env_keys": env_keys,
+        "meta": obj(body, "meta"),
+    }
+
+
+def agent_registration(body: dict[str, Any]) -> dict[str, Any]:
+    from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX
+
+    aid = check_id("id", body.get("id"))
+    if aid.startswith(ORCHESTRATOR_AGENT_PREFIX):
+        raise InvalidInputError(
+            "id",
+            f"ids starting with {ORCHESTRATOR_AGENT_PREFIX!r} are reserved for orchestrators; "
+            "register the orchestrator instead",
+        )
+    return {
+        "agent_id": aid,
+        "name": opt_str(body, "name") or aid,
+        "label": opt_str(body, "label"),
+        "tags": str_list(body, "tags") or [],
+        "machine": opt_str(body, "machine"),
+        "capabilities": str_list(body, "capabilities") or [],
+        "meta": obj(body, "meta"),
+    }
+
+
+def managed_agents(body: dict[str, Any], at: int) -> list[dict[str, Any]]:
+    items = body.get("agents")
+    if not isinstance(items, list):
+        raise InvalidInputError("agents", "is required and must be a list of managed agents")
+    if len(items) > MAX_MANAGED_AGENTS:
+        raise InvalidInputError("agents", f"must have at most {MAX_MANAGED_AGENTS} items")
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        where = f"agents[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidInputError(where, "must be an object")
+        aid = check_id(f"{where}.agentId", item.get("agentId"))
+        if aid in seen:
+            raise InvalidInputError(f"{where}.agentId", f"{aid!r} is listed twice")
+        seen.add(aid)
+        provider = one_of(item, "provider", PROVIDERS, None)
+        agent: dict[str, Any] = {
+            "agentId": aid,
+            "provider": provider,
+            "tmuxSession": opt_str(item, "tmuxSession") or "",
+            "cwd": opt_str(item, "cwd", MAX_PATH) or "",
+            "approvalMode": one_of(item, "approvalMode", APPROVAL_MODES, DEFAULT_APPROVAL_MODE),
+            "startedAt": opt_int(item, "startedAt") or at,
+        }
+        label = opt_str(item, "label")
+        if label is not None:
+            agent["label"] = label
+        pid = opt_int(item, "pid")
+        if pid is not None:
+            agent["pid"] = pid
+        out.append(agent)
+    return out
+
+
+def spawn(body: dict[str, Any]) -> dict[str, Any]:
+    provider = body.get("provider")
+    if not isinstance(provider, str) or not provider:
+        raise InvalidInputError("provider", f"is required: one of {', '.join(PROVIDERS)}")
+    if provider not in PROVIDERS:
+        raise InvalidInputError("provider", f"must be one of {', '.join(PROVIDERS)}")
+    prompt = opt_str(body, "prompt", max_len=10**9)
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidInputError("prompt", f"must be at most {MAX_PROMPT_CHARS} characters")
+    return {
+        "provider": provider,
+        "cwd": opt_str(body, "cwd", MAX_PATH),
+        "label": opt_str(body, "label"),
+        "approval_mode": one_of(body, "approvalMode", APPROVAL_MODES, DEFAULT_APPROVAL_MODE),
+        "prompt": prompt,
+    }
+
+
+def action(body: dict[str, Any]) -> dict[str, Any]:
+    agent_id = body.get("agentId")
+    return {
+        "action": one_of(body, "action", ACTIONS, None),
+        "agent_id": None if agent_id is None else check_id("agentId", agent_id),
+    }
+
+
+def command_result(body: dict[str, Any]) -> dict[str, Any]:
+    agent_id = body.get("agentId")
+    return {
+        "status": one_of(body, "status", RESULT_STATUSES, None),
+        "error": opt_str(body, "error", MAX_ERROR),
+        "agent_id": None if agent_id is None else check_id("agentId", agent_id),
+    }
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInputError(name, "must be an integer") from None
+    if not lo <= value <= hi:
+        raise InvalidInputError(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def query_choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in allowed:
+        raise InvalidInputError(name, f"must be one of {', '.join(allowed)}")
+    return raw

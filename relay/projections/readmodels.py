@@ -1,0 +1,379 @@
+"""The read models: orchestrators, managed agents, agents and commands.
+
+Folded from the log in position order, served from memory, and shaped as the
+wire format already (camelCase dicts), so a query is a lookup and one
+``orjson.dumps``. ``apply`` is deterministic: it reads only the event, never
+the clock, so a rebuild from position 0 equals the live state (tested).
+
+``apply`` can also say what changed, as (SSE event name, data) pairs, so the
+stream is derived from the same fold as the queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from relay.domain.rules import orchestrator_agent_id
+
+Change = tuple[str, dict[str, Any]]
+Handler = Callable[["ReadModels", Any, list[Change] | None], None]
+
+FORMAT_VERSION = 1
+
+
+class ReadModels:
+    """Everything the queries need, as of ``position`` in the log."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.orchestrators: dict[str, dict[str, Any]] = {}
+        self.agents: dict[str, dict[str, Any]] = {}
+        self.commands: dict[str, dict[str, Any]] = {}
+        self.commands_by_orchestrator: dict[str, list[str]] = {}
+        # aggregate id (hex) -> [kind, natural id, version]; kept after removal
+        # so that the raw log can always name the entity of an event.
+        self.entities: dict[str, list[Any]] = {}
+        self._sorted_orchestrators: list[dict[str, Any]] | None = None
+
+    # -- folding ---------------------------------------------------------------
+
+    def apply(self, position: int, event: Any, emit: bool = False) -> list[Change]:
+        """Fold one event; positions must increase (they may have gaps)."""
+        if position <= self.position:
+            raise ValueError(f"event at position {position} is not after {self.position}")
+        changes: list[Change] | None = [] if emit else None
+        handler = _HANDLERS.get(type(event).TOPIC)  # type: ignore[attr-defined]
+        if handler is not None:
+            handler(self, event, changes)
+        entity = self.entities.get(event.originator_id.hex)
+        if entity is not None:
+            entity[2] = event.originator_version
+        self.position = position
+        return changes or []
+
+    def _entity(self, event: Any) -> list[Any]:
+        return self.entities[event.originator_id.hex]
+
+    def _named(self, event: Any, kind: str, natural_id: str) -> None:
+        self.entities[event.originator_id.hex] = [kind, natural_id, event.originator_version]
+
+    # orchestrators
+
+    def _orchestrator_registered(self, ev: Any, changes: list[Change] | None) -> None:
+        self._named(ev, "orchestrator", ev.orchestrator_id)
+        self._orchestrator_fresh(ev.orchestrator_id, ev, changes)
+
+    def _orchestrator_fresh(self, oid: str, ev: Any, changes: list[Change] | None) -> None:
+        self.orchestrators[oid] = {
+            "id": oid,
+            "hostname": ev.hostname,
+            "status": "online",
+            "agentId": orchestrator_agent_id(oid),
+            "providers": ev.providers,
+            "baseDir": ev.base_dir,
+            "envKeys": ev.env_keys,
+            "meta": ev.meta,
+            "managedAgents": [],
+            "lastSeen": ev.at,
+            "createdAt": ev.at,
+        }
+        self.commands_by_orchestrator[oid] = []
+        self._sorted_orchestrators = None
+        self._orchestrator_changed(oid, changes)
+
+    def _orchestrator_reregistered(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        o = self.orchestrators.get(oid)
+        if o is None:
+            self._orchestrator_fresh(oid, ev, changes)
+            return
+        o["hostname"] = ev.hostname
+        o["providers"] = ev.providers
+        o["baseDir"] = ev.base_dir
+        o["envKeys"] = ev.env_keys
+        o["meta"] = ev.meta
+        o["status"] = "online"
+        o["lastSeen"] = max(o["lastSeen"], ev.at)
+        self._sorted_orchestrators = None
+        self._orchestrator_changed(oid, changes)
+
+    def _orchestrator_heartbeat(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        o = self.orchestrators[oid]
+        was = o["status"]
+        o["status"] = "online"
+        o["lastSeen"] = max(o["lastSeen"], ev.at)
+        a = self.agents[o["agentId"]]
+        a["status"] = "online"
+        a["lastSeen"] = o["lastSeen"]
+        if changes is not None:
+            # The orchestrator's record carries lastSeen; its agent record is
+            # news only when the status flips (keeps the fan-out's hot path lean).
+            changes.append(("orchestrator.status", o))
+            if was != "online":
+                changes.append(("agent.status", a))
+
+    def _managed_agents_reported(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        o = self.orchestrators[oid]
+        o["managedAgents"] = ev.agents
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+
+    def _spawn_requested(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        cmd = {
+            "id": ev.command_id,
+            "orchestratorId": oid,
+            "kind": "spawn",
+            "status": "pending",
+            "requestedAt": ev.at,
+            "requestedBy": ev.requested_by,
+            "provider": ev.provider,
+            "cwd": ev.cwd,
+            "label": ev.label,
+            "approvalMode": ev.approval_mode,
+            "prompt": ev.prompt,
+        }
+        self._command_added(oid, cmd, changes)
+
+    def _action_requested(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        cmd = {
+            "id": ev.command_id,
+            "orchestratorId": oid,
+            "kind": ev.action,
+            "status": "pending",
+            "requestedAt": ev.at,
+            "requestedBy": ev.requested_by,
+            "action": ev.action,
+            "agentId": ev.agent_id,
+        }
+        self._command_added(oid, cmd, changes)
+
+    def _command_added(self, oid: str, cmd: dict[str, Any], changes: list[Change] | None) -> None:
+        self.commands[cmd["id"]] = cmd
+        self.commands_by_orchestrator[oid].append(cmd["id"])
+        if changes is not None:
+            changes.append(("orchestrator.command", cmd))
+
+    def _command_result_recorded(self, ev: Any, changes: list[Change] | None) -> None:
+        cmd = self.commands[ev.command_id]
+        cmd["status"] = ev.status
+        cmd["result"] = {
+            "status": ev.status,
+            "error": ev.error,
+            "agentId": ev.agent_id,
+            "at": ev.at,
+        }
+        if changes is not None:
+            changes.append(("orchestrator.command", cmd))
+
+    def _orchestrator_removed(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        o = self.orchestrators.pop(oid)
+        self.agents.pop(o["agentId"], None)
+        for cid in self.commands_by_orchestrator.pop(oid, []):
+            self.commands.pop(cid, None)
+        self._sorted_orchestrators = None
+        if changes is not None:
+            changes.append(("orchestrator.removed", {"id": oid}))
+            changes.append(("agent.removed", {"id": o["agentId"]}))
+
+    def _orchestrator_reaped(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        o = self.orchestrators[oid]
+        o["status"] = "offline"
+        a = self.agents[o["agentId"]]
+        a["status"] = "offline"
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+            changes.append(("agent.status", a))
+
+    def _orchestrator_changed(self, oid: str, changes: list[Change] | None) -> None:
+        """(Re)derive the orchestrator's own agent record, which follows it."""
+        o = self.orchestrators[oid]
+        aid = o["agentId"]
+        a = {
+            "id": aid,
+            "name": o["hostname"],
+            "label": o["hostname"],
+            "tags": ["orchestrator"],
+            "machine": o["hostname"],
+            "capabilities": ["orchestrator"],
+            "status": o["status"],
+            "meta": {"orchestratorId": oid},
+            "lastSeen": o["lastSeen"],
+            "createdAt": o["createdAt"],
+        }
+        self.agents[aid] = a
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+            changes.append(("agent.status", a))
+
+    # agents
+
+    def _agent_registered(self, ev: Any, changes: list[Change] | None) -> None:
+        self._named(ev, "agent", ev.agent_id)
+        self._agent_fresh(ev.agent_id, ev, changes)
+
+    def _agent_fresh(self, aid: str, ev: Any, changes: list[Change] | None) -> None:
+        self.agents[aid] = {
+            "id": aid,
+            "name": ev.name,
+            "label": ev.label,
+            "tags": ev.tags,
+            "machine": ev.machine,
+            "capabilities": ev.capabilities,
+            "status": "online",
+            "meta": ev.meta,
+            "lastSeen": ev.at,
+            "createdAt": ev.at,
+        }
+        if changes is not None:
+            changes.append(("agent.status", self.agents[aid]))
+
+    def _agent_reregistered(self, ev: Any, changes: list[Change] | None) -> None:
+        aid = self._entity(ev)[1]
+        a = self.agents.get(aid)
+        if a is None:
+            self._agent_fresh(aid, ev, changes)
+            return
+        a.update(
+            name=ev.name,
+            label=ev.label,
+            tags=ev.tags,
+            machine=ev.machine,
+            capabilities=ev.capabilities,
+            meta=ev.meta,
+            status="online",
+            lastSeen=max(a["lastSeen"], ev.at),
+        )
+        if changes is not None:
+            changes.append(("agent.status", a))
+
+    def _agent_heartbeat(self, ev: Any, changes: list[Change] | None) -> None:
+        a = self.agents[self._entity(ev)[1]]
+        a["status"] = "online"
+        a["lastSeen"] = max(a["lastSeen"], ev.at)
+        if changes is not None:
+            changes.append(("agent.status", a))
+
+    def _agent_removed(self, ev: Any, changes: list[Change] | None) -> None:
+        aid = self._entity(ev)[1]
+        self.agents.pop(aid, None)
+        if changes is not None:
+            changes.append(("agent.removed", {"id": aid}))
+
+    def _agent_reaped(self, ev: Any, changes: list[Change] | None) -> None:
+        a = self.agents[self._entity(ev)[1]]
+        a["status"] = "offline"
+        if changes is not None:
+            changes.append(("agent.status", a))
+
+    # -- queries -------------------------------------------------------------
+
+    def orchestrators_sorted(self) -> list[dict[str, Any]]:
+        """All orchestrators by hostname (then id); cached until one is added or renamed."""
+        if self._sorted_orchestrators is None:
+            self._sorted_orchestrators = sorted(
+                self.orchestrators.values(), key=lambda o: (o["hostname"], o["id"])
+            )
+        return self._sorted_orchestrators
+
+    def agents_sorted(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Agents by id, optionally only those with ``status``."""
+        agents = sorted(self.agents.values(), key=lambda a: a["id"])
+        if status is not None:
+            agents = [a for a in agents if a["status"] == status]
+        return agents
+
+    def managed_agents(self) -> list[dict[str, Any]]:
+        """Every managed agent across hosts, with where it runs."""
+        out: list[dict[str, Any]] = []
+        for o in self.orchestrators_sorted():
+            for m in o["managedAgents"]:
+                out.append(
+                    {
+                        **m,
+                        "orchestratorId": o["id"],
+                        "hostname": o["hostname"],
+                        "orchestratorStatus": o["status"],
+                    }
+                )
+        return out
+
+    def commands_of(self, orchestrator_id: str, status: str | None = None) -> list[dict[str, Any]]:
+        """An orchestrator's commands, oldest first."""
+        ids = self.commands_by_orchestrator.get(orchestrator_id, [])
+        cmds = [self.commands[i] for i in ids]
+        if status is not None:
+            cmds = [x for x in cmds if x["status"] == status]
+        return cmds
+
+    def entity_of(self, aggregate_id: UUID) -> tuple[str, str] | None:
+        """(kind, natural id) of an aggregate, removed ones included."""
+        e = self.entities.get(aggregate_id.hex)
+        return (e[0], e[1]) if e else None
+
+    def version_of(self, kind: str, natural_id: str) -> int | None:
+        """The aggregate version the read model has seen (for the reaper's check)."""
+        from relay.domain.agent import Agent
+        from relay.domain.orchestrator import Orchestrator
+
+        cls = Agent if kind == "agent" else Orchestrator
+        e = self.entities.get(cls.create_id(natural_id).hex)
+        return e[2] if e else None
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to resume folding from ``position``."""
+        return {
+            "format": FORMAT_VERSION,
+            "position": self.position,
+            "orchestrators": self.orchestrators,
+            "agents": self.agents,
+            "commands": self.commands,
+            "commandsByOrchestrator": self.commands_by_orchestrator,
+            "entities": self.entities,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ReadModels:
+        """The inverse of ``to_state``; raises ValueError on an unknown format."""
+        if state.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unknown read-model format {state.get('format')!r}")
+        rm = cls()
+        rm.position = state["position"]
+        rm.orchestrators = state["orchestrators"]
+        rm.agents = state["agents"]
+        rm.commands = state["commands"]
+        rm.commands_by_orchestrator = state["commandsByOrchestrator"]
+        rm.entities = state["entities"]
+        return rm
+
+    def comparable(self) -> dict[str, Any]:
+        """State for equality checks (rebuild vs live, checkpoint vs rebuild)."""
+        s = self.to_state()
+        return {k: v for k, v in s.items() if k != "format"}
+
+
+_HANDLERS: dict[str, Handler] = {
+    "OrchestratorRegistered": ReadModels._orchestrator_registered,
+    "OrchestratorReregistered": ReadModels._orchestrator_reregistered,
+    "OrchestratorHeartbeatReceived": ReadModels._orchestrator_heartbeat,
+    "ManagedAgentsReported": ReadModels._managed_agents_reported,
+    "SpawnRequested": ReadModels._spawn_requested,
+    "ActionRequested": ReadModels._action_requested,
+    "CommandResultRecorded": ReadModels._command_result_recorded,
+    "OrchestratorRemoved": ReadModels._orchestrator_removed,
+    "OrchestratorReaped": ReadModels._orchestrator_reaped,
+    "AgentRegistered": ReadModels._agent_registered,
+    "AgentReregistered": ReadModels._agent_reregistered,
+    "AgentHeartbeatReceived": ReadModels._agent_heartbeat,
+    "AgentRemoved": ReadModels._agent_removed,
+    "AgentReaped": ReadModels._agent_reaped,
+}

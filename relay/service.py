@@ -1,0 +1,262 @@
+"""The relay as the HTTP layer sees it: start, stop, execute, reap, read.
+
+Wires the application, the writer thread, the read models and the tail
+follower together, and owns the reaper's schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from relay import __version__
+from relay import commands as c
+from relay.application import RelayApp
+from relay.clock import Clock, SystemClock
+from relay.config import Settings
+from relay.projections.follower import TailFollower, load_read_models
+from relay.projections.readmodels import ReadModels
+from relay.store import store_env
+from relay.writer import Writer
+
+log = logging.getLogger(__name__)
+
+ReapHook = Callable[[], Awaitable[None]]
+
+
+class RelayService:
+    """One relay process: its log, its read models and its writer."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.app: RelayApp | None = None
+        self.rm = ReadModels()
+        self.tail: TailFollower | None = None
+        self.writer: Writer | None = None
+        self.started_at = 0
+        self.loaded_how = ""
+        self.load_seconds = 0.0
+        self.last_reap_at: int | None = None
+        self.reap_hook: ReapHook | None = None  # tests widen the reaper's race window
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.settings.data_dir)
+
+    async def start(self, run_reaper: bool = True) -> None:
+        """Open the store, load the read models, start the writer and the reaper."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        env = store_env(self.settings)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.app = await loop.run_in_executor(None, RelayApp, env)
+        self.rm, self.loaded_how = await loop.run_in_executor(
+            None, load_read_models, self.app, self.data_dir
+        )
+        self.load_seconds = time.perf_counter() - t0
+        self.tail = TailFollower(
+            self.app, self.rm, self.data_dir, self.settings.checkpoint_every
+        )
+        self.writer = Writer(self.app, loop, self.tail.on_committed)
+        self.writer.start()
+        # Grace: nobody is reaped for silence that overlapped the relay's own downtime.
+        self.started_at = self.clock.now_ms()
+        if run_reaper:
+            self._reaper = loop.create_task(self._reap_forever())
+        log.info(
+            "read models at position %d (%s) in %.3f s",
+            self.rm.position,
+            self.loaded_how,
+            self.load_seconds,
+        )
+
+    async def stop(self) -> None:
+        """Stop reaping, drain the writer, and leave a checkpoint for a fast restart."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self.writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
+            await asyncio.sleep(0)  # let the writer's last hand-over run
+        if self.tail is not None:
+            self.tail.checkpoint_now()
+        if self.app is not None:
+            self.app.close()
+
+    # -- writes ----------------------------------------------------------------
+
+    async def execute(self, cmd: c.Command) -> Any:
+        """Run ``cmd``; returns once it is durable and visible in the read models."""
+        assert self.writer is not None, "the relay is not started"
+        return await self.writer.submit(cmd)
+
+    def now(self) -> int:
+        return self.clock.now_ms()
+
+    # -- the reaper --------------------------------------------------------------
+
+    def reap_candidates(self, now: int) -> list[c.ReapCandidate]:
+        """Who looks stale in the read model at ``now`` (the decision; no write)."""
+        stale = self.settings.stale_after_ms
+        since = self.started_at
+        out: list[c.ReapCandidate] = []
+        rm = self.rm
+        for o in rm.orchestrators.values():
+            if o["status"] == "online" and now - max(o["lastSeen"], since) > stale:
+                version = rm.version_of("orchestrator", o["id"])
+                if version is not None:
+                    out.append(c.ReapCandidate("orchestrator", o["id"], o["lastSeen"], version))
+        orchestrator_agents = {o["agentId"] for o in rm.orchestrators.values()}
+        for a in rm.agents.values():
+            if a["id"] in orchestrator_agents:
+                continue  # follows its orchestrator
+            if a["status"] == "online" and now - max(a["lastSeen"], since) > stale:
+                version = rm.version_of("agent", a["id"])
+                if version is not None:
+                    out.append(c.ReapCandidate("agent", a["id"], a["lastSeen"], version))
+        return out
+
+    async def reap(self, now: int | None = None) -> c.ReapResult:
+        """Decide from the read model, then record; a heartbeat in between wins."""
+        now = self.clock.now_ms() if now is None else now
+        self.last_reap_at = now
+        candidates = self.reap_candidates(now)
+        if not candidates:
+            return c.ReapResult([], [])
+        if self.reap_hook is not None:
+            await self.reap_hook()
+        result: c.ReapResult = await self.execute(
+            c.Reap(
+                now=now,
+                stale_after_ms=self.settings.stale_after_ms,
+                grace_from=self.started_at,
+                candidates=tuple(candidates),
+            )
+        )
+        if result.reaped_agent_ids or result.reaped_orchestrator_ids:
+            log.info(
+                "reaped agents %s and orchestrators %s",
+                result.reaped_agent_ids,
+                result.reaped_orchestrator_ids,
+            )
+        return result
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reap_every)
+            try:
+                await self.reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("reap failed; will try again", exc_info=True)
+
+    # -- reads -----------------------------------------------------------------
+
+    async def read_log(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Raw domain events after ``after``, oldest first, and the position to ask next."""
+        assert self.app is not None
+        app = self.app
+        loop = asyncio.get_running_loop()
+        notes = await loop.run_in_executor(
+            None,
+            lambda: app.recorder.select_notifications(
+                start=after, limit=limit, inclusive_of_start=False
+            ),
+        )
+        events = [self.describe(n.id, app.mapper.to_domain_event(n)) for n in notes]
+        nxt = notes[-1].id if notes else after
+        return events, nxt
+
+    def describe(self, position: int, event: Any) -> dict[str, Any]:
+        """A domain event as the raw log shows it (camelCase, no secrets)."""
+        entity = self.rm.entity_of(event.originator_id)
+        data = {
+            _camel(k): v
+            for k, v in event.__dict__.items()
+            if k not in _HIDDEN_FIELDS
+        }
+        return {
+            "position": position,
+            "type": type(event).TOPIC,
+            "entityId": entity[1] if entity else None,
+            "entityKind": entity[0] if entity else None,
+            "at": event.__dict__.get("at"),
+            "data": data,
+        }
+
+    async def log_head(self) -> int:
+        """The newest position in the store (0 for an empty log)."""
+        assert self.app is not None
+        app = self.app
+        head = await asyncio.get_running_loop().run_in_executor(
+            None, app.recorder.max_notification_id
+        )
+        return head or 0
+
+    async def health(self) -> dict[str, Any]:
+        """Whether the relay can write, is caught up, and is reaping."""
+        checks: list[dict[str, Any]] = []
+        try:
+            head = await self.log_head()
+            checks.append({"name": "store", "status": "ok", "detail": f"log head {head}"})
+        except Exception as e:
+            head = None
+            checks.append({"name": "store", "status": "error", "detail": f"unreachable: {e}"})
+        w = self.writer
+        if w is not None and w.last_error:
+            checks.append(
+                {"name": "writes", "status": "error", "detail": f"last write failed: {w.last_error}"}
+            )
+        else:
+            depth = w.queue_depth() if w is not None else 0
+            checks.append({"name": "writes", "status": "ok", "detail": f"queue depth {depth}"})
+        lag = (head - self.rm.position) if head is not None else None
+        checks.append(
+            {
+                "name": "readModels",
+                "status": "ok" if lag is not None and lag <= 1000 else "warn",
+                "detail": f"position {self.rm.position}, lag {lag}",
+                "position": self.rm.position,
+                "lag": lag,
+            }
+        )
+        overdue = (
+            self.last_reap_at is not None
+            and self.now() - self.last_reap_at > 3 * self.settings.reap_every * 1000
+        )
+        checks.append(
+            {
+                "name": "reaper",
+                "status": "warn" if overdue else "ok",
+                "detail": (
+                    f"last run at {self.last_reap_at}" if self.last_reap_at else "not run yet"
+                ),
+            }
+        )
+        statuses = {ch["status"] for ch in checks}
+        status = "error" if "error" in statuses else "warn" if "warn" in statuses else "ok"
+        return {
+            "status": status,
+            "version": __version__,
+            "generatedAt": self.now(),
+            "checks": checks,
+        }
+
+
+_HIDDEN_FIELDS = frozenset(
+    {"originator_id", "originator_version", "timestamp", "originator_topic", "token_hash"}
+)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
