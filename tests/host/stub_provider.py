@@ -1,0 +1,60 @@
+"""A stand-in for ``claude``/``codex``: registers as an agent and heartbeats until killed.
+
+The host daemon starts it in tmux exactly as it would start a real provider.
+Each start appends one JSON line to ``$STUB_LOG`` (pid, argv, cwd, command id,
+the env file's test value), so tests can count how often a command really ran.
+Standard library only: it runs under whatever environment tmux gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import urllib.request
+
+
+def post(url: str, body: dict[str, object]) -> None:
+    """POST JSON, ignoring failures: the relay may be restarting."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+    except OSError:
+        pass
+
+
+def main() -> None:
+    """Record this start, register, then heartbeat until a signal ends the process."""
+    relay = os.environ["RELAY_URL"]
+    agent_id = os.environ["RELAY_AGENT_ID"]
+    record = {
+        "agentId": agent_id,
+        "pid": os.getpid(),
+        "argv": sys.argv[1:],
+        "cwd": os.getcwd(),
+        "commandId": os.environ.get("RELAY_COMMAND_ID"),
+        "approvalMode": os.environ.get("RELAY_APPROVAL_MODE"),
+        "secret": os.environ.get("STUB_SECRET"),
+    }
+    log = os.environ.get("STUB_LOG")
+    if log:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(fd, (json.dumps(record) + "\n").encode())
+        os.close(fd)
+    post(f"{relay}/api/agents", {
+        "id": agent_id, "name": agent_id, "machine": socket.gethostname(),
+        "capabilities": ["stub"], "meta": {"pid": os.getpid()},
+    })
+    while True:
+        time.sleep(0.5)  # a provider's own pace, not test synchronisation
+        post(f"{relay}/api/agents/{agent_id}/heartbeat", {})
+
+
+if __name__ == "__main__":
+    main()
