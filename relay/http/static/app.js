@@ -87,13 +87,22 @@ function ago(ms) {
   return `${Math.round(hr / 24)} d ago`;
 }
 
-const fmtTime = (ms) => (ms ? new Date(ms).toLocaleString() : '');
+/** Local time; the date only when it is not today (the title has the full one). */
+function fmtTime(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  if (d.toDateString() === new Date().toDateString()) return time;
+  return `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
+}
+
+const fullTime = (ms) => (ms ? new Date(ms).toLocaleString() : '');
 
 /** A <time> whose text ticks every second (see tick()). */
 function agoEl(ms, prefix = '') {
   return h('time', {
     datetime: ms ? new Date(ms).toISOString() : null,
-    title: fmtTime(ms),
+    title: fullTime(ms),
     dataset: { ago: String(ms || 0), prefix },
   }, prefix + ago(ms));
 }
@@ -564,7 +573,7 @@ function orchCard(o, { live }) {
       h('h3', {}, `Managed agents `, h('span', { class: 'count' }, String(managed.length))),
       managed.length === 0 ? h('p', { class: 'muted' }, 'None running.') : h('ul', { class: 'managed-list' },
         managed.map((m) => managedRow(o, m, live)))),
-    pending.length ? h('section', { class: 'pending', 'aria-label': 'Pending commands' },
+    pending.length ? h('section', { class: 'pending-cmds', 'aria-label': 'Pending commands' },
       h('h3', {}, 'Pending'),
       h('ul', {}, pending.map((c) => h('li', { class: 'pending-cmd' },
         h('span', { class: 'spinner', 'aria-hidden': 'true' }), commandSummary(c, o), ' · ', agoEl(c.requestedAt))))) : null,
@@ -729,7 +738,7 @@ function confirmShutdown(o, m) {
 
 // --- spawn dialog
 
-const spawn = { orchId: null, dirsFor: null };
+const spawn = { orchId: null, dirsFor: null, dirFilter: '' };
 
 function onlineOrchs() {
   return orchList().filter((o) => o.status === 'online');
@@ -802,6 +811,7 @@ function fillSpawnFor(o, reset) {
     ? `${o.hostname || o.id} · base directory ${base} · ${o.managedAgents?.length || 0} agent(s) running` : '';
   if (spawn.dirsFor !== o?.id) {
     spawn.dirsFor = o?.id ?? null;
+    spawn.dirFilter = '';
     $('#spawn-cwd').value = base;
     renderDirs(o);
   }
@@ -813,6 +823,10 @@ function updatePromptField() {
   field.hidden = provider !== 'claude';
 }
 
+const FOLDER_ICON = '<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true">'
+  + '<path fill="currentColor" d="M1.5 3h4.2l1.5 1.5h7.3v8.5h-13z" opacity=".85"/></svg>';
+
+/** The host's directories (meta.dirs) as a list to pick from; typing narrows it. */
 function renderDirs(o) {
   const box = $('#spawn-dirs');
   const base = o?.baseDir || '';
@@ -820,31 +834,38 @@ function renderDirs(o) {
   const hint = $('#spawn-cwd-hint');
   if (!o) { box.replaceChildren(); hint.textContent = ''; return; }
   if (!dirs) {
-    hint.textContent = `Any directory inside ${base}. This host does not report its directories, so type the path; the relay checks it.`;
+    hint.textContent = `Inside ${base}, absolute or relative to it. This host does not report its directories; the relay checks the path.`;
     box.replaceChildren();
     return;
   }
-  hint.textContent = `Inside ${base}. Pick a directory below or type a path.`;
+  hint.textContent = `Inside ${base}: pick a directory below, or type a path (absolute or relative to it).`;
   const typed = $('#spawn-cwd').value.trim();
-  const rel = relPath(typed, base);
-  const filter = rel === '.' || rel === typed ? '' : rel;
+  const filter = spawn.dirFilter;
   const sorted = [...new Set(dirs)].sort();
-  const shown = sorted.filter((d) => !filter || d.toLowerCase().includes(filter.toLowerCase()) || filter.startsWith(d));
+  const shown = sorted.filter((d) => !filter || d.toLowerCase().includes(filter.toLowerCase()));
   const choose = (path) => {
     $('#spawn-cwd').value = path;
+    spawn.dirFilter = '';
     setError($('#spawn-cwd-error'), '');
     renderDirs(o);
   };
-  const item = (label, path, depth) => h('li', {},
-    h('button', {
+  const item = (label, path, depth) => {
+    const btn = h('button', {
       type: 'button', class: `dir depth-${depth}`, 'aria-pressed': String(typed === path),
       title: path, onclick: () => choose(path),
-    }, h('span', { class: 'folder', 'aria-hidden': 'true' }, '📁'), ' ', label));
+    }, h('span', { class: 'folder' }), label);
+    btn.firstChild.innerHTML = FOLDER_ICON;
+    return h('li', {}, btn);
+  };
+  const notes = [];
+  if (sorted.length === 0) notes.push(h('p', { class: 'muted' }, 'The host reports no subdirectories.'));
+  if (shown.length > 300) notes.push(h('p', { class: 'muted' }, `${shown.length - 300} more: type to narrow.`));
+  if (o.meta.dirsTruncated) notes.push(h('p', { class: 'muted' }, 'The host listed only part of its directories; type a path for the others.'));
+  if (filter && shown.length === 0) notes.push(h('p', { class: 'muted' }, `No listed directory matches “${filter}”.`));
   box.replaceChildren(h('ul', { class: 'dir-list' },
-    item(`${base} (base)`, base, 0),
+    filter ? null : item(`${base} (base)`, base, 0),
     shown.slice(0, 300).map((d) => item(d, joinPath(base, d), Math.min(d.split('/').length, 3)))),
-  sorted.length === 0 ? h('p', { class: 'muted' }, 'The host reports no subdirectories.') : null,
-  shown.length > 300 ? h('p', { class: 'muted' }, `${shown.length - 300} more: type to narrow.`) : null);
+  ...notes);
 }
 
 function initSpawn() {
@@ -857,6 +878,10 @@ function initSpawn() {
   });
   $('#spawn-cwd').addEventListener('input', () => {
     setError($('#spawn-cwd-error'), '');
+    const o = state.orchestrators.get(spawn.orchId);
+    const typed = $('#spawn-cwd').value.trim();
+    const rel = relPath(typed, o?.baseDir);
+    spawn.dirFilter = rel === '.' || rel === typed ? (typed.startsWith('/') ? '' : typed) : rel;
     renderDirs(state.orchestrators.get(spawn.orchId));
   });
   $('#spawn-prompt').addEventListener('input', (ev) => {
@@ -932,7 +957,7 @@ function commandRow(c) {
   return h('tr', { class: `cmd ${c.status}`, dataset: { command: c.id } },
     td('Status', statusBadge(c.status)),
     td('Command', h('b', {}, c.kind), ' ', c.provider ? badge(c.provider, `provider ${c.provider}`) : null,
-      h('div', { class: 'muted small-text' }, h('code', {}, c.id))),
+      h('div', { class: 'muted small-text' }, h('code', { title: c.id }, c.id.slice(0, 8)))),
     td('Host', o ? o.hostname || o.id : h('span', { class: 'muted' }, `${c.orchestratorId} (removed)`)),
     td('Target', c.kind === 'spawn'
       ? [c.label ? h('b', {}, c.label) : null, c.label ? ' ' : null,
