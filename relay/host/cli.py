@@ -50,6 +50,7 @@ def add_host_parser(subparsers: Any) -> None:
         "restart and shutdown commands by running agents in tmux sessions.",
     )
     configure_parser(parser)
+    parser.set_defaults(func=run_host)
 
 
 def configure_parser(

@@ -60,6 +60,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _Relay(RelayProcess):
+    """``RelayProcess`` that closes the child's stdout pipe once it reaches EOF.
+
+    Without this every stopped relay leaves an unclosed pipe behind, which
+    ``filterwarnings = error`` turns into a failure of whichever test is next.
+    """
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        try:
+            super()._pump(proc)
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
 class Api:
     """Tiny synchronous JSON client for the relay under test."""
 
@@ -201,7 +216,7 @@ class HostWorld:
         )
         self.state = root / "state" / "host.json"
         self.oid = f"host-{uuid.uuid4().hex[:8]}"
-        self.relay = RelayProcess(root / "relay-data", extra_args=list(relay_args))
+        self.relay = _Relay(root / "relay-data", extra_args=list(relay_args))
         self.api = Api(self.relay)
         self.hosts: list[HostProcess] = []
 
