@@ -54,7 +54,8 @@ class RelayProcess:
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._pump_thread.start()
         if not self._ready.wait(self.startup_timeout) or not self.url:
             self.kill()
             raise RuntimeError("relay did not start:\n" + "".join(self.output[-50:]))
@@ -77,16 +78,25 @@ class RelayProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        self._close_pipe()
+        return code
+
+    def _close_pipe(self) -> None:
+        # The pump reads until EOF, which comes once the process is gone.
+        if self.proc is not None and self.proc.stdout is not None:
+            self._pump_thread.join(5)
+            self.proc.stdout.close()
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush or clean up."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._close_pipe()
 
     def __enter__(self) -> RelayProcess:
         return self.start()
