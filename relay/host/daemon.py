@@ -280,7 +280,10 @@ class HostDaemon:
                     await self._sleep(self.config.poll_every)
                     continue
                 await self._follow_stream()
-                backoff.reset()  # the relay closed the stream cleanly: reconnect now
+                # The relay closed the stream cleanly (e.g. it is stopping):
+                # reconnect soon, but never in a hot loop.
+                backoff.reset()
+                await self._sleep(backoff.next_delay())
             except StreamUnsupportedError:
                 log.warning("the relay has no event stream; polling pending commands instead")
                 polls_before_stream_retry = 30

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import HostWorld, requires_tmux, wait_for
+from relay.host.tmux import Tmux, session_name
+from tests.host.conftest import STUB, HostWorld, requires_tmux, wait_for
 
 pytestmark = requires_tmux
 
@@ -198,3 +202,44 @@ def test_a_relay_that_forgot_the_host_gets_it_back(world: HostWorld) -> None:
     assert orchestrator["hostname"] == f"{world.oid}.test"
     cid = world.api.spawn(world.oid, provider="codex")
     _spawned(world, cid)
+
+
+def test_commands_interrupted_by_a_crash_are_settled_not_rerun(world: HostWorld) -> None:
+    """The write-ahead mark: a command started before a crash is never run again.
+
+    The state file is made to look as if the daemon died in the middle of two
+    spawns: one before tmux started anything, one right after.
+    """
+    host = world.start_host()
+    assert host.stop() == 0
+    lost = world.api.spawn(world.oid, provider="claude", label="lost")
+    made = world.api.spawn(world.oid, provider="claude", label="made")
+    commands = world.api.commands(world.oid)
+
+    state = json.loads(world.state.read_text())
+    state["startedCommands"] = {lost: commands[lost], made: commands[made]}
+    world.state.write_text(json.dumps(state))
+    session = session_name("made", "claude", made)
+    agent_id = session.removeprefix("relay-")
+
+    async def start_made() -> None:
+        await Tmux(world.tmux.socket).start(
+            session, world.base, [sys.executable, str(STUB)],
+            {"RELAY_URL": world.relay.url, "RELAY_AGENT_ID": agent_id,
+             "RELAY_COMMAND_ID": made, "STUB_LOG": str(world.stub_log)},
+            world.root / "spec",
+        )
+
+    asyncio.run(start_made())
+    wait_for(world.starts, 20, "the pre-made provider to start")
+
+    world.start_host()
+    failed = world.api.settled(world.oid, lost)
+    assert failed["status"] == "failed"
+    assert "not retried so that it never runs twice" in failed["result"]["error"]
+    done = world.api.settled(world.oid, made)
+    assert done["status"] == "done"
+    assert done["result"]["agentId"] == agent_id
+    wait_for(lambda: [a["agentId"] for a in world.managed()] == [agent_id], 10,
+             "the adopted agent to be reported")
+    assert [s["commandId"] for s in world.starts()] == [made]
