@@ -21,7 +21,10 @@ from tests.support.server import RelayProcess
 @pytest.fixture(scope="session")
 def pw() -> Any:
     """The playwright.sync_api module (skips when it or Chromium is missing)."""
-    return playwright_api()
+    api = playwright_api()
+    # A loaded CI machine is slower than a laptop; waits stay waits, just longer.
+    api.expect.set_options(timeout=10_000)
+    return api
 
 
 @pytest.fixture(scope="session")

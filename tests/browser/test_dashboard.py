@@ -81,7 +81,7 @@ def test_spawn_through_the_dialog_creates_a_pending_command(dashboard: Any, api:
 
     dialog = page.locator("#spawn-dialog")
     expect(dialog).to_be_visible()
-    expect(page.get_by_label("Orchestrator")).to_have_value(oid)
+    expect(page.get_by_label("Orchestrator", exact=True)).to_have_value(oid)
     # Only this host's providers are offered; claude gets the prompt field.
     expect(dialog.locator("input[name=provider]")).to_have_count(1)
     expect(dialog.get_by_role("radio", name="claude")).to_be_checked()

@@ -1102,7 +1102,10 @@ function renderHistory() {
   const first = history.events[0];
   more.hidden = !(first && first.position > 1);
   more.textContent = first ? `Older events (before position ${first.position}) are not listed; use the slider to go back further.` : '';
-  if (!history.loadedOnce && !history.loading) loadLog();
+  if (!history.loadedOnce) {
+    if (!history.loading) loadLog();
+    return; // the head is unknown until the log is read: don't show position 0 meanwhile
+  }
   if (history.past?.pos !== pos && history.pastFor !== pos) loadPast(pos);
 }
 
