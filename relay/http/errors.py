@@ -43,10 +43,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except RelayError as e:
         return error_response(e.status, e.message)
-    except web.HTTPRequestEntityTooLarge as e:
-        return error_response(
-            413, f"request body is over the limit of {e.max_size} bytes"  # type: ignore[attr-defined]
-        )
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app._client_max_size
+        return error_response(413, f"request body is over the limit of {limit} bytes")
     except web.HTTPException as e:
         if e.status < 400:
             raise
