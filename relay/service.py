@@ -105,24 +105,7 @@ class RelayService:
 
     def reap_candidates(self, now: int) -> list[c.ReapCandidate]:
         """Who looks stale in the read model at ``now`` (the decision; no write)."""
-        stale = self.settings.stale_after_ms
-        since = self.started_at
-        out: list[c.ReapCandidate] = []
-        rm = self.rm
-        for o in rm.orchestrators.values():
-            if o["status"] == "online" and now - max(o["lastSeen"], since) > stale:
-                version = rm.version_of("orchestrator", o["id"])
-                if version is not None:
-                    out.append(c.ReapCandidate("orchestrator", o["id"], o["lastSeen"], version))
-        orchestrator_agents = {o["agentId"] for o in rm.orchestrators.values()}
-        for a in rm.agents.values():
-            if a["id"] in orchestrator_agents:
-                continue  # follows its orchestrator
-            if a["status"] == "online" and now - max(a["lastSeen"], since) > stale:
-                version = rm.version_of("agent", a["id"])
-                if version is not None:
-                    out.append(c.ReapCandidate("agent", a["id"], a["lastSeen"], version))
-        return out
+        return reap_candidates(self.rm, now, self.settings.stale_after_ms, self.started_at)
 
     async def reap(self, now: int | None = None) -> c.ReapResult:
         """Decide from the read model, then record; a heartbeat in between wins."""
@@ -250,6 +233,32 @@ class RelayService:
             "generatedAt": self.now(),
             "checks": checks,
         }
+
+
+def reap_candidates(
+    rm: ReadModels, now: int, stale_after_ms: int, grace_from: int
+) -> list[c.ReapCandidate]:
+    """Who looks stale in ``rm`` at ``now``, with the version each was judged at.
+
+    Pure (no clock, no IO) so that the service and the property tests run the
+    very same decision; ``grace_from`` is the relay's start, so silence that
+    overlapped the relay's own downtime never counts.
+    """
+    out: list[c.ReapCandidate] = []
+    for o in rm.orchestrators.values():
+        if o["status"] == "online" and now - max(o["lastSeen"], grace_from) > stale_after_ms:
+            version = rm.version_of("orchestrator", o["id"])
+            if version is not None:
+                out.append(c.ReapCandidate("orchestrator", o["id"], o["lastSeen"], version))
+    orchestrator_agents = {o["agentId"] for o in rm.orchestrators.values()}
+    for a in rm.agents.values():
+        if a["id"] in orchestrator_agents:
+            continue  # follows its orchestrator
+        if a["status"] == "online" and now - max(a["lastSeen"], grace_from) > stale_after_ms:
+            version = rm.version_of("agent", a["id"])
+            if version is not None:
+                out.append(c.ReapCandidate("agent", a["id"], a["lastSeen"], version))
+    return out
 
 
 _HIDDEN_FIELDS = frozenset(
