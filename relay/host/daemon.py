@@ -151,6 +151,10 @@ class HostDaemon:
             ]
             try:
                 await self._stop.wait()
+                # Let a command that is being carried out finish, so a plain
+                # stop never leaves one half-done for the next start to settle.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lock.acquire(), timeout=10)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -355,7 +359,8 @@ class HostDaemon:
                 log.info("command %s done", command_id)
             self.state.finish(command_id, result)
             self._save()
-        await self._report_agents()
+        if self._agents_dirty:
+            await self._report_agents()
         await self.flush_outbox()
 
     async def flush_outbox(self) -> None:

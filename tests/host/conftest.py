@@ -78,15 +78,18 @@ class _Relay(RelayProcess):
 class Api:
     """Tiny synchronous JSON client for the relay under test."""
 
-    def __init__(self, relay: RelayProcess) -> None:
+    def __init__(self, relay: RelayProcess, token: str | None = None) -> None:
         self.relay = relay
+        self.token = token
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """Send one request; returns (status, parsed JSON body)."""
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(
-            self.relay.url + path, data=data, method=method,
-            headers={"Content-Type": "application/json"},
+            self.relay.url + path, data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:
@@ -203,7 +206,9 @@ class HostProcess:
 class HostWorld:
     """A relay, a base dir, an env file, a state file and a tmux socket for one test."""
 
-    def __init__(self, root: Path, tmux: Tmux, relay_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, root: Path, tmux: Tmux, relay_args: Sequence[str] = (), token: str | None = None
+    ) -> None:
         self.root = root
         self.tmux = tmux
         self.base = root / "base"
@@ -216,8 +221,11 @@ class HostWorld:
         )
         self.state = root / "state" / "host.json"
         self.oid = f"host-{uuid.uuid4().hex[:8]}"
+        self.token = token
+        if token:
+            relay_args = [*relay_args, "--token", token]
         self.relay = _Relay(root / "relay-data", extra_args=list(relay_args))
-        self.api = Api(self.relay)
+        self.api = Api(self.relay, token)
         self.hosts: list[HostProcess] = []
 
     def host_args(self, providers: Sequence[str] = ("claude", "codex")) -> list[str]:
@@ -232,6 +240,8 @@ class HostWorld:
         ]
         for name in providers:
             args += ["--provider", f"{name}={command}"]
+        if self.token:
+            args += ["--token", self.token]
         return args
 
     def start_host(self, providers: Sequence[str] = ("claude", "codex")) -> HostProcess:
@@ -285,6 +295,15 @@ def tmux_socket() -> Iterator[Tmux]:
 def world(tmp_path: Path, tmux_socket: Tmux) -> Iterator[HostWorld]:
     """A running relay plus everything a daemon needs; the daemon is started by the test."""
     w = HostWorld(tmp_path, tmux_socket)
+    w.relay.start()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def token_world(tmp_path: Path, tmux_socket: Tmux) -> Iterator[HostWorld]:
+    """Like ``world``, with a relay that needs an admin token."""
+    w = HostWorld(tmp_path, tmux_socket, token=f"admin-{uuid.uuid4().hex}")
     w.relay.start()
     yield w
     w.close()

@@ -243,3 +243,15 @@ def test_commands_interrupted_by_a_crash_are_settled_not_rerun(world: HostWorld)
     wait_for(lambda: [a["agentId"] for a in world.managed()] == [agent_id], 10,
              "the adopted agent to be reported")
     assert [s["commandId"] for s in world.starts()] == [made]
+
+
+def test_with_an_admin_token_the_daemon_keeps_its_own(token_world: HostWorld) -> None:
+    world = token_world
+    world.start_host()
+    record = _spawned(world, world.api.spawn(world.oid, provider="claude"))
+    wait_for(lambda: len(world.managed()) == 1, 10, "the agent to be reported")
+    assert record["secret"] == "s3cr3t-value"
+    state = json.loads(world.state.read_text())
+    assert state["orchestratorToken"] and state["orchestratorToken"] != world.token
+    assert world.token not in world.state.read_text()
+    assert (world.state.stat().st_mode & 0o777) == 0o600
