@@ -97,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"({d.checkpoint_every})",
     )
     serve.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=None,
+        help=f"open event streams allowed per client address, 0 for no limit "
+        f"[RELAY_MAX_STREAMS_PER_CLIENT] ({d.max_streams_per_client})",
+    )
+    serve.add_argument(
+        "--client-timeout",
+        type=float,
+        default=None,
+        help=f"seconds a client gets to send a request's headers, and again its body; "
+        f"idle connections close after it [RELAY_CLIENT_TIMEOUT] ({d.client_timeout:g})",
+    )
+    serve.add_argument(
         "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)"
     )
     serve.set_defaults(func=run_serve)
@@ -135,6 +149,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "max_body": args.max_body,
         "keepalive": args.keepalive,
         "checkpoint_every": args.checkpoint_every,
+        "max_streams_per_client": args.max_streams_per_client,
+        "client_timeout": args.client_timeout,
     }
     return evolve(s, **{k: v for k, v in flags.items() if v is not None}).checked()
 
@@ -163,7 +179,9 @@ async def _serve(settings: Settings) -> None:
     from relay.http.app import create_app
 
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    from relay.http.app import server_options
+
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, **server_options(settings))
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=5.0)
     await site.start()

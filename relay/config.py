@@ -34,6 +34,8 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
     keepalive: float = 15.0
     checkpoint_every: int = 10_000
+    max_streams_per_client: int = 32
+    client_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -51,6 +53,8 @@ class Settings:
             "RELAY_MAX_BODY": ("max_body", int),
             "RELAY_KEEPALIVE": ("keepalive", float),
             "RELAY_CHECKPOINT_EVERY": ("checkpoint_every", int),
+            "RELAY_MAX_STREAMS_PER_CLIENT": ("max_streams_per_client", int),
+            "RELAY_CLIENT_TIMEOUT": ("client_timeout", float),
         }
         changes: dict[str, object] = {}
         for key, (name, kind) in conv.items():
@@ -73,6 +77,10 @@ class Settings:
             raise SettingsError(f"--port must be 0-65535, not {self.port}")
         if self.stale_after <= 0 or self.reap_every <= 0:
             raise SettingsError("--stale-after and --reap-every must be positive")
+        if self.max_streams_per_client < 0:
+            raise SettingsError("--max-streams-per-client must be 0 (no limit) or more")
+        if self.client_timeout <= 0:
+            raise SettingsError("--client-timeout must be positive")
         if self.max_body < 1024:
             raise SettingsError("the body limit must be at least 1024 bytes")
         if not self.token and not is_loopback(self.host):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from relay.config import Settings
 from relay.http import openapi
+from relay.http.auth import auth_middleware
 from relay.http.errors import error_middleware
 from relay.http.keys import SERVICE, SETTINGS
 from relay.http.routes import routes
@@ -21,7 +23,9 @@ STATIC_DIR = Path(str(importlib.resources.files("relay.http") / "static"))
 
 def create_app(settings: Settings, service: RelayService | None = None) -> web.Application:
     """The relay's web application; starts and stops the service with it."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(settings)], client_max_size=settings.max_body
+    )
     app[SETTINGS] = settings
     app[SERVICE] = service or RelayService(settings)
     app.router.add_routes(routes)
@@ -44,6 +48,19 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     app.cleanup_ctx.append(_service_lifetime)
     return app
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """aiohttp server options that stop a slow or silent client from holding a connection.
+
+    aiohttp arms its keep-alive timer when a connection opens and again after
+    each response, and closes the connection when it fires before a complete
+    request head has arrived: so ``keepalive_timeout`` bounds both idle time
+    and how long a client may take to send its headers. The body has its own
+    deadline in ``parse.read_json``. Header sizes stay at aiohttp's limits
+    (8190-byte lines and fields, 128 headers), answered 400 past them.
+    """
+    return {"keepalive_timeout": settings.client_timeout}
 
 
 async def _service_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -9,3 +9,6 @@ from relay.service import RelayService
 
 SERVICE = web.AppKey("service", RelayService)
 SETTINGS = web.AppKey("settings", Settings)
+
+# Who is calling: "operator" or "orchestrator:<id>"; set by the auth middleware.
+PRINCIPAL = web.RequestKey("principal", str)

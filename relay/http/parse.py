@@ -7,6 +7,7 @@ the field when it does not.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from typing import Any
 
@@ -24,6 +25,7 @@ from relay.domain.rules import (
     check_env_key,
     check_id,
 )
+from relay.http.keys import SETTINGS
 
 MAX_NAME = 200
 MAX_PATH = 4096
@@ -40,9 +42,22 @@ class UnsupportedMediaError(RelayError):
     status = 415
 
 
+class BodyTimeoutError(RelayError):
+    """Raised when a client does not finish sending its body in time (a slow or stalled sender)."""
+
+    status = 408
+
+
 async def read_json(request: web.Request, required: bool = True) -> dict[str, Any]:
     """The request's JSON object; 415 for other content types, 400 for bad JSON."""
-    body = await request.read()  # raises 413 past client_max_size
+    timeout = request.app[SETTINGS].client_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            body = await request.read()  # raises 413 past client_max_size
+    except TimeoutError:
+        raise BodyTimeoutError(
+            f"the request body did not arrive within {timeout:g} s; send it whole and promptly"
+        ) from None
     if not body:
         if required:
             raise InvalidInputError("body", "a JSON object is required")

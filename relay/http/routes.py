@@ -7,7 +7,6 @@ answer already include it.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from typing import Any
@@ -19,12 +18,11 @@ from relay import commands as c
 from relay.domain.errors import ConflictError, NotFoundError
 from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, check_id
 from relay.http import parse
+from relay.http.auth import hash_token, principal
 from relay.http.keys import SERVICE
 from relay.service import RelayService
 
 routes = web.RouteTableDef()
-
-OPERATOR = "operator"
 
 
 def json(data: Any, status: int = 200) -> web.Response:
@@ -43,10 +41,6 @@ def new_token() -> tuple[str, str]:
     """A fresh orchestrator token and the hash that goes into the log."""
     token = secrets.token_urlsafe(32)
     return token, hash_token(token)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # -- system ------------------------------------------------------------------------
@@ -118,7 +112,7 @@ async def spawn_anywhere(request: web.Request) -> web.Response:
     )
     if target is None:
         raise ConflictError(f"no online orchestrator offers provider {fields['provider']!r}")
-    command = await _spawn(s, target["id"], fields)
+    command = await _spawn(s, target["id"], fields, principal(request))
     return json(
         {
             "ok": True,
@@ -228,13 +222,15 @@ async def report_agents(request: web.Request) -> web.Response:
     return json(_orchestrator(s, oid))
 
 
-async def _spawn(s: RelayService, oid: str, fields: dict[str, Any]) -> dict[str, Any]:
+async def _spawn(
+    s: RelayService, oid: str, fields: dict[str, Any], requested_by: str
+) -> dict[str, Any]:
     command_id = str(uuid.uuid4())
     await s.execute(
         c.RequestSpawn(
             orchestrator_id=oid,
             command_id=command_id,
-            requested_by=OPERATOR,
+            requested_by=requested_by,
             at=s.now(),
             **fields,
         )
@@ -247,7 +243,7 @@ async def spawn(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
     fields = parse.spawn(await parse.read_json(request))
-    command = await _spawn(s, oid, fields)
+    command = await _spawn(s, oid, fields, principal(request))
     return json({"ok": True, "orchestratorId": oid, "command": command}, status=202)
 
 
@@ -261,7 +257,7 @@ async def act(request: web.Request) -> web.Response:
         c.RequestAction(
             orchestrator_id=oid,
             command_id=command_id,
-            requested_by=OPERATOR,
+            requested_by=principal(request),
             at=s.now(),
             **fields,
         )

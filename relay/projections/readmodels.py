@@ -20,7 +20,7 @@ from relay.domain.rules import orchestrator_agent_id
 Change = tuple[str, dict[str, Any]]
 Handler = Callable[["ReadModels", Any, list[Change] | None], None]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tokenHashes
 
 
 class ReadModels:
@@ -35,6 +35,10 @@ class ReadModels:
         # aggregate id (hex) -> [kind, natural id, version]; kept after removal
         # so that the raw log can always name the entity of an event.
         self.entities: dict[str, list[Any]] = {}
+        # orchestrator id -> sha256 hex of its current token. Internal: never on
+        # the wire; the auth middleware checks orchestrator tokens against it.
+        self.token_hashes: dict[str, str] = {}
+        self._token_owners: dict[str, str] = {}
         self._sorted_orchestrators: list[dict[str, Any]] | None = None
 
     # -- folding ---------------------------------------------------------------
@@ -80,8 +84,18 @@ class ReadModels:
             "createdAt": ev.at,
         }
         self.commands_by_orchestrator[oid] = []
+        self._set_token_hash(oid, ev.token_hash)
         self._sorted_orchestrators = None
         self._orchestrator_changed(oid, changes)
+
+    def _set_token_hash(self, oid: str, token_hash: str | None) -> None:
+        """A registration rotates the token: the previous one stops working."""
+        old = self.token_hashes.pop(oid, None)
+        if old is not None:
+            self._token_owners.pop(old, None)
+        if token_hash:
+            self.token_hashes[oid] = token_hash
+            self._token_owners[token_hash] = oid
 
     def _orchestrator_reregistered(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
@@ -96,6 +110,7 @@ class ReadModels:
         o["meta"] = ev.meta
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
+        self._set_token_hash(oid, ev.token_hash)
         self._sorted_orchestrators = None
         self._orchestrator_changed(oid, changes)
 
@@ -174,6 +189,7 @@ class ReadModels:
     def _orchestrator_removed(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
         o = self.orchestrators.pop(oid)
+        self._set_token_hash(oid, None)
         self.agents.pop(o["agentId"], None)
         for cid in self.commands_by_orchestrator.pop(oid, []):
             self.commands.pop(cid, None)
@@ -313,6 +329,10 @@ class ReadModels:
             cmds = [x for x in cmds if x["status"] == status]
         return cmds
 
+    def token_owner(self, token_hash: str) -> str | None:
+        """The orchestrator whose current token has this hash, if any."""
+        return self._token_owners.get(token_hash)
+
     def entity_of(self, aggregate_id: UUID) -> tuple[str, str] | None:
         """(kind, natural id) of an aggregate, removed ones included."""
         e = self.entities.get(aggregate_id.hex)
@@ -339,6 +359,7 @@ class ReadModels:
             "commands": self.commands,
             "commandsByOrchestrator": self.commands_by_orchestrator,
             "entities": self.entities,
+            "tokenHashes": self.token_hashes,
         }
 
     @classmethod
@@ -353,6 +374,8 @@ class ReadModels:
         rm.commands = state["commands"]
         rm.commands_by_orchestrator = state["commandsByOrchestrator"]
         rm.entities = state["entities"]
+        rm.token_hashes = state["tokenHashes"]
+        rm._token_owners = {h: oid for oid, h in rm.token_hashes.items()}
         return rm
 
     def comparable(self) -> dict[str, Any]:
