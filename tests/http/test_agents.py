@@ -80,7 +80,7 @@ def test_orchestrator_is_also_an_agent(client: Client) -> None:
     # heartbeating it as an agent heartbeats the orchestrator
     head = client.log_head()
     assert client.post("/api/agents/orchestrator-o1/heartbeat").status == 200
-    assert client.get("/api/log?after=%d" % head).json["events"][0]["type"] == (
+    assert client.get(f"/api/log?after={head}").json["events"][0]["type"] == (
         "OrchestratorHeartbeatReceived"
     )
     r = client.delete("/api/agents/orchestrator-o1")

@@ -122,9 +122,8 @@ def test_spawn_rejections(client: Client) -> None:
     for cwd in ("/srv/a2", "/srv/a/../b", "../b", "/etc", "/srv/a/x/../../a2"):
         rejected(client, lambda cwd=cwd: client.post(spawn, {"provider": "claude", "cwd": cwd}), 400, "cwd")
     rejected(client, lambda: client.post(spawn, {"provider": "claude", "prompt": "p" * 4001}), 400, "prompt")
-    rejected(
-        client, lambda: client.post(spawn, {"provider": "claude", "approvalMode": "yolo"}), 400, "approvalMode"
-    )
+    yolo = {"provider": "claude", "approvalMode": "yolo"}
+    rejected(client, lambda: client.post(spawn, yolo), 400, "approvalMode")
     ok = client.post(spawn, {"provider": "claude", "prompt": "p" * 4000})
     assert ok.status == 202
 
@@ -144,9 +143,8 @@ def test_result_rejections(client: Client) -> None:
     rejected(client, lambda: client.post(url, {"status": "maybe"}), 400, "status")
     rejected(client, lambda: client.post(url, {}), 400, "status")
     rejected(client, lambda: client.post(url, {"status": "failed", "error": 5}), 400, "error")
-    rejected(
-        client, lambda: client.post("/api/orchestrators/o1/commands/nope/result", {"status": "done"}), 404, "nope"
-    )
+    nope = "/api/orchestrators/o1/commands/nope/result"
+    rejected(client, lambda: client.post(nope, {"status": "done"}), 404, "nope")
     assert client.post(url, {"status": "done"}).status == 200
     rejected(client, lambda: client.post(url, {"status": "done"}), 409, "already")
 
