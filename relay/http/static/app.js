@@ -457,7 +457,10 @@ function reconcile(container, items, keyOf, sigOf, build) {
     const el = build(item);
     el.dataset.key = key;
     el._sig = sig;
-    if (prev && active && prev.contains(active) && active.dataset.fkey) refocus = active.dataset.fkey;
+    if (prev) {
+      if (active && prev.contains(active) && active.dataset.fkey) refocus = active.dataset.fkey;
+      prev.replaceWith(el);
+    }
     return el;
   });
   for (const el of old.values()) el.remove();
