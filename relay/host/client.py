@@ -30,7 +30,11 @@ class RelayClientError(Exception):
 
 
 class RelayUnavailableError(RelayClientError):
-    """Raised when the relay cannot be reached or answers 5xx; worth retrying."""
+    """Raised when the relay cannot be reached or answers 5xx or 429; worth retrying."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RelayRejectedError(RelayClientError):
@@ -243,7 +247,10 @@ class RelayClient:
                 if resp.status in (401, 403):
                     raise NotRegisteredError(resp.status, _error_message(await resp.text()))
                 if resp.status >= 400:
-                    raise RelayUnavailableError(f"GET {url}: {resp.status}")
+                    raise RelayUnavailableError(
+                        f"GET {url}: {resp.status} {_error_message(await resp.text())}",
+                        retry_after=_seconds(resp.headers.get("Retry-After")),
+                    )
                 yield _read_events(resp)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise RelayUnavailableError(f"event stream: {exc!r}") from exc
@@ -274,6 +281,13 @@ def _line_end(buffer: bytes) -> tuple[int, int] | None:
     if cr + 1 == len(buffer):
         return None  # maybe the CR of a CRLF split across chunks
     return (cr, 2) if buffer[cr + 1 : cr + 2] == b"\n" else (cr, 1)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None
 
 
 def _error_message(text: str) -> str:

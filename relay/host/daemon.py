@@ -296,6 +296,8 @@ class HostDaemon:
                 await self.ensure_registered(force=True, seen=self._generation)
             except RelayClientError as exc:
                 delay = backoff.next_delay()
+                if isinstance(exc, RelayUnavailableError) and exc.retry_after:
+                    delay = max(delay, exc.retry_after)
                 log.warning("lost the command stream: %s; reconnecting in %.1fs", exc, delay)
                 await self._sleep(delay)
 
