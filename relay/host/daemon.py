@@ -327,7 +327,10 @@ class HostDaemon:
             await self.ensure_registered(force=True, seen=self._generation)
         if event.id:
             self.state.last_event_id = event.id
-            self._save()
+            # Status events come with every heartbeat; replaying a few of them
+            # after a crash is harmless, so only command events cost an fsync.
+            if event.event == "orchestrator.command":
+                self._save()
 
     async def reconcile(self) -> None:
         """Carry out every pending command the relay lists that we have not handled."""
