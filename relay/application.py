@@ -10,18 +10,20 @@ job, so that commands that arrive together commit together (ADR 0004).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, Snapshot
-from eventsourcing.persistence import Transcoder
+from eventsourcing.persistence import PersistenceError, Transcoder
 from eventsourcing.utils import EnvType
 
 from relay import commands as c
 from relay.domain.agent import Agent
-from relay.domain.errors import NotFoundError
+from relay.domain.errors import NotFoundError, StoreUnavailableError
 from relay.domain.orchestrator import Orchestrator
+from relay.domain.seal import LogSeal  # noqa: F401  (its stored topics must resolve)
 from relay.store.transcoder import OrjsonTranscoder
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,11 @@ class RelayApp(Application):
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env)
         self.live: dict[UUID, AnyAggregate] = {}
+        # The newest version of an aggregate that the log is known to hold (the
+        # read models' view). With several relay nodes on one log, another node
+        # may have written since we loaded our live copy; then we load it again
+        # rather than decide (or refuse) on stale state.
+        self.known_version: Callable[[UUID], int | None] | None = None
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -76,9 +83,18 @@ class RelayApp(Application):
     def _get(self, cls: type[Orchestrator] | type[Agent], natural_id: str) -> Any:
         aggregate_id = cls.create_id(natural_id)
         agg = self.live.get(aggregate_id)
+        if agg is not None and self.known_version is not None:
+            known = self.known_version(aggregate_id)
+            if known is not None and known > agg.version:
+                del self.live[aggregate_id]
+                agg = None
         if agg is None:
             try:
                 agg = self.repository.get(aggregate_id)
+            except PersistenceError as e:
+                raise StoreUnavailableError(
+                    f"the event store cannot be read right now ({type(e).__name__}: {e}); retry later"
+                ) from e
             except Exception as e:  # AggregateNotFoundError, without importing its home
                 if type(e).__name__ != "AggregateNotFoundError":
                     raise
@@ -213,6 +229,11 @@ class RelayApp(Application):
         for cand in cmd.candidates:
             cls = Agent if cand.kind == "agent" else Orchestrator
             agg = self._get(cls, cand.entity_id)
+            if agg is not None and agg.version < cand.version:
+                # Our live copy is behind what the reaper saw (another relay
+                # node wrote it): judge the stored state, not the stale copy.
+                self.forget([agg.id])
+                agg = self._get(cls, cand.entity_id)
             if agg is None or agg.version != cand.version:
                 continue
             if agg.reap(cmd.now, cand.last_seen, cmd.stale_after_ms, cmd.grace_from):

@@ -13,12 +13,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import PersistenceError
 
 from relay import __version__
 from relay import commands as c
 from relay.application import RelayApp
 from relay.clock import Clock, SystemClock
 from relay.config import Settings
+from relay.domain.errors import StoreUnavailableError
+from relay.metrics import Metrics
 from relay.projections.follower import TailFollower, load_read_models
 from relay.projections.readmodels import ReadModels
 from relay.store import store_env
@@ -45,6 +50,9 @@ class RelayService:
         self.last_reap_at: int | None = None
         self.reap_hook: ReapHook | None = None  # tests widen the reaper's race window
         self._reaper: asyncio.Task[None] | None = None
+        self.metrics = Metrics(self)
+        self.listener: Any = None  # PostgreSQL: the LISTEN subscription (relay.store.postgres)
+        self._store_probe: asyncio.Future[int] | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -65,7 +73,19 @@ class RelayService:
             self.app, self.rm, self.data_dir, self.settings.checkpoint_every
         )
         self.writer = Writer(self.app, loop, self.tail.on_committed)
+        self.writer.observe_commit = self.metrics.observe_commit
+        self.app.known_version = self._known_version
+        if self.settings.seal_every > 0:
+            from relay.audit.sealer import Sealer
+
+            self.writer.sealer = await loop.run_in_executor(
+                None, Sealer.load, self.app, self.settings.seal_every, self.clock
+            )
         self.writer.start()
+        if self.settings.store == "postgres":
+            from relay.store.postgres import start_listener
+
+            self.listener = start_listener(self)
         # Grace: nobody is reaped for silence that overlapped the relay's own downtime.
         self.started_at = self.clock.now_ms()
         if run_reaper:
@@ -79,6 +99,8 @@ class RelayService:
 
     async def stop(self) -> None:
         """Stop reaping, drain the writer, and leave a checkpoint for a fast restart."""
+        if self.listener is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.listener.stop)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -96,7 +118,16 @@ class RelayService:
     async def execute(self, cmd: c.Command) -> Any:
         """Run ``cmd``; returns once it is durable and visible in the read models."""
         assert self.writer is not None, "the relay is not started"
-        return await self.writer.submit(cmd)
+        t0 = time.perf_counter()
+        try:
+            return await self.writer.submit(cmd)
+        finally:
+            self.metrics.observe_write(cmd, time.perf_counter() - t0)
+
+    def _known_version(self, aggregate_id: UUID) -> int | None:
+        """The newest version of an aggregate in the read models (called on the writer thread)."""
+        entity = self.rm.entities.get(aggregate_id.hex)
+        return entity[2] if entity is not None else None
 
     def now(self) -> int:
         return self.clock.now_ms()
@@ -149,12 +180,17 @@ class RelayService:
         assert self.app is not None
         app = self.app
         loop = asyncio.get_running_loop()
-        notes = await loop.run_in_executor(
-            None,
-            lambda: app.recorder.select_notifications(
-                start=after, limit=limit, inclusive_of_start=False
-            ),
-        )
+        try:
+            notes = await loop.run_in_executor(
+                None,
+                lambda: app.recorder.select_notifications(
+                    start=after, limit=limit, inclusive_of_start=False
+                ),
+            )
+        except PersistenceError as e:
+            raise StoreUnavailableError(
+                f"the event store cannot be read right now ({type(e).__name__}); retry later"
+            ) from e
         events = [self.describe(n.id, app.mapper.to_domain_event(n)) for n in notes]
         nxt = notes[-1].id if notes else after
         return events, nxt
@@ -185,15 +221,31 @@ class RelayService:
         )
         return head or 0
 
+    async def _probe_store(self, timeout: float = 2.0) -> int:
+        """The log head, within ``timeout``; concurrent health checks share one probe,
+        so an unreachable store never ties up more than one thread."""
+        if self._store_probe is None or self._store_probe.done():
+            self._store_probe = asyncio.ensure_future(self.log_head())
+            # Retrieve a late failure, so asyncio does not log it as never retrieved.
+            self._store_probe.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return await asyncio.wait_for(asyncio.shield(self._store_probe), timeout)
+
     async def health(self) -> dict[str, Any]:
         """Whether the relay can write, is caught up, and is reaping."""
         checks: list[dict[str, Any]] = []
         try:
-            head = await self.log_head()
+            head = await self._probe_store()
             checks.append({"name": "store", "status": "ok", "detail": f"log head {head}"})
+        except TimeoutError:
+            head = None
+            checks.append(
+                {"name": "store", "status": "error", "detail": "unreachable: no answer within 2 s"}
+            )
         except Exception as e:
             head = None
             checks.append({"name": "store", "status": "error", "detail": f"unreachable: {e}"})
+        if self.listener is not None:
+            checks.append(self.listener.status())
         w = self.writer
         if w is not None and w.last_error:
             checks.append(
@@ -202,6 +254,8 @@ class RelayService:
         else:
             depth = w.queue_depth() if w is not None else 0
             checks.append({"name": "writes", "status": "ok", "detail": f"queue depth {depth}"})
+        if head is None and self.tail is not None:
+            head = max(self.tail.head_seen, self.rm.position)  # the newest we know of
         lag = (head - self.rm.position) if head is not None else None
         checks.append(
             {

@@ -44,6 +44,7 @@ class Outcome:
 
 
 Committed = Callable[[list[Any], list[Outcome]], None]
+CommitObserver = Callable[[list[Any], float], None]
 
 
 class Writer:
@@ -66,6 +67,15 @@ class Writer:
         self.last_commit_ms: float = 0.0
         self.batches = 0
         self.commands = 0
+        # The newest position this writer committed. Read by the loop (a
+        # NOTIFY for a position at or below it is our own commit, whose
+        # hand-over is on its way) while this thread writes it: an int, so safe.
+        self.committed_head = 0
+        # Called on this thread after each commit with (recordings, seconds): metrics.
+        self.observe_commit: CommitObserver | None = None
+        # The tamper evidence (relay.audit.sealer.Sealer): seals the log every N
+        # events, on this thread, before the batch that made it due is answered.
+        self.sealer: Any = None
 
     def start(self) -> None:
         self._thread.start()
@@ -130,10 +140,7 @@ class Writer:
             self._hand_over([], outcomes)
             return
         try:
-            t0 = time.perf_counter()
-            recordings = self.app.save(*touched.values())
-            self.last_commit_ms = (time.perf_counter() - t0) * 1000
-            self.last_error = None
+            recordings = self._save(list(touched.values()))
         except IntegrityError:
             # Another writer (another relay node) got there first: reload and
             # decide again, one command at a time.
@@ -149,39 +156,66 @@ class Writer:
         self.batches += 1
         self.commands += len(batch)
         self._mark_positions(recordings, decided)
+        if self.sealer is not None:
+            recordings = [*recordings, *self._sealed(recordings)]
         self._hand_over(recordings, outcomes)
 
+    def _sealed(self, recordings: list[Any]) -> list[Any]:
+        """A seal's recordings when one is due; a failed seal never fails the batch."""
+        try:
+            self.sealer.committed(recordings)
+            return list(self.sealer.seal(self.app, save=self._save))
+        except Exception:
+            log.exception("could not seal the log; will try again after the next write")
+            return []
+
+    def _save(self, aggs: list[Any]) -> list[Any]:
+        t0 = time.perf_counter()
+        recordings = self.app.save(*aggs)
+        seconds = time.perf_counter() - t0
+        self.last_commit_ms = seconds * 1000
+        self.last_error = None
+        if recordings:
+            self.committed_head = max(self.committed_head, recordings[-1].notification.id)
+        if self.observe_commit is not None:
+            try:
+                self.observe_commit(recordings, seconds)
+            except Exception:
+                log.exception("a commit observer failed")
+        return recordings
+
     def _retry_individually(self, decided: list[tuple[Command, Outcome, list[Any]]]) -> None:
+        """Decide each command again on fresh aggregates; every outcome is handed over."""
         for cmd, out, _ in decided:
             out.error = None
-            for attempt in range(self.max_conflict_retries):
-                try:
-                    out.result, aggs = self.app.execute(cmd)
-                except RelayError as e:
-                    out.error = e
-                    break
-                if not aggs:
-                    break
-                try:
-                    recordings = self.app.save(*aggs)
-                except IntegrityError:
-                    self.app.forget([a.id for a in aggs])
-                    if attempt == self.max_conflict_retries - 1:
-                        out.error = StoreUnavailableError(
-                            "the write kept conflicting with other relay nodes; retry"
-                        )
-                    continue
-                except (PersistenceError, OSError) as e:
-                    self.app.forget([a.id for a in aggs])
-                    self._store_failed(e, [out])
-                    break
-                self._mark_positions(recordings, [(cmd, out, aggs)])
-                self._hand_over(recordings, [out])
-                break
-            else:
+            out.position = 0
+            recordings = self._retry_one(cmd, out)
+            self._hand_over(recordings, [out])
+
+    def _retry_one(self, cmd: Command, out: Outcome) -> list[Any]:
+        for _ in range(self.max_conflict_retries):
+            try:
+                out.result, aggs = self.app.execute(cmd)
+            except RelayError as e:
+                out.error = e
+                return []
+            if not aggs:  # e.g. a reap whose candidates all moved on: nothing to record
+                return []
+            try:
+                recordings = self._save(aggs)
+            except IntegrityError:
+                self.app.forget([a.id for a in aggs])
                 continue
-            if out.error is not None:
-                self._hand_over([], [out])
+            except (PersistenceError, OSError) as e:
+                self.app.forget([a.id for a in aggs])
+                self._store_failed(e, [out])
+                return []
+            self.batches += 1
+            self.commands += 1
+            self._mark_positions(recordings, [(cmd, out, aggs)])
+            return recordings
+        out.error = StoreUnavailableError("the write kept conflicting with other relay nodes; retry")
+        return []
 
     def _store_failed(self, e: BaseException, outs: list[Outcome]) -> None:
         self.last_error = f"{type(e).__name__}: {e}"
@@ -204,6 +238,8 @@ class Writer:
             out.position = max((last.get(a.id, 0) for a in aggs), default=0)
 
     def _hand_over(self, recordings: list[Any], outcomes: list[Outcome]) -> None:
+        if recordings and self.sealer is not None:
+            self.sealer.committed(recordings)
         # RuntimeError: the loop is closed, so we are shutting down.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.on_committed, recordings, outcomes)

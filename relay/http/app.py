@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from relay import metrics
 from relay.config import Settings
 from relay.http import openapi
 from relay.http.auth import auth_middleware
@@ -46,6 +47,7 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    metrics.install(app, app[SERVICE].metrics)
     app.cleanup_ctx.append(_service_lifetime)
     return app
 
