@@ -39,6 +39,7 @@ const state = {
 const history = {
   events: [], // raw log events, oldest first
   after: 0, // next ?after= for /api/log
+  floor: 0, // the timeline lists nothing at or before this position
   loading: null,
   loadedOnce: false,
   head: 0,
@@ -259,7 +260,6 @@ function setStream(s) {
   if (el.dataset.state === s) return;
   el.dataset.state = s;
   $('#stream-text').textContent = STREAM_TEXT[s] || s;
-  el.title = s === 'live' ? `Up to date with log position ${state.lastEventId ?? '–'}` : '';
 }
 
 function streamUrl() {
@@ -1015,16 +1015,35 @@ function scheduleLogRefresh() {
   logTimer = setTimeout(() => loadLog(), 250);
 }
 
+/**
+ * Where the timeline starts on first load: the latest LOG_PAGE events, not the
+ * whole log (heartbeats make it long). The relay's health check reports its
+ * read-model position; without it we read from the start.
+ */
+async function firstLogWindow() {
+  try {
+    const health = await api('GET', '/api/health');
+    const rm = (health?.checks || []).find((c) => c.name === 'readModels');
+    const position = Number(rm?.position);
+    if (Number.isFinite(position) && position > LOG_PAGE) return position - LOG_PAGE;
+  } catch { /* fall back to reading from the start */ }
+  return 0;
+}
+
 /** Read the log forward from where we stopped; keeps the newest LOG_KEEP rows. */
 function loadLog() {
   if (history.loading) return history.loading;
   history.loading = (async () => {
     try {
+      if (!history.loadedOnce && history.events.length === 0 && history.after === 0) {
+        history.after = await firstLogWindow();
+        history.floor = history.after;
+      }
       for (let pages = 0; pages < 400; pages += 1) {
         const data = await api('GET', `/api/log?after=${history.after}&limit=${LOG_PAGE}`);
         const events = asList(data, 'events');
         for (const e of events) history.events.push(e);
-        if (history.events.length > LOG_KEEP) history.events.splice(0, history.events.length - LOG_KEEP);
+        trimLog();
         const last = events.length ? events[events.length - 1].position : null;
         const next = data && data.next != null ? Number(data.next) : last;
         if (last != null && last > history.head) history.head = last;
@@ -1043,6 +1062,32 @@ function loadLog() {
   return history.loading;
 }
 
+function trimLog() {
+  if (history.events.length <= LOG_KEEP) return;
+  history.events.splice(0, history.events.length - LOG_KEEP);
+  history.floor = history.events[0].position - 1;
+}
+
+/** One page of events before the oldest one shown. */
+async function loadEarlier() {
+  const first = history.events[0]?.position ?? history.after + 1;
+  const after = Math.max(0, first - 1 - LOG_PAGE);
+  const btn = $('#timeline-more');
+  btn.disabled = true;
+  try {
+    const data = await api('GET', `/api/log?after=${after}&limit=${LOG_PAGE}`);
+    const older = asList(data, 'events').filter((e) => e.position < first);
+    history.events.unshift(...older);
+    history.floor = after;
+    setError($('#log-error'), '');
+  } catch (err) {
+    setError($('#log-error'), `Could not read the log: ${err.message}`);
+  } finally {
+    btn.disabled = false;
+    scheduleRender();
+  }
+}
+
 const isHeartbeat = (e) => /heartbeat/i.test(e.type || '');
 
 function humanType(type) {
@@ -1051,9 +1096,10 @@ function humanType(type) {
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
-function eventFamily(type) {
-  const t = String(type || '').toLowerCase();
+function eventFamily(e) {
+  const t = String(e.type || '').toLowerCase();
   if (t.includes('command') || t.includes('spawn') || t.includes('action')) return 'command';
+  if (e.entityKind) return String(e.entityKind);
   if (t.includes('orchestrator') || t.includes('managed')) return 'orchestrator';
   if (t.includes('agent')) return 'agent';
   return 'other';
@@ -1101,10 +1147,8 @@ function renderHistory() {
   const rows = history.events.filter((e) => history.showHeartbeats || !isHeartbeat(e)).slice().reverse();
   reconcile($('#timeline'), rows, (e) => String(e.position),
     (e) => `${e.position}:${e.position === pos}:${e.position > pos}`, (e) => timelineRow(e, pos));
-  const more = $('#timeline-more');
-  const first = history.events[0];
-  more.hidden = !(first && first.position > 1);
-  more.textContent = first ? `Older events (before position ${first.position}) are not listed; use the slider to go back further.` : '';
+  $('#timeline-more').hidden = !(history.floor > 0);
+  $('#timeline-empty').hidden = rows.length > 0 || !history.loadedOnce;
   if (!history.loadedOnce) {
     if (!history.loading) loadLog();
     return; // the head is unknown until the log is read: don't show position 0 meanwhile
@@ -1113,7 +1157,7 @@ function renderHistory() {
 }
 
 function timelineRow(e, pos) {
-  const fam = eventFamily(e.type);
+  const fam = eventFamily(e);
   return h('li', { class: `tl ${fam}${e.position === pos ? ' current' : ''}${e.position > pos ? ' later' : ''}` },
     h('button', {
       type: 'button', class: 'tl-btn', dataset: { fkey: `tl:${e.position}` },
@@ -1229,6 +1273,7 @@ function initControls() {
   $('#pos-prev').addEventListener('click', () => setPosition(currentPos() - 1));
   $('#pos-next').addEventListener('click', () => setPosition(currentPos() + 1));
   $('#pos-live').addEventListener('click', () => setPosition(history.head));
+  $('#timeline-more').addEventListener('click', loadEarlier);
   $('#show-heartbeats').addEventListener('change', (ev) => { history.showHeartbeats = ev.target.checked; render(); });
   window.addEventListener('hashchange', () => showView(location.hash.slice(1)));
 }
