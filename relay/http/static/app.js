@@ -319,7 +319,8 @@ function scheduleReopen() {
   clearTimeout(reopenTimer);
   reopenTimer = setTimeout(() => {
     reopenDelay = Math.min(reopenDelay * 2, 15000);
-    if (state.lastEventId == null) {
+    if (state.lastEventId == null || !state.loaded) {
+      // Nothing to resume from (or no snapshot yet): start over.
       start();
       return;
     }
