@@ -262,3 +262,24 @@ def test_the_slider_shows_an_earlier_fleet(dashboard: Any, api: Api) -> None:
     expect(timeline.locator("li").first).to_be_visible()
     timeline.get_by_role("button", name=re.compile(rf"position {before}:")).click()
     expect(page.locator("#past-pos")).to_have_text(str(before))
+
+
+def test_the_page_works_from_the_keyboard(dashboard: Any, api: Api) -> None:
+    oid = uid("keys")
+    api.register(oid, hostname=f"{oid}.lan")
+    page = dashboard.open()
+    spawn = dashboard.card(f"{oid}.lan").get_by_role("button", name="Spawn…")
+    spawn.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#spawn-dialog")).to_be_visible()
+    expect(page.get_by_label("Orchestrator", exact=True)).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.locator("#spawn-dialog")).to_be_hidden()
+    expect(spawn).to_be_focused()
+
+    page.keyboard.press("/")
+    expect(page.get_by_label("Filter orchestrators")).to_be_focused()
+    page.keyboard.type(oid)
+    expect(page.locator("#orch-list article.card")).to_have_count(1)
+    page.keyboard.press("Tab")  # the next control is reachable, not trapped
+    expect(page.get_by_label("Filter orchestrators")).not_to_be_focused()

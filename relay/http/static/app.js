@@ -1277,6 +1277,16 @@ function initControls() {
   $('#timeline-more').addEventListener('click', loadEarlier);
   $('#show-heartbeats').addEventListener('change', (ev) => { history.showHeartbeats = ev.target.checked; render(); });
   window.addEventListener('hashchange', () => showView(location.hash.slice(1)));
+  // "/" jumps to the filter, as in most list UIs; never while typing somewhere.
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key !== '/' || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const t = ev.target;
+    if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+    if (document.querySelector('dialog[open]')) return;
+    ev.preventDefault();
+    if (state.view !== 'orchestrators') location.hash = '#orchestrators';
+    $('#orch-filter').focus();
+  });
 }
 
 function init() {
