@@ -225,13 +225,15 @@ function initAuth() {
   $('#auth-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const value = $('#auth-token').value.trim();
-    if (!value) return;
-    sessionStorage.setItem(TOKEN_KEY, value);
+    // Empty forgets a stored token (a relay restarted without --token refuses stale ones).
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
     setError($('#auth-error'), '');
     try {
       await api('GET', '/api/orchestrators');
     } catch (err) {
-      if (err.status !== 401) setError($('#auth-error'), err.message);
+      if (err.status === 401 && !value) setError($('#auth-error'), 'This relay needs a token.');
+      else if (err.status !== 401) setError($('#auth-error'), err.message);
       return;
     }
     $('#auth').hidden = true;
