@@ -3,9 +3,11 @@
 Errors, from the daemon's point of view::
 
     RelayClientError            anything that went wrong talking to the relay
-    ├── RelayUnavailableError   no answer, or 5xx: retry later with backoff
-    └── RelayRejectedError      a 4xx answer: carries status and message
-        └── NotRegisteredError  404/401/403 on our own resources: register again
+    ├── RelayUnavailableError   no answer, 5xx or 429: retry later with backoff
+    ├── RelayRejectedError      a 4xx answer: carries status and message
+    │   └── NotRegisteredError  404/401/403 on our own resources: register again
+    ├── ResumeRefusedError      the stream cannot resume from our position
+    └── StreamUnsupportedError  the relay has no event stream: poll instead
 
 Two tokens: the admin ``--token`` only for registration, and the
 ``orchestratorToken`` that registration returns for everything else.
@@ -48,6 +50,10 @@ class RelayRejectedError(RelayClientError):
 
 class NotRegisteredError(RelayRejectedError):
     """Raised when the relay no longer knows us or our token: register again."""
+
+
+class ResumeRefusedError(RelayClientError):
+    """Raised when the relay cannot resume the stream from our position (a reset log)."""
 
 
 class StreamUnsupportedError(RelayClientError):
@@ -246,6 +252,8 @@ class RelayClient:
                     raise StreamUnsupportedError(f"GET {url}: {resp.status}")
                 if resp.status in (401, 403):
                     raise NotRegisteredError(resp.status, _error_message(await resp.text()))
+                if resp.status in (400, 409, 410) and last_event_id:
+                    raise ResumeRefusedError(_error_message(await resp.text()))
                 if resp.status >= 400:
                     raise RelayUnavailableError(
                         f"GET {url}: {resp.status} {_error_message(await resp.text())}",

@@ -34,6 +34,7 @@ from relay.host.client import (
     RelayClientError,
     RelayRejectedError,
     RelayUnavailableError,
+    ResumeRefusedError,
     StreamUnsupportedError,
 )
 from relay.host.config import (
@@ -291,6 +292,13 @@ class HostDaemon:
             except StreamUnsupportedError:
                 log.warning("the relay has no event stream; polling pending commands instead")
                 polls_before_stream_retry = 30
+            except ResumeRefusedError as exc:
+                # The relay's log is not the one we followed (reset, restored):
+                # follow from now; the pending list read on connect covers the gap.
+                log.warning("the relay cannot resume from position %s (%s); following from now",
+                            self.state.last_event_id, exc)
+                self.state.last_event_id = None
+                self._save()
             except NotRegisteredError as exc:
                 log.warning("event stream refused (%s); registering again", exc)
                 await self.ensure_registered(force=True, seen=self._generation)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from relay.host.config import HostConfig
 from relay.host.daemon import HostDaemon
-from relay.host.state import StateFile
+from relay.host.state import HostState, StateFile
 from relay.host.tmux import Tmux
 from tests.host.conftest import requires_tmux
 
@@ -47,6 +47,7 @@ class FakeRelay:
             [_frame(6, _command("c1", status="done")), _frame(7, _command("c3")), b": ka\n\n"],
         ]
         self.all_done = asyncio.Event()
+        self.refuse: set[str] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -89,7 +90,10 @@ class FakeRelay:
     async def events(self, request: web.Request) -> web.StreamResponse:
         self._seen(request)
         assert request.query.get("orchestrator") == OID
-        self.resumed_from.append(request.headers.get("Last-Event-ID"))
+        position = request.headers.get("Last-Event-ID")
+        self.resumed_from.append(position)
+        if position in self.refuse:
+            return web.json_response({"error": "position is after the newest"}, status=409)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         chunks = self.streams.pop(0) if self.streams else []
@@ -101,37 +105,37 @@ class FakeRelay:
         return resp
 
 
+async def _run_daemon(fake: FakeRelay, tmp_path: Path, until_position: str) -> None:
+    """Run a daemon against ``fake`` until all commands are done and ``until_position`` seen."""
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    tmux = Tmux(f"relay-stream-{tmp_path.name[-12:]}")
+    config = HostConfig(
+        relay_url=f"http://127.0.0.1:{port}", orchestrator_id=OID, hostname="fake",
+        base_dir=tmp_path, providers={"claude": ("claude",)},
+        state_path=tmp_path / "state.json", admin_token="admin-tok",
+        tmux_socket=tmux.socket, stale_after=3, check_every=0.2, max_backoff=0.2,
+    )
+    daemon = HostDaemon(config, tmux)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(fake.all_done.wait(), 20)
+        await asyncio.wait_for(_until(lambda: daemon.state.last_event_id == until_position), 20)
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 20)
+        await runner.cleanup()
+        await tmux.kill_server()
+
+
 @requires_tmux
 def test_stream_resumes_after_a_drop_and_runs_each_command_once(tmp_path: Path) -> None:
     fake = FakeRelay()
     state_path = tmp_path / "state.json"
-
-    async def scenario() -> None:
-        runner = web.AppRunner(fake.app())
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        tmux = Tmux(f"relay-stream-{tmp_path.name[-12:]}")
-        config = HostConfig(
-            relay_url=f"http://127.0.0.1:{port}", orchestrator_id=OID, hostname="fake",
-            base_dir=tmp_path, providers={"claude": ("claude",)}, state_path=state_path,
-            admin_token="admin-tok", tmux_socket=tmux.socket, stale_after=3,
-            check_every=0.2, max_backoff=0.2,
-        )
-        daemon = HostDaemon(config, tmux)
-        task = asyncio.create_task(daemon.run())
-        try:
-            await asyncio.wait_for(fake.all_done.wait(), 20)
-            # One more round trip through the stream's handler before stopping.
-            await asyncio.wait_for(_until(lambda: daemon.state.last_event_id == "7"), 20)
-        finally:
-            daemon.stop()
-            await asyncio.wait_for(task, 20)
-            await runner.cleanup()
-            await tmux.kill_server()
-
-    asyncio.run(scenario())
+    asyncio.run(_run_daemon(fake, tmp_path, "7"))
 
     assert sorted(c for c, _ in fake.results) == ["c1", "c2", "c3"]
     assert all(r == {"status": "done"} for _, r in fake.results)
@@ -150,3 +154,16 @@ def test_stream_resumes_after_a_drop_and_runs_each_command_once(tmp_path: Path) 
 async def _until(check: Any, every: float = 0.02) -> None:
     while not check():
         await asyncio.sleep(every)
+
+
+@requires_tmux
+def test_a_position_the_relay_cannot_resume_from_is_dropped(tmp_path: Path) -> None:
+    """A relay whose log was reset refuses our position; we follow from now instead."""
+    StateFile(tmp_path / "state.json").save(
+        HostState(orchestrator_id=OID, relay_url="", last_event_id="999")
+    )
+    fake = FakeRelay()
+    fake.refuse = {"999"}
+    asyncio.run(_run_daemon(fake, tmp_path, "7"))
+    assert fake.resumed_from[:3] == ["999", None, "5"]
+    assert sorted(c for c, _ in fake.results) == ["c1", "c2", "c3"]
