@@ -111,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"idle connections close after it [RELAY_CLIENT_TIMEOUT] ({d.client_timeout:g})",
     )
     serve.add_argument(
+        "--seal-every",
+        type=int,
+        default=None,
+        help=f"events between tamper-evidence seals in the log, 0 for none "
+        f"[RELAY_SEAL_EVERY] ({d.seal_every})",
+    )
+    serve.add_argument(
+        "--sse-buffer",
+        type=int,
+        default=None,
+        help=f"bytes an event stream may fall behind before the relay ends it (the client "
+        f"resumes with Last-Event-ID) [RELAY_SSE_BUFFER] ({d.sse_buffer})",
+    )
+    serve.add_argument(
         "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)"
     )
     serve.set_defaults(func=run_serve)
@@ -149,6 +163,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "max_body": args.max_body,
         "keepalive": args.keepalive,
         "checkpoint_every": args.checkpoint_every,
+        "seal_every": args.seal_every,
+        "sse_buffer": args.sse_buffer,
         "max_streams_per_client": args.max_streams_per_client,
         "client_timeout": args.client_timeout,
     }

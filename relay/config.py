@@ -34,6 +34,8 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
     keepalive: float = 15.0
     checkpoint_every: int = 10_000
+    seal_every: int = 1_000  # events between tamper-evidence seals; 0: never (docs/audit.md)
+    sse_buffer: int = 1024 * 1024  # bytes queued for one event stream before it is cut
     max_streams_per_client: int = 32
     client_timeout: float = 30.0
 
@@ -53,6 +55,8 @@ class Settings:
             "RELAY_MAX_BODY": ("max_body", int),
             "RELAY_KEEPALIVE": ("keepalive", float),
             "RELAY_CHECKPOINT_EVERY": ("checkpoint_every", int),
+            "RELAY_SEAL_EVERY": ("seal_every", int),
+            "RELAY_SSE_BUFFER": ("sse_buffer", int),
             "RELAY_MAX_STREAMS_PER_CLIENT": ("max_streams_per_client", int),
             "RELAY_CLIENT_TIMEOUT": ("client_timeout", float),
         }
@@ -81,6 +85,10 @@ class Settings:
             raise SettingsError("--max-streams-per-client must be 0 (no limit) or more")
         if self.client_timeout <= 0:
             raise SettingsError("--client-timeout must be positive")
+        if self.seal_every < 0:
+            raise SettingsError("--seal-every must be 0 (never) or more")
+        if self.sse_buffer < 4096:
+            raise SettingsError("--sse-buffer must be at least 4096 bytes")
         if self.max_body < 1024:
             raise SettingsError("the body limit must be at least 1024 bytes")
         if not self.token and not is_loopback(self.host):

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from relay import metrics
 from relay.config import Settings
-from relay.http import openapi
+from relay.http import openapi, sse
 from relay.http.auth import auth_middleware
 from relay.http.errors import error_middleware
 from relay.http.keys import SERVICE, SETTINGS
@@ -49,6 +49,7 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     metrics.install(app, app[SERVICE].metrics)
     app.cleanup_ctx.append(_service_lifetime)
+    sse.setup(app)  # after the service: the hub starts after it and stops before it
     return app
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from relay import commands as c
 from relay.domain.errors import ConflictError, NotFoundError
 from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, check_id
-from relay.http import parse
+from relay.http import parse, past
 from relay.http.auth import hash_token, principal
 from relay.http.keys import SERVICE
 from relay.service import RelayService
@@ -95,7 +95,7 @@ async def register_agent(request: web.Request) -> web.Response:
 @routes.get("/api/agents")
 async def list_agents(request: web.Request) -> web.Response:
     status = parse.query_choice(request, "status", ("online", "offline"))
-    return json(svc(request).rm.agents_sorted(status))
+    return json((await past.read_models(request)).agents_sorted(status))
 
 
 @routes.post("/api/agents/spawn")
@@ -188,7 +188,7 @@ async def register_orchestrator(request: web.Request) -> web.Response:
 
 @routes.get("/api/orchestrators")
 async def list_orchestrators(request: web.Request) -> web.Response:
-    return json(svc(request).rm.orchestrators_sorted())
+    return json((await past.read_models(request)).orchestrators_sorted())
 
 
 @routes.get("/api/orchestrators/{id}")
@@ -291,4 +291,17 @@ async def command_result(request: web.Request) -> web.Response:
 
 @routes.get("/api/managed-agents")
 async def list_managed_agents(request: web.Request) -> web.Response:
-    return json(svc(request).rm.managed_agents())
+    return json((await past.read_models(request)).managed_agents())
+
+
+# -- history (relay.http.past) -------------------------------------------------------
+
+
+@routes.get("/api/orchestrators/{id}/history")
+async def orchestrator_history(request: web.Request) -> web.Response:
+    return json(await past.history(request, "orchestrator", path_id(request)))
+
+
+@routes.get("/api/agents/{id}/history")
+async def agent_history(request: web.Request) -> web.Response:
+    return json(await past.history(request, "agent", path_id(request)))

@@ -1,0 +1,115 @@
+"""The past over HTTP: ``?at=<position>`` on the lists, and one entity's history.
+
+``?at=`` answers from the read models as of that position (relay.audit.replay).
+Its cost is bounded three ways: a few recent answers are cached (the
+dashboard's time slider asks for the same position three times, once per
+list), concurrent questions about one position share one fold, and the
+replayer folds from its nearest anchor, so after the first question over a
+long log each answer folds at most ``every`` (10,000) events. The first
+question about a position older than every anchor folds from position 0:
+about ten seconds on a million-event log (docs/benchmarks.md).
+
+History reads one aggregate's events through the store's index (SQLite) or a
+bounded scan per page (other stores), never the whole log per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+from aiohttp import web
+
+from relay.audit.replay import Replayer
+from relay.domain.agent import Agent
+from relay.domain.errors import InvalidInputError, NotFoundError
+from relay.domain.orchestrator import Orchestrator
+from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX
+from relay.http import parse
+from relay.http.keys import HUB, SERVICE
+from relay.projections.readmodels import ReadModels
+
+KEEP = 6
+
+
+class PastModels:
+    """Read models as of past positions: cached, shared, folded off the loop."""
+
+    def __init__(self, replayer: Replayer) -> None:
+        self.replayer = replayer
+        self._cache: OrderedDict[int, ReadModels] = OrderedDict()
+        self._folding: dict[int, asyncio.Future[ReadModels]] = {}
+
+    async def at(self, position: int) -> ReadModels:
+        """The read models as of ``position`` (callers must not change them)."""
+        rm = self._cache.get(position)
+        if rm is not None:
+            self._cache.move_to_end(position)
+            return rm
+        fut = self._folding.get(position)
+        if fut is None:
+            fut = asyncio.ensure_future(
+                asyncio.get_running_loop().run_in_executor(None, self.replayer.state_at, position)
+            )
+            self._folding[position] = fut
+            fut.add_done_callback(lambda f: self._done(position, f))
+        return await asyncio.shield(fut)
+
+    def _done(self, position: int, fut: asyncio.Future[ReadModels]) -> None:
+        self._folding.pop(position, None)
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        self._cache[position] = fut.result()
+        while len(self._cache) > KEEP:
+            self._cache.popitem(last=False)
+
+
+async def read_models(request: web.Request) -> ReadModels:
+    """The live read models, or those as of ``?at=<position>``."""
+    service = request.app[SERVICE]
+    raw = request.query.get("at")
+    if raw is None or raw == "":
+        return service.rm
+    try:
+        position = int(raw)
+    except ValueError:
+        raise InvalidInputError("at", f"must be a log position (an integer), not {raw!r}") from None
+    live = service.rm
+    if position < 0:
+        raise InvalidInputError("at", "must not be negative")
+    if position >= live.position:
+        if position > live.position:
+            raise InvalidInputError(
+                "at", f"position {position} is after the newest position ({live.position})"
+            )
+        return live
+    return await request.app[HUB].past().at(position)
+
+
+def _aggregate(request: web.Request, kind: str, entity_id: str) -> tuple[Any, str, str]:
+    """(aggregate id, kind, natural id) of the entity a history URL names."""
+    rm = request.app[SERVICE].rm
+    if kind == "agent" and entity_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
+        oid = entity_id[len(ORCHESTRATOR_AGENT_PREFIX) :]
+        agg = Orchestrator.create_id(oid)
+        if agg.hex in rm.entities:
+            return agg, "orchestrator", oid  # an orchestrator's own agent record follows it
+    agg = (Agent if kind == "agent" else Orchestrator).create_id(entity_id)
+    if agg.hex not in rm.entities:
+        raise NotFoundError(f"no {kind} {entity_id!r} in the log")
+    return agg, kind, entity_id
+
+
+async def history(request: web.Request, kind: str, entity_id: str) -> dict[str, Any]:
+    """One entity's events after ``?after=``, oldest first, paged like ``/api/log``."""
+    service = request.app[SERVICE]
+    agg, _, _ = _aggregate(request, kind, entity_id)
+    after = parse.query_int(request, "after", 0, 0, 2**62)
+    limit = parse.query_int(request, "limit", 100, 1, 1000)
+    reader = request.app[HUB].log()
+    notes, nxt = await asyncio.get_running_loop().run_in_executor(
+        None, reader.of_aggregate, agg, after, limit
+    )
+    events = [service.describe(n.id, reader.decode(n)) for n in notes]
+    return {"events": events, "next": nxt}

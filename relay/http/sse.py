@@ -1,0 +1,569 @@
+"""``GET /api/events``: the log's tail as Server-Sent Events, encoded once, fanned out.
+
+One ``EventHub`` per process listens to the tail follower. For each applied
+event it encodes the changes (``ReadModels.apply`` says what changed) to their
+wire bytes once, keeps them in a ring of recent positions, and writes the same
+bytes to every matching subscriber's transport. Nothing is formatted, queued
+or polled per subscriber: the transport's write buffer *is* the subscriber's
+bounded buffer, and a subscriber whose buffer would pass ``sse_buffer`` bytes
+is ended (it resumes with ``Last-Event-ID`` and loses nothing).
+
+Resuming (``Last-Event-ID``, or ``?since=``) never has a seam between the past
+and the live part because the switch happens in one synchronous step on the
+loop: copy the ring's frames after the client's position, then join the live
+set, with no ``await`` in between, so no event can be applied in the middle.
+A position older than the ring is first replayed from the store: the read
+models as of that position (``relay.audit.replay``) folded forward with the
+same ``ReadModels.apply``, so a past event carries its entity *as of that
+event*, byte for byte what a live subscriber got then (ADR 0007).
+
+Each position's frames travel in one write: a stream the relay ends is ended
+between positions, never inside one (a position can carry two events: an
+orchestrator and its own agent record).
+
+Authorization (tokens, ``?orchestrator=`` for orchestrator tokens, stream
+limits) is the auth middleware's; this module only parses and serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+
+from relay.audit.log import READ_CHUNK, AppLog
+from relay.audit.replay import Replayer
+from relay.config import Settings
+from relay.domain.errors import ConflictError, InvalidInputError
+from relay.domain.rules import check_id
+from relay.http.keys import HUB, SERVICE, SETTINGS
+from relay.http.past import PastModels
+from relay.projections.readmodels import Change, ReadModels
+from relay.service import RelayService
+
+log = logging.getLogger(__name__)
+
+FAMILIES = frozenset({"agent", "orchestrator"})
+RETRY_MS = 1_000
+KEEPALIVE = b": keep-alive\n\n"
+RING_POSITIONS = 20_000  # recent positions served from memory on resume
+RING_BYTES = 32 * 1024 * 1024
+SWITCH_BYTES = 256 * 1024  # at most this much is written in the no-await switch to live
+CATCHUP_EVENTS = 2_000  # events folded per step of a replay from the store
+MAX_REPLAYS = 2  # resumes replaying from the store at once; more wait their turn
+CUT_GRACE = 5.0  # seconds an ended stream gets to take what it was sent
+WAIT_FOR_FOLLOWER = 10.0
+TCP_USER_TIMEOUT_MS = 120_000
+
+Frame = tuple[str, str | None, bytes]  # (family, orchestrator id or None, wire bytes)
+
+
+# -- encoding ---------------------------------------------------------------------
+
+
+def encode(position: int, changes: list[Change]) -> list[Frame]:
+    """Each change as its SSE bytes, tagged for filtering; the data is encoded now,
+    because the dicts are the live read models and will change under us."""
+    frames: list[Frame] = []
+    head = b"id: %d\nevent: " % position
+    for name, data in changes:
+        family, _, what = name.partition(".")
+        if family == "orchestrator":
+            oid = data.get("orchestratorId") if what == "command" else data.get("id")
+        else:
+            oid = None
+        frames.append(
+            (family, oid, head + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+        )
+    return frames
+
+
+class Filter:
+    """What one subscriber asked for: families (``?types=``) and one orchestrator."""
+
+    __slots__ = ("families", "key", "orchestrator")
+
+    def __init__(self, families: frozenset[str] = FAMILIES, orchestrator: str | None = None) -> None:
+        self.families = families
+        self.orchestrator = orchestrator
+        self.key = (families, orchestrator)
+
+    def select(self, frames: list[Frame]) -> bytes:
+        """The bytes of ``frames`` this filter lets through (b"" for none)."""
+        oid = self.orchestrator
+        if oid is None:
+            if self.families is FAMILIES or self.families == FAMILIES:
+                return b"".join(f[2] for f in frames)
+            return b"".join(f[2] for f in frames if f[0] in self.families)
+        if "orchestrator" not in self.families:
+            return b""
+        return b"".join(f[2] for f in frames if f[1] == oid and f[0] == "orchestrator")
+
+
+def chunk(payload: bytes) -> bytes:
+    """``payload`` framed as one HTTP/1.1 chunk."""
+    return b"%x\r\n%b\r\n" % (len(payload), payload)
+
+
+# -- subscribers -------------------------------------------------------------------
+
+
+class Subscriber:
+    """One open stream: its transport, its filter and why it ended (if it has)."""
+
+    __slots__ = ("chunked", "done", "filter", "limit", "reason", "transport")
+
+    def __init__(self, transport: Any, flt: Filter, limit: int, chunked: bool) -> None:
+        self.transport = transport
+        self.filter = flt
+        self.limit = limit
+        self.chunked = chunked
+        self.reason: str | None = None
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def push(self, payload: bytes, framed: bytes) -> None:
+        """Write one whole position (or a comment) now, or end the stream if it cannot keep up."""
+        if self.reason is not None:
+            return
+        t = self.transport
+        if t is None or t.is_closing():
+            self.finish("gone")
+            return
+        data = framed if self.chunked else payload
+        if t.get_write_buffer_size() + len(data) > self.limit:
+            self.finish("overflow")
+            return
+        t.write(data)
+
+    def finish(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            if not self.done.done():
+                self.done.set_result(reason)
+
+
+# -- the hub -----------------------------------------------------------------------
+
+
+class EventHub:
+    """Encodes each applied event once and writes it to every subscriber that wants it."""
+
+    def __init__(self, service: RelayService, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.position = 0
+        # The ring: recent positions that produced frames, oldest first. Every
+        # position in (ring_floor, position] with frames is in it.
+        self._ring_pos: list[int] = []
+        self._ring_frames: list[list[Frame]] = []
+        self._ring_start = 0
+        self._ring_bytes = 0
+        self.ring_floor = 0
+        self._everyone: dict[tuple[Any, Any], set[Subscriber]] = {}
+        self._by_orchestrator: dict[str, dict[tuple[Any, Any], set[Subscriber]]] = {}
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._keepalive: asyncio.Task[None] | None = None
+        self._replays = asyncio.Semaphore(MAX_REPLAYS)
+        self.replayer: Replayer | None = None
+        self._past: PastModels | None = None
+        self._anchor_bucket = 0
+        self.closed = False
+        self._open: set[Subscriber] = set()  # every open stream, live or still catching up
+        self.opened = 0
+        self.cut = 0  # streams ended because they fell behind
+        self.replayed = 0  # resumes that needed the store
+
+    # -- lifetime ------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.service
+        assert s.tail is not None and s.app is not None, "start the service first"
+        self.position = self.ring_floor = s.rm.position
+        self.replayer = Replayer(AppLog(s.app))
+        self._past = PastModels(self.replayer)
+        self._anchor_bucket = self.position // self.replayer.every
+        if self.position:
+            self.replayer.add_anchor(self.position, orjson.dumps(s.rm.to_state()))
+        s.tail.listeners.append(self.on_applied)
+        self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+
+    async def close(self) -> None:
+        """End every stream (clean shutdown) and stop listening."""
+        self.closed = True
+        s = self.service
+        if s.tail is not None and self.on_applied in s.tail.listeners:
+            s.tail.listeners.remove(self.on_applied)
+        for sub in list(self._open):
+            sub.finish("shutdown")
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+
+    def past(self) -> PastModels:
+        """The ``?at=`` answers, which share this hub's replayer and its anchors."""
+        assert self._past is not None, "the hub is not started"
+        return self._past
+
+    def log(self) -> AppLog:
+        """The store, as replay reads it."""
+        assert self.replayer is not None, "the hub is not started"
+        return self.replayer.log  # type: ignore[return-value]
+
+    # -- the hot path --------------------------------------------------------
+
+    def on_applied(self, position: int, event: Any, changes: list[Change]) -> None:
+        """Tail-follower listener: runs on the loop once per applied event."""
+        self.position = position
+        replayer = self.replayer
+        if replayer is not None and position // replayer.every > self._anchor_bucket:
+            self._anchor_bucket = position // replayer.every
+            replayer.add_anchor(position, orjson.dumps(self.service.rm.to_state()))
+        if changes:
+            frames = encode(position, changes)
+            self._remember(position, frames)
+            self._deliver(frames)
+        if self._waiters:
+            self._wake()
+
+    def _deliver(self, frames: list[Frame]) -> None:
+        for subs in self._everyone.values():
+            if subs:
+                payload = next(iter(subs)).filter.select(frames)
+                if payload:
+                    framed = chunk(payload)
+                    for sub in subs:
+                        sub.push(payload, framed)
+        if self._by_orchestrator:
+            for oid in {f[1] for f in frames if f[1] is not None}:
+                for subs in self._by_orchestrator.get(oid, {}).values():
+                    if subs:
+                        payload = next(iter(subs)).filter.select(frames)
+                        if payload:
+                            framed = chunk(payload)
+                            for sub in subs:
+                                sub.push(payload, framed)
+
+    def _remember(self, position: int, frames: list[Frame]) -> None:
+        self._ring_pos.append(position)
+        self._ring_frames.append(frames)
+        self._ring_bytes += sum(len(f[2]) for f in frames)
+        while (
+            len(self._ring_pos) - self._ring_start > RING_POSITIONS or self._ring_bytes > RING_BYTES
+        ) and len(self._ring_pos) - self._ring_start > 1:
+            i = self._ring_start
+            self.ring_floor = self._ring_pos[i]
+            self._ring_bytes -= sum(len(f[2]) for f in self._ring_frames[i])
+            self._ring_frames[i] = []
+            self._ring_start += 1
+        if self._ring_start > 4096 and self._ring_start * 2 > len(self._ring_pos):
+            del self._ring_pos[: self._ring_start]
+            del self._ring_frames[: self._ring_start]
+            self._ring_start = 0
+
+    def _ring_after(self, position: int, flt: Filter, budget: int) -> tuple[bytes, int, bool]:
+        """Ring frames after ``position`` for ``flt``: (bytes up to ``budget``, last
+        position included, whether that reached the newest position)."""
+        i = bisect.bisect_right(self._ring_pos, position, lo=self._ring_start)
+        parts: list[bytes] = []
+        size = 0
+        last = position
+        n = len(self._ring_pos)
+        while i < n:
+            payload = flt.select(self._ring_frames[i])
+            if payload:
+                if parts and size + len(payload) > budget:
+                    return b"".join(parts), last, False
+                parts.append(payload)
+                size += len(payload)
+            last = self._ring_pos[i]
+            i += 1
+        return b"".join(parts), self.position, True
+
+    # -- membership ------------------------------------------------------------
+
+    def _group(self, flt: Filter) -> set[Subscriber]:
+        if flt.orchestrator is None:
+            return self._everyone.setdefault(flt.key, set())
+        return self._by_orchestrator.setdefault(flt.orchestrator, {}).setdefault(flt.key, set())
+
+    def opening(self, sub: Subscriber) -> None:
+        """Count ``sub`` as open (for keep-alive and shutdown) while it catches up."""
+        self._open.add(sub)
+        self.opened += 1
+
+    def _attach(self, sub: Subscriber) -> None:
+        self._group(sub.filter).add(sub)
+
+    def detach(self, sub: Subscriber) -> None:
+        """Forget ``sub``: it gets nothing more."""
+        self._open.discard(sub)
+        flt = sub.filter
+        if flt.orchestrator is None:
+            group = self._everyone.get(flt.key)
+            if group is not None:
+                group.discard(sub)
+            return
+        groups = self._by_orchestrator.get(flt.orchestrator)
+        if groups is None:
+            return
+        group = groups.get(flt.key)
+        if group is not None:
+            group.discard(sub)
+            if not group:
+                del groups[flt.key]
+        if not groups:
+            del self._by_orchestrator[flt.orchestrator]
+
+    # -- resuming --------------------------------------------------------------
+
+    async def check_resume(self, since: int, field: str) -> None:
+        """Refuse a resume position the log cannot serve, before the stream opens."""
+        loop = asyncio.get_running_loop()
+        assert self.replayer is not None
+        reader = self.replayer.log
+        if since > self.position:
+            head = await loop.run_in_executor(None, reader.head)
+            if since > head:
+                raise ConflictError(
+                    f"{field}: position {since} is after the newest position in this relay's "
+                    f"log ({head}); the log you were following is not this one (reset or "
+                    "restored?): reconnect without a resume position and reload"
+                )
+        if since > 0:
+            first = await loop.run_in_executor(None, reader.first)
+            if first and since < first - 1:
+                raise ConflictError(
+                    f"{field}: position {since} is older than the oldest position this log "
+                    f"still holds ({first}); events in between are gone: reload and follow "
+                    "from now"
+                )
+
+    async def follow(self, sub: Subscriber, resp: web.StreamResponse, since: int | None) -> None:
+        """Catch ``sub`` up from ``since`` (None: from now), then keep it live until it ends."""
+        if since is not None and since > self.position:
+            await self._wait_for(since)
+        position = self.position if since is None else since
+        rm: ReadModels | None = None
+        while sub.reason is None and not self.closed:
+            if position >= self.ring_floor:
+                payload, last, complete = self._ring_after(position, sub.filter, SWITCH_BYTES)
+                if complete:
+                    # The switch: no await from here to _attach, so nothing falls in between.
+                    if payload:
+                        sub.push(payload, chunk(payload))
+                    self._attach(sub)
+                    break
+                await resp.write(payload)
+                position = last
+                continue
+            self.replayed += 1 if rm is None else 0
+            async with self._replays:
+                rm, payload = await self._replay_step(rm, position, sub.filter)
+            if payload:
+                await resp.write(payload)
+            position = rm.position if rm.position > position else self.ring_floor
+        if self.closed:
+            sub.finish("shutdown")
+        await sub.done
+
+    async def _replay_step(
+        self, rm: ReadModels | None, position: int, flt: Filter
+    ) -> tuple[ReadModels, bytes]:
+        """Fold the next stretch after ``position`` from the store, off the loop."""
+        replayer = self.replayer
+        assert replayer is not None
+        stop = self.ring_floor  # beyond this the ring has it (and the store surely has it)
+        loop = asyncio.get_running_loop()
+
+        def step() -> tuple[ReadModels, bytes]:
+            state = rm if rm is not None else replayer.state_at(position)
+            parts: list[bytes] = []
+            decode = replayer.log.decode
+            folded = 0
+            while state.position < stop and folded < CATCHUP_EVENTS:
+                batch = replayer.log.select(state.position, min(READ_CHUNK, CATCHUP_EVENTS), stop)
+                if not batch:
+                    state.position = stop  # nothing stored up to the floor: all of it is behind us
+                    break
+                for n in batch:
+                    changes = state.apply(n.id, decode(n), emit=True)
+                    if changes:
+                        payload = flt.select(encode(n.id, changes))
+                        if payload:
+                            parts.append(payload)
+                folded += len(batch)
+            return state, b"".join(parts)
+
+        return await loop.run_in_executor(None, step)
+
+    async def _wait_for(self, position: int) -> None:
+        """Until the follower has applied ``position`` (it is in the store already)."""
+        if self.position >= position:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((position, fut))
+        if self.service.tail is not None:
+            self.service.tail.poke()
+        try:
+            await asyncio.wait_for(fut, WAIT_FOR_FOLLOWER)
+        except TimeoutError:
+            raise ConflictError(
+                f"position {position} is in the store but this relay has not applied it yet; retry"
+            ) from None
+
+    def _wake(self) -> None:
+        still = []
+        for position, fut in self._waiters:
+            if position <= self.position:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                still.append((position, fut))
+        self._waiters = still
+
+    # -- keep-alive --------------------------------------------------------------
+
+    async def _keep_alive(self) -> None:
+        framed = chunk(KEEPALIVE)
+        while True:
+            await asyncio.sleep(self.settings.keepalive)
+            for sub in list(self._open):
+                sub.push(KEEPALIVE, framed)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for health and the benchmarks."""
+        return {
+            "open": len(self._open),
+            "opened": self.opened,
+            "cut": self.cut,
+            "replayed": self.replayed,
+            "ringFloor": self.ring_floor,
+        }
+
+
+# -- the handler -------------------------------------------------------------------
+
+
+def parse_stream(request: web.Request) -> tuple[Filter, int | None, str]:
+    """The stream's filter and resume position (the header wins over ``?since=``)."""
+    q = request.query
+    raw_types = q.get("types")
+    families = FAMILIES
+    if raw_types:
+        asked = frozenset(t.strip() for t in raw_types.split(",") if t.strip())
+        unknown = asked - FAMILIES
+        if unknown or not asked:
+            raise InvalidInputError(
+                "types", f"must be a comma-separated list of agent, orchestrator; got {raw_types!r}"
+            )
+        families = FAMILIES if asked == FAMILIES else asked
+    oid = q.get("orchestrator")
+    if oid is not None:
+        oid = check_id("orchestrator", oid)
+    field = "Last-Event-ID"
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None or not raw.strip():
+        field, raw = "since", q.get("since")
+    since: int | None = None
+    if raw is not None and raw.strip():
+        try:
+            since = int(raw.strip())
+        except ValueError:
+            raise InvalidInputError(field, f"must be a log position (an integer), not {raw!r}") from None
+        if since < 0:
+            raise InvalidInputError(field, "must not be negative")
+    return Filter(families, oid), since, field
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """``GET /api/events``."""
+    hub = request.app[HUB]
+    settings = request.app[SETTINGS]
+    flt, since, field = parse_stream(request)
+    if hub.closed:
+        raise web.HTTPServiceUnavailable(text="the relay is shutting down")
+    if since is not None:
+        await hub.check_resume(since, field)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "Connection": "keep-alive",
+        }
+    )
+    chunked = request.version >= HttpVersion11
+    if chunked:
+        resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    transport = request.transport
+    _set_user_timeout(transport)
+    sub = Subscriber(transport, flt, settings.sse_buffer, chunked)
+    hub.opening(sub)
+    try:
+        await resp.write(b"retry: %d\n\n" % RETRY_MS)
+        await hub.follow(sub, resp, since)
+    except (ConnectionError, RuntimeError):
+        sub.finish("gone")  # the client left during the catch-up
+    finally:
+        hub.detach(sub)
+    if sub.reason == "overflow":
+        hub.cut += 1
+        log.info("ended an event stream that fell %d bytes behind", settings.sse_buffer)
+    await _end(sub, resp, transport)
+    return resp
+
+
+async def _end(sub: Subscriber, resp: web.StreamResponse, transport: Any) -> None:
+    """Finish the response so the client sees a clean end and reconnects."""
+    resp.force_close()
+    if sub.reason == "gone" or transport is None or transport.is_closing():
+        return
+    grace = CUT_GRACE if sub.reason == "overflow" else 1.0
+    try:
+        async with asyncio.timeout(grace):
+            await resp.write_eof()
+    except (TimeoutError, ConnectionError, RuntimeError):
+        transport.abort()  # it stopped reading: no more waiting on it
+
+
+def _set_user_timeout(transport: Any) -> None:
+    """Let the kernel drop a peer that stops acknowledging (Linux), as aiohttp-sse does."""
+    opt = getattr(socket, "TCP_USER_TIMEOUT", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if opt is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, opt, TCP_USER_TIMEOUT_MS)
+
+
+# -- wiring ------------------------------------------------------------------------
+
+
+def setup(app: web.Application) -> None:
+    """Add the stream to ``app`` (after the service's own lifetime is registered):
+    the route, the hub, and clean shutdown."""
+    app[HUB] = EventHub(app[SERVICE], app[SETTINGS])
+    app.router.add_get("/api/events", stream)
+    app.cleanup_ctx.append(_hub_lifetime)
+    app.on_shutdown.append(_close_streams)
+
+
+async def _hub_lifetime(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB]
+    hub.start()  # the service started in the cleanup context registered before this one
+    yield
+    await hub.close()
+
+
+async def _close_streams(app: web.Application) -> None:
+    await app[HUB].close()
