@@ -1,0 +1,417 @@
+"""``relay audit``: history, past state, verification and export of a relay's log.
+
+Read-only and safe beside a running relay: the SQLite file is opened with
+``mode=ro`` (relay.audit.log), and nothing here writes to the data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from relay.audit.log import AppLog, LogReader, SqliteLog, iterate
+from relay.audit.replay import Replayer, snapshot
+from relay.audit.verify import verify
+from relay.domain.agent import Agent
+from relay.domain.orchestrator import Orchestrator
+from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX
+from relay.projections.readmodels import ReadModels
+
+HIDDEN_FIELDS = frozenset(
+    {"originator_id", "originator_version", "timestamp", "originator_topic", "token_hash"}
+)
+TIME_FIELDS = frozenset({"lastSeen", "createdAt", "at", "requestedAt", "startedAt"})
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``relay audit ...``."""
+    p = sub.add_parser(
+        "audit",
+        help="replay, inspect and verify a relay's log (read-only)",
+        description="Read a relay's event log without changing it: one entity's history, the "
+        "read models as of a past point, a full verification, or an export. Safe while the "
+        "relay runs.",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the relay's data folder [RELAY_DATA] (./relay-data)",
+    )
+    p.add_argument("--store", choices=("sqlite", "postgres"), default=None, help="[RELAY_STORE]")
+    p.add_argument("--postgres-dsn", default=None, help="[RELAY_POSTGRES_DSN]")
+    a = p.add_subparsers(dest="audit_command", metavar="WHAT", required=True)
+
+    h = a.add_parser("history", help="the timeline of one agent or orchestrator")
+    h.add_argument("entity_id", metavar="ENTITY_ID", help="an agent or orchestrator id")
+    h.add_argument("--json", action="store_true", help="one JSON object per event")
+    h.set_defaults(func=cmd_history)
+
+    s = a.add_parser("state", help="the read models as of a past point, as JSON")
+    s.add_argument(
+        "--at",
+        required=True,
+        metavar="POSITION|ISO-TIME",
+        help="a log position, or a time such as 2026-05-01T12:00:00Z (no offset means UTC): "
+        "the state after every event recorded at or before it",
+    )
+    s.add_argument("--pretty", action="store_true", help="indent the JSON")
+    s.set_defaults(func=cmd_state)
+
+    v = a.add_parser(
+        "verify",
+        help="rebuild from position 0 and check positions, versions, seals and the checkpoint",
+    )
+    v.add_argument(
+        "--expect",
+        metavar="POSITION:HASH",
+        default=None,
+        help="also require the chain at POSITION to be HASH (a value you kept elsewhere)",
+    )
+    v.set_defaults(func=cmd_verify)
+
+    e = a.add_parser("export", help="every event, one JSON object per line (streaming)")
+    e.add_argument("--format", choices=("jsonl",), default="jsonl")
+    e.add_argument("--output", "-o", type=Path, default=None, help="a file (default stdout)")
+    e.add_argument("--after", type=int, default=0, help="only events after this position")
+    e.set_defaults(func=cmd_export)
+
+
+# -- opening the log ----------------------------------------------------------------
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data or os.environ.get("RELAY_DATA") or "./relay-data")
+
+
+def open_log(args: argparse.Namespace) -> tuple[LogReader, bool]:
+    """The log to read, and whether its positions are gap-free (SQLite)."""
+    store = args.store or os.environ.get("RELAY_STORE") or "sqlite"
+    if store == "postgres":
+        from relay.application import RelayApp
+        from relay.config import Settings
+        from relay.store import store_env
+
+        dsn = args.postgres_dsn or os.environ.get("RELAY_POSTGRES_DSN")
+        settings = Settings(store="postgres", postgres_dsn=dsn, data_dir=_data_dir(args))
+        return AppLog(RelayApp(store_env(settings))), False
+    return SqliteLog(_data_dir(args)), True
+
+
+def _fail(message: str) -> int:
+    print(f"relay audit: {message}", file=sys.stderr)
+    return 2
+
+
+# -- history -----------------------------------------------------------------------------
+
+
+def _aggregates(entity_id: str) -> list[tuple[str, str, Any]]:
+    out = [
+        ("orchestrator", entity_id, Orchestrator.create_id(entity_id)),
+        ("agent", entity_id, Agent.create_id(entity_id)),
+    ]
+    if entity_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
+        oid = entity_id[len(ORCHESTRATOR_AGENT_PREFIX) :]
+        out.append(("orchestrator", oid, Orchestrator.create_id(oid)))
+    return out
+
+
+def entity_timeline(
+    log: LogReader, kind: str, natural_id: str, aggregate_id: Any
+) -> Iterator[dict[str, Any]]:
+    """Each event of one aggregate with what it changed in that entity's record."""
+    rm = ReadModels()
+    after = 0
+    before = _view(rm, kind, natural_id)
+    while True:
+        notes, nxt = log.of_aggregate(aggregate_id, after, 1000)
+        if not notes:
+            return
+        for n in notes:
+            event = log.decode(n)
+            rm.apply(n.id, event)
+            now = _view(rm, kind, natural_id)
+            yield {
+                "position": n.id,
+                "at": event.__dict__.get("at"),
+                "type": n.topic,
+                "kind": kind,
+                "id": natural_id,
+                "changes": _diff(before, now),
+            }
+            before = now
+        after = nxt
+
+
+def _view(rm: ReadModels, kind: str, natural_id: str) -> dict[str, Any] | None:
+    if kind == "agent":
+        a = rm.agents.get(natural_id)
+        return orjson.loads(orjson.dumps(a)) if a is not None else None
+    o = rm.orchestrators.get(natural_id)
+    if o is None:
+        return None
+    view = dict(o)
+    view["commands"] = {c["id"]: c for c in rm.commands_of(natural_id)}
+    return orjson.loads(orjson.dumps(view))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict) or (prefix and not d):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v and (prefix.startswith("commands") or key == "commands"):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
+    if before is None and after is None:
+        return {}
+    if after is None:
+        return {"(removed)": [True, None]}
+    b, a = _flatten(before or {}), _flatten(after)
+    changes = {k: [b.get(k), a.get(k)] for k in sorted(set(a) | set(b)) if b.get(k) != a.get(k)}
+    if before is None:
+        return {"(created)": [None, True], **changes}
+    return changes
+
+
+def _fmt_time(ms: Any) -> str:
+    if not isinstance(ms, int):
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _fmt_value(key: str, value: Any) -> str:
+    if key.rsplit(".", 1)[-1] in TIME_FIELDS and isinstance(value, int):
+        return _fmt_time(value)[11:]
+    if isinstance(value, str):
+        return value if value and " " not in value else orjson.dumps(value).decode()
+    return orjson.dumps(value).decode()
+
+
+def _fmt_changes(changes: dict[str, Any]) -> str:
+    if "(removed)" in changes:
+        return "removed"
+    parts = []
+    created = "(created)" in changes
+    for key, (old, new) in changes.items():
+        if key == "(created)":
+            continue
+        if created or old is None:
+            parts.append(f"{key}={_fmt_value(key, new)}")
+        else:
+            parts.append(f"{key} {_fmt_value(key, old)} → {_fmt_value(key, new)}")
+    text = ", ".join(parts) if parts else "no visible change"
+    return ("created: " + text) if created else text
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    try:
+        log, _ = open_log(args)
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    out = sys.stdout
+    found = False
+    for kind, natural_id, agg in _aggregates(args.entity_id):
+        rows = entity_timeline(log, kind, natural_id, agg)
+        first = True
+        for row in rows:
+            found = True
+            if args.json:
+                out.write(orjson.dumps(row).decode() + "\n")
+                continue
+            if first:
+                out.write(f"{kind} {natural_id}\n")
+                first = False
+            out.write(
+                f"{row['position']:>9}  {_fmt_time(row['at'])}  {row['type']:<30} "
+                f"{_fmt_changes(row['changes'])}\n"
+            )
+    if not found:
+        return _fail(f"no agent or orchestrator {args.entity_id!r} in the log")
+    return 0
+
+
+# -- state --at ---------------------------------------------------------------------------
+
+
+def parse_point(text: str) -> int | datetime:
+    """A position (digits) or an ISO time (naive means UTC)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--at: {text!r} is neither a position nor an ISO time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def state_at_time(log: LogReader, when: datetime) -> ReadModels:
+    """The read models after every event stamped at or before ``when`` (in log order)."""
+    rm = ReadModels()
+    for n in iterate(log):
+        event = log.decode(n)
+        stamp = getattr(event, "timestamp", None)
+        if isinstance(stamp, datetime) and stamp > when:
+            break
+        rm.apply(n.id, event)
+    return rm
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    try:
+        point = parse_point(args.at)
+        log, _ = open_log(args)
+    except (ValueError, FileNotFoundError) as e:
+        return _fail(str(e))
+    if isinstance(point, int):
+        head = log.head()
+        if point > head:
+            return _fail(f"--at: position {point} is after the newest position ({head})")
+        rm = Replayer(log).state_at(point)
+        body = snapshot(rm)
+        body["position"] = point
+    else:
+        rm = state_at_time(log, point)
+        body = snapshot(rm)
+    option = orjson.OPT_INDENT_2 if args.pretty else 0
+    sys.stdout.buffer.write(orjson.dumps(body, option=option) + b"\n")
+    return 0
+
+
+# -- verify ---------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    expect = None
+    if args.expect:
+        pos, _, value = args.expect.partition(":")
+        if not pos.isdigit() or len(value) != 64:
+            return _fail("--expect must be POSITION:HASH (64 hex digits)")
+        expect = (int(pos), value.lower())
+    try:
+        log, gapless = open_log(args)
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    bar = Progress("verified") if sys.stderr.isatty() else None
+    data_dir = _data_dir(args) if (args.store or "sqlite") == "sqlite" else None
+    report = verify(log, data_dir, gapless, expect, bar.update if bar else None)
+    if bar:
+        bar.done()
+    if report.problems:
+        first = report.problems[0]
+        print(f"FAIL at position {first.position}: {first.message}")
+        for p in report.problems[1:]:
+            print(f"  also at position {p.position}: {p.message}")
+        return 1
+    print(
+        f"OK: {report.events} events up to position {report.head}; "
+        f"{report.seals} seals verified, the last covering up to position {report.last_sealed}"
+        + (f" (chain {report.last_hash})" if report.last_hash else "")
+    )
+    unsealed = report.head - report.last_sealed
+    if unsealed > 0:
+        print(f"    {unsealed} newer positions are not sealed yet (the tamper evidence stops there)")
+    if report.checkpoint is not None:
+        print(f"    the rebuilt read models equal the relay's checkpoint at position {report.checkpoint}")
+    return 0
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress bar on stderr (only used when stderr is a terminal)."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def update(self, position: int, head: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1 and position < head:
+            return
+        self.last = now
+        pct = 100.0 * position / head if head else 100.0
+        filled = int(pct / 4)
+        rate = position / max(now - self.t0, 1e-9)
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (25 - filled)}] {pct:5.1f}%  {self.verb} up to "
+            f"{position}/{head}  {rate:,.0f}/s"
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\n")
+
+
+def export_lines(log: LogReader, out: IO[bytes], after: int = 0, bar: Progress | None = None) -> int:
+    """Write every event after ``after`` as one JSON line; constant memory."""
+    head = log.head()
+    entities: dict[Any, tuple[str, str]] = {}  # grows with entities, not with the log
+    count = 0
+    for n in iterate(log, after, head):
+        event = log.decode(n)
+        state = event.__dict__
+        topic = n.topic
+        if topic in ("OrchestratorRegistered", "AgentRegistered"):
+            kind = "orchestrator" if topic == "OrchestratorRegistered" else "agent"
+            entities[n.originator_id] = (kind, state.get(f"{kind}_id"))
+        entity = entities.get(n.originator_id)
+        line = {
+            "position": n.id,
+            "type": topic,
+            "entityKind": entity[0] if entity else None,
+            "entityId": entity[1] if entity else None,
+            "originatorId": str(n.originator_id),
+            "originatorVersion": n.originator_version,
+            "at": state.get("at"),
+            "data": {_camel(k): v for k, v in state.items() if k not in HIDDEN_FIELDS},
+        }
+        out.write(orjson.dumps(line) + b"\n")
+        count += 1
+        if bar is not None and count % 5000 == 0:
+            bar.update(n.id, head)
+    if bar is not None:
+        bar.update(head, head)
+        bar.done()
+    return count
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        log, _ = open_log(args)
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    bar = Progress("exported") if sys.stderr.isatty() else None
+    if args.output is not None:
+        with open(args.output, "wb") as f:
+            export_lines(log, f, args.after, bar)
+    else:
+        try:
+            export_lines(log, sys.stdout.buffer, args.after, bar)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # e.g. | head: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
