@@ -22,13 +22,15 @@ from eventsourcing.utils import EnvType
 from relay import commands as c
 from relay.domain.agent import Agent
 from relay.domain.errors import NotFoundError, StoreUnavailableError
+from relay.domain.message import Message
 from relay.domain.orchestrator import Orchestrator
+from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, confine_cwd, orchestrator_agent_id
 from relay.domain.seal import LogSeal  # noqa: F401  (its stored topics must resolve)
 from relay.store.transcoder import OrjsonTranscoder
 
 log = logging.getLogger(__name__)
 
-AnyAggregate = Orchestrator | Agent
+AnyAggregate = Orchestrator | Agent | Message
 
 
 class RelayApp(Application):
@@ -80,7 +82,7 @@ class RelayApp(Application):
 
     # -- loading -------------------------------------------------------------
 
-    def _get(self, cls: type[Orchestrator] | type[Agent], natural_id: str) -> Any:
+    def _get(self, cls: type[Orchestrator] | type[Agent] | type[Message], natural_id: str) -> Any:
         aggregate_id = cls.create_id(natural_id)
         agg = self.live.get(aggregate_id)
         if agg is not None and self.known_version is not None:
@@ -115,6 +117,22 @@ class RelayApp(Application):
         if agg is None or agg.removed:
             raise NotFoundError(f"no agent {agent_id!r}")
         return agg  # type: ignore[no-any-return]
+
+    def message(self, message_id: str) -> Message:
+        """The live message, or NotFoundError if it was never sent."""
+        agg = self._get(Message, message_id)
+        if agg is None:
+            raise NotFoundError(f"no message {message_id!r}")
+        return agg  # type: ignore[no-any-return]
+
+    def agent_present(self, agent_id: str) -> bool:
+        """Whether an inbox exists for ``agent_id`` (an orchestrator's own agent included)."""
+        if agent_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
+            o = self._get(Orchestrator, agent_id[len(ORCHESTRATOR_AGENT_PREFIX) :])
+            if o is not None and not o.removed:
+                return True
+        a = self._get(Agent, agent_id)
+        return a is not None and not a.removed
 
     def forget(self, aggregate_ids: list[UUID]) -> None:
         """Drop live copies whose pending state never reached the store."""
@@ -171,12 +189,68 @@ class RelayApp(Application):
             cmd.requested_by,
             cmd.at,
         )
-        return cmd.command_id, [agg]
+        control = {
+            "action": "spawn",
+            "commandId": cmd.command_id,
+            "provider": cmd.provider,
+            "cwd": confine_cwd(agg.base_dir, cmd.cwd),
+            "label": cmd.label,
+            "approvalMode": cmd.approval_mode,
+            "prompt": cmd.prompt,
+            "requestedBy": cmd.requested_by,
+            "requestedAt": cmd.at,
+        }
+        note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
+        return cmd.command_id, [agg, note]
 
     def request_action(self, cmd: c.RequestAction) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
         agg.request_action(cmd.command_id, cmd.action, cmd.agent_id, cmd.requested_by, cmd.at)
-        return cmd.command_id, [agg]
+        control = {
+            "action": cmd.action,
+            "commandId": cmd.command_id,
+            "agentId": cmd.agent_id,
+            "provider": None,
+            "cwd": None,
+            "label": None,
+            "approvalMode": None,
+            "prompt": None,
+            "requestedBy": cmd.requested_by,
+            "requestedAt": cmd.at,
+        }
+        note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
+        return cmd.command_id, [agg, note]
+
+    def _control_message(
+        self, orchestrator_id: str, command_id: str, control: dict[str, Any], at: int
+    ) -> Message:
+        """The command, also as an urgent system message in ``orchestrator-<id>``'s inbox.
+
+        Returned beside the orchestrator, so the writer saves both in one
+        transaction: the command and its message exist together or not at all.
+        The message id is the command id (its own aggregate namespace).
+        """
+        inbox = orchestrator_agent_id(orchestrator_id)
+        target = control.get("agentId") or "all agents"
+        subject = (
+            f"spawn {control['provider']}"
+            if control["action"] == "spawn"
+            else f"{control['action']} {target}"
+        )
+        msg = Message(
+            message_id=command_id,
+            sender=control["requestedBy"],
+            to=inbox,
+            recipient=inbox,
+            message_type="system",
+            subject=subject,
+            body=f"orchestrator control: {subject} (command {command_id})",
+            meta={"priority": "urgent", "orchestratorControl": control},
+            broadcast_id=None,
+            at=at,
+        )
+        self.live[msg.id] = msg
+        return msg
 
     def record_command_result(self, cmd: c.RecordCommandResult) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
@@ -239,7 +313,74 @@ class RelayApp(Application):
             if agg.reap(cmd.now, cand.last_seen, cmd.stale_after_ms, cmd.grace_from):
                 touched.append(agg)
                 (agents if cand.kind == "agent" else orchestrators).append(cand.entity_id)
-        return c.ReapResult(agents, orchestrators), touched
+        released: list[str] = []
+        for claim in cmd.expired_claims:
+            msg = self._get(Message, claim.message_id)
+            if msg is not None and msg.version < claim.version:
+                self.forget([msg.id])
+                msg = self._get(Message, claim.message_id)
+            if msg is None or msg.version != claim.version:
+                continue
+            if msg.expire(cmd.now, claim.claim_id):
+                touched.append(msg)
+                released.append(claim.message_id)
+        return c.ReapResult(agents, orchestrators, released), touched
+
+    # -- messages --------------------------------------------------------------------
+
+    def send_message(self, cmd: c.SendMessage) -> tuple[list[str], list[Any]]:
+        """One Message per recipient, all in one transaction (ADR 0010).
+
+        The HTTP edge resolved ``to`` into recipients from the read model; we
+        re-check each here. A direct message to a missing agent is refused; a
+        broadcast skips recipients removed since, and is refused only when
+        none is left.
+        """
+        present = [d for d in cmd.deliveries if self.agent_present(d.recipient)]
+        if not present:
+            if cmd.broadcast_id is None and cmd.deliveries:
+                raise NotFoundError(f"no agent {cmd.deliveries[0].recipient!r}")
+            raise NotFoundError(f"no agent matches {cmd.to!r}")
+        if cmd.broadcast_id is None and len(present) != len(cmd.deliveries):
+            raise NotFoundError(f"no agent {cmd.deliveries[0].recipient!r}")
+        messages: list[Message] = []
+        for d in present:
+            msg = Message(
+                message_id=d.message_id,
+                sender=cmd.sender,
+                to=cmd.to,
+                recipient=d.recipient,
+                message_type=cmd.message_type,
+                subject=cmd.subject,
+                body=cmd.body,
+                meta=cmd.meta,
+                broadcast_id=cmd.broadcast_id,
+                at=cmd.at,
+            )
+            messages.append(msg)
+        for msg in messages:
+            self.live[msg.id] = msg
+        return [d.message_id for d in present], messages
+
+    def claim_message(self, cmd: c.ClaimMessage) -> tuple[Any, list[Any]]:
+        msg = self.message(cmd.message_id)
+        msg.claim(cmd.agent_id, cmd.claim_id, cmd.lease_ms, cmd.at)
+        return cmd.message_id, [msg]
+
+    def ack_message(self, cmd: c.AckMessage) -> tuple[Any, list[Any]]:
+        msg = self.message(cmd.message_id)
+        msg.ack(cmd.agent_id, cmd.claim_id, cmd.at)
+        return cmd.message_id, [msg]
+
+    def release_message(self, cmd: c.ReleaseMessage) -> tuple[Any, list[Any]]:
+        msg = self.message(cmd.message_id)
+        msg.release(cmd.agent_id, cmd.claim_id, cmd.at)
+        return cmd.message_id, [msg]
+
+    def delete_message(self, cmd: c.DeleteMessage) -> tuple[Any, list[Any]]:
+        msg = self.message(cmd.message_id)
+        msg.delete(cmd.requested_by, cmd.at)
+        return cmd.message_id, [msg]
 
 
 _HANDLERS: dict[type, Any] = {
@@ -254,4 +395,9 @@ _HANDLERS: dict[type, Any] = {
     c.HeartbeatAgent: RelayApp.heartbeat_agent,
     c.RemoveAgent: RelayApp.remove_agent,
     c.Reap: RelayApp.reap,
+    c.SendMessage: RelayApp.send_message,
+    c.ClaimMessage: RelayApp.claim_message,
+    c.AckMessage: RelayApp.ack_message,
+    c.ReleaseMessage: RelayApp.release_message,
+    c.DeleteMessage: RelayApp.delete_message,
 }

@@ -112,17 +112,83 @@ class ReapCandidate:
 
 
 @frozen
+class ExpiredClaim:
+    """One message claim the reaper judged over, with what it saw when it judged."""
+
+    message_id: str
+    claim_id: str
+    version: int
+
+
+@frozen
 class Reap:
     now: int
     stale_after_ms: int
     grace_from: int
     candidates: tuple[ReapCandidate, ...] = field(factory=tuple)
+    expired_claims: tuple[ExpiredClaim, ...] = field(factory=tuple)
 
 
 @frozen
 class ReapResult:
     reaped_agent_ids: list[str]
     reaped_orchestrator_ids: list[str]
+    released_message_ids: list[str] = field(factory=list)
+
+
+@frozen
+class Delivery:
+    """One recipient's copy of a message: its id and the agent whose inbox it goes to."""
+
+    message_id: str
+    recipient: str
+
+
+@frozen
+class SendMessage:
+    """Deliver one message to each recipient (one for a direct message, several for a broadcast)."""
+
+    sender: str
+    to: str
+    message_type: str
+    subject: str | None
+    body: str
+    meta: dict[str, Any]
+    broadcast_id: str | None
+    deliveries: tuple[Delivery, ...]
+    at: int
+
+
+@frozen
+class ClaimMessage:
+    message_id: str
+    agent_id: str
+    claim_id: str
+    lease_ms: int
+    at: int
+
+
+@frozen
+class AckMessage:
+    message_id: str
+    agent_id: str
+    claim_id: str | None
+    at: int
+
+
+@frozen
+class ReleaseMessage:
+    message_id: str
+    agent_id: str
+    claim_id: str | None
+    at: int
+
+
+@frozen
+class DeleteMessage:
+    message_id: str
+    requested_by: str
+    at: int
 
 
 Command = (
@@ -137,4 +203,9 @@ Command = (
     | HeartbeatAgent
     | RemoveAgent
     | Reap
+    | SendMessage
+    | ClaimMessage
+    | AckMessage
+    | ReleaseMessage
+    | DeleteMessage
 )

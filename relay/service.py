@@ -25,6 +25,7 @@ from relay.config import Settings
 from relay.domain.errors import StoreUnavailableError
 from relay.metrics import Metrics
 from relay.projections.follower import TailFollower, load_read_models
+from relay.projections.messages import expired_claims
 from relay.projections.readmodels import ReadModels
 from relay.store import store_env
 from relay.writer import Writer
@@ -143,7 +144,8 @@ class RelayService:
         now = self.clock.now_ms() if now is None else now
         self.last_reap_at = now
         candidates = self.reap_candidates(now)
-        if not candidates:
+        expired = expired_claims(self.rm, now)
+        if not candidates and not expired:
             return c.ReapResult([], [])
         if self.reap_hook is not None:
             await self.reap_hook()
@@ -153,8 +155,11 @@ class RelayService:
                 stale_after_ms=self.settings.stale_after_ms,
                 grace_from=self.started_at,
                 candidates=tuple(candidates),
+                expired_claims=tuple(expired),
             )
         )
+        if result.released_message_ids:
+            log.info("released expired claims on messages %s", result.released_message_ids)
         if result.reaped_agent_ids or result.reaped_orchestrator_ids:
             log.info(
                 "reaped agents %s and orchestrators %s",

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from relay import metrics
 from relay.config import Settings
-from relay.http import openapi, sse
+from relay.http import messaging, openapi, sse
 from relay.http.auth import auth_middleware
 from relay.http.errors import error_middleware
 from relay.http.keys import SERVICE, SETTINGS
@@ -30,6 +30,7 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     app[SETTINGS] = settings
     app[SERVICE] = service or RelayService(settings)
     app.router.add_routes(routes)
+    app.router.add_routes(messaging.routes)
     doc = orjson.dumps(openapi.document())
 
     async def openapi_json(_: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay import __version__
+from relay.http import openapi_messages
 from relay.domain.rules import APPROVAL_MODES, MAX_PROMPT_CHARS, PROVIDERS
 
 ID = {
@@ -228,7 +229,7 @@ SCHEMAS: dict[str, Any] = {
             "position": {"type": "integer"},
             "type": {"type": "string", "description": "The stored event's name."},
             "entityId": NULLABLE_STR,
-            "entityKind": {"enum": ["agent", "orchestrator", None]},
+            "entityKind": {"enum": ["agent", "orchestrator", "message", None]},
             "at": EPOCH_MS,
             "data": {"type": "object"},
         },
@@ -567,6 +568,11 @@ PATHS: dict[str, Any] = {
         )
     },
 }
+
+
+# Messaging (ADR 0010) keeps its part of the document in its own module.
+SCHEMAS.update(openapi_messages.SCHEMAS)
+PATHS.update(openapi_messages.PATHS)
 
 
 def document() -> dict[str, Any]:

@@ -26,6 +26,7 @@ from relay.domain.rules import (
     check_id,
 )
 from relay.http.keys import SETTINGS
+from relay.projections.messages import BROADCAST_ALL, LABEL_PREFIX, TAG_PREFIX, is_broadcast
 
 MAX_NAME = 200
 MAX_PATH = 4096
@@ -183,6 +184,10 @@ def agent_registration(body: dict[str, Any]) -> dict[str, Any]:
             f"ids starting with {ORCHESTRATOR_AGENT_PREFIX!r} are reserved for orchestrators; "
             "register the orchestrator instead",
         )
+    if is_broadcast(aid):
+        raise InvalidInputError(
+            "id", "'*' and ids starting with 'label:' or 'tag:' are message targets, not agent ids"
+        )
     return {
         "agent_id": aid,
         "name": opt_str(body, "name") or aid,
@@ -284,3 +289,71 @@ def query_choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> s
     if raw not in allowed:
         raise InvalidInputError(name, f"must be one of {', '.join(allowed)}")
     return raw
+
+
+# -- messages (ADR 0010) ---------------------------------------------------------------
+
+MAX_SUBJECT = 1000
+DEFAULT_LEASE_SECONDS = 60
+
+
+def message(body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/messages``: who, to whom, what; ``meta`` is kept as given."""
+    from relay.domain.message import MESSAGE_TYPES, PRIORITIES
+
+    sender = check_id("from", body.get("from"))
+    to = body.get("to")
+    if not isinstance(to, str) or not to:
+        raise InvalidInputError("to", "is required: an agent id, 'label:X', 'tag:X' or '*'")
+    if to.startswith((LABEL_PREFIX, TAG_PREFIX)):
+        name = to.partition(":")[2]
+        if not name or len(name) > MAX_NAME or "\x00" in name:
+            raise InvalidInputError("to", f"needs a name of 1-{MAX_NAME} characters after the ':'")
+    elif to != BROADCAST_ALL:
+        check_id("to", to)
+    text = opt_str(body, "body", max_len=2**31)
+    if text is None:
+        raise InvalidInputError("body", "is required and must be a string")
+    meta = obj(body, "meta")
+    priority = meta.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise InvalidInputError("meta.priority", f"must be one of {', '.join(PRIORITIES)}")
+    if "orchestratorControl" in meta:
+        raise InvalidInputError(
+            "meta.orchestratorControl",
+            "is set by the relay for spawn and action commands; use those endpoints",
+        )
+    return {
+        "sender": sender,
+        "to": to,
+        "message_type": one_of(body, "type", MESSAGE_TYPES, "message"),
+        "subject": opt_str(body, "subject", MAX_SUBJECT),
+        "body": text,
+        "meta": meta,
+    }
+
+
+def claim(body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/messages/{id}/claim``: who claims, and for how long."""
+    from relay.domain.message import MAX_LEASE_SECONDS
+
+    lease = body.get("leaseSeconds")
+    if lease is None:
+        lease = DEFAULT_LEASE_SECONDS
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 < lease <= MAX_LEASE_SECONDS:
+        raise InvalidInputError(
+            "leaseSeconds", f"must be a number of seconds above 0 and at most {MAX_LEASE_SECONDS}"
+        )
+    return {
+        "agent_id": check_id("agentId", body.get("agentId")),
+        "lease_ms": max(1, round(lease * 1000)),
+    }
+
+
+def claim_holder(body: dict[str, Any]) -> dict[str, Any]:
+    """``.../ack`` and ``.../release``: the holder, and optionally the claim it holds."""
+    claim_id = body.get("claimId")
+    return {
+        "agent_id": check_id("agentId", body.get("agentId")),
+        "claim_id": None if claim_id is None else check_id("claimId", claim_id),
+    }

@@ -60,7 +60,7 @@ async def reap(request: web.Request) -> web.Response:
             "ok": True,
             "reapedAgentIds": result.reaped_agent_ids,
             "reapedOrchestratorIds": result.reaped_orchestrator_ids,
-            "releasedMessageIds": [],
+            "releasedMessageIds": result.released_message_ids,
             "releasedTaskIds": [],
         }
     )

@@ -16,11 +16,13 @@ from typing import Any
 from uuid import UUID
 
 from relay.domain.rules import orchestrator_agent_id
+from relay.projections import messages as _messages
+from relay.projections.messages import Messages
 
 Change = tuple[str, dict[str, Any]]
 Handler = Callable[["ReadModels", Any, list[Change] | None], None]
 
-FORMAT_VERSION = 2  # 2: tokenHashes
+FORMAT_VERSION = 3  # 2: tokenHashes; 3: messages
 
 
 class ReadModels:
@@ -40,6 +42,9 @@ class ReadModels:
         self.token_hashes: dict[str, str] = {}
         self._token_owners: dict[str, str] = {}
         self._sorted_orchestrators: list[dict[str, Any]] | None = None
+        self.messages = Messages()
+        # The position of the event being applied (a message's seq is where it was sent).
+        self.position_applying = 0
 
     # -- folding ---------------------------------------------------------------
 
@@ -48,6 +53,7 @@ class ReadModels:
         if position <= self.position:
             raise ValueError(f"event at position {position} is not after {self.position}")
         changes: list[Change] | None = [] if emit else None
+        self.position_applying = position
         handler = _HANDLERS.get(type(event).TOPIC)  # type: ignore[attr-defined]
         if handler is not None:
             handler(self, event, changes)
@@ -360,6 +366,7 @@ class ReadModels:
             "commandsByOrchestrator": self.commands_by_orchestrator,
             "entities": self.entities,
             "tokenHashes": self.token_hashes,
+            "messages": self.messages.to_state(),
         }
 
     @classmethod
@@ -376,6 +383,7 @@ class ReadModels:
         rm.entities = state["entities"]
         rm.token_hashes = state["tokenHashes"]
         rm._token_owners = {h: oid for oid, h in rm.token_hashes.items()}
+        rm.messages = Messages.from_state(state["messages"])
         return rm
 
     def comparable(self) -> dict[str, Any]:
@@ -400,3 +408,4 @@ _HANDLERS: dict[str, Handler] = {
     "AgentRemoved": ReadModels._agent_removed,
     "AgentReaped": ReadModels._agent_reaped,
 }
+_HANDLERS.update(_messages.HANDLERS)

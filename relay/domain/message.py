@@ -1,0 +1,206 @@
+"""The message aggregate: one delivery to one agent's inbox, with claims and leases.
+
+A broadcast (``*``, ``tag:X``, ``label:X``) becomes one Message per recipient,
+all sharing a ``broadcast_id`` (ADR 0010), so every rule here is about one
+recipient's copy and needs no second aggregate.
+
+Lifecycle::
+
+    pending ──claim──▶ claimed ──ack──▶ acked
+       ▲                  │
+       └──release/expiry──┘            (any state but deleted) ──delete──▶ deleted
+
+Only the recipient may claim. A claim lasts until ``lease_until`` (inclusive);
+after that it no longer counts as held: an ack or release is refused, and
+the claim is recorded as expired exactly once, by the reaper or by the next
+claim, whichever comes first. Time is always passed in as ``at``/``now``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from relay.domain.errors import ConflictError
+
+PENDING = "pending"
+CLAIMED = "claimed"
+ACKED = "acked"
+DELETED = "deleted"
+STATUSES: tuple[str, ...] = (PENDING, CLAIMED, ACKED, DELETED)
+MESSAGE_TYPES: tuple[str, ...] = ("message", "system")
+PRIORITIES: tuple[str, ...] = ("normal", "urgent")
+MAX_LEASE_SECONDS = 86_400
+
+
+class Message(Aggregate):
+    """One message in one agent's inbox."""
+
+    TOPIC = "Message"
+
+    class Event(Aggregate.Event):
+        TOPIC = "MessageEvent"
+
+    @staticmethod
+    def create_id(message_id: str, **_: Any) -> UUID:
+        """Derived from the message id, so no lookup index is needed."""
+        return uuid5(NAMESPACE_URL, "relay:message:" + message_id)
+
+    @event("Sent", topic="MessageSent")
+    def __init__(
+        self,
+        message_id: str,
+        sender: str,
+        to: str,
+        recipient: str,
+        message_type: str,
+        subject: str | None,
+        body: str,
+        meta: dict[str, Any],
+        broadcast_id: str | None,
+        at: int,
+    ) -> None:
+        self.message_id = message_id
+        self.sender = sender
+        self.to = to
+        self.recipient = recipient
+        self.message_type = message_type
+        self.created_at = at
+        self.status = PENDING
+        self.claim_id: str | None = None
+        self.claimed_by: str | None = None
+        self.lease_until: int | None = None
+
+    # -- rules -------------------------------------------------------------------
+
+    def _refuse_if_closed(self) -> None:
+        if self.status == DELETED:
+            raise ConflictError(f"message {self.message_id!r} was deleted")
+        if self.status == ACKED:
+            raise ConflictError(f"message {self.message_id!r} is already acked")
+
+    def holds(self, agent_id: str, claim_id: str | None, at: int) -> bool:
+        """Whether ``agent_id`` (with ``claim_id``, when given) holds a live claim at ``at``."""
+        return (
+            self.status == CLAIMED
+            and self.claimed_by == agent_id
+            and (claim_id is None or claim_id == self.claim_id)
+            and self.lease_until is not None
+            and at <= self.lease_until
+        )
+
+    def lease_ended(self, now: int) -> bool:
+        """Claimed, and the lease is over at ``now`` (strictly after ``lease_until``)."""
+        return self.status == CLAIMED and self.lease_until is not None and now > self.lease_until
+
+    def _require_holder(self, agent_id: str, claim_id: str | None, at: int, verb: str) -> None:
+        self._refuse_if_closed()
+        if self.status != CLAIMED:
+            raise ConflictError(
+                f"message {self.message_id!r} is not claimed; claim it before you {verb} it"
+            )
+        if self.claimed_by != agent_id or (claim_id is not None and claim_id != self.claim_id):
+            raise ConflictError(
+                f"message {self.message_id!r} is not held by {agent_id!r} under that claim "
+                f"(it is claimed by {self.claimed_by!r}); claim it again before you {verb} it"
+            )
+        if self.lease_ended(at):
+            raise ConflictError(
+                f"the claim of {agent_id!r} on message {self.message_id!r} ended at "
+                f"{self.lease_until}; claim it again before you {verb} it"
+            )
+
+    # -- use cases -----------------------------------------------------------------
+
+    def claim(self, agent_id: str, claim_id: str, lease_ms: int, at: int) -> None:
+        """Exclusive delivery to the recipient until ``at + lease_ms``.
+
+        A claim whose lease has ended is recorded as expired first (so it is
+        released exactly once even when the reaper has not come by yet).
+        """
+        self._refuse_if_closed()
+        if agent_id != self.recipient:
+            raise ConflictError(
+                f"message {self.message_id!r} is in {self.recipient!r}'s inbox; "
+                f"only {self.recipient!r} may claim it, not {agent_id!r}"
+            )
+        if self.status == CLAIMED:
+            assert self.lease_until is not None
+            if not self.lease_ended(at):
+                raise ConflictError(
+                    f"message {self.message_id!r} is already claimed by {self.claimed_by!r} "
+                    f"until {self.lease_until}"
+                )
+            self._claim_expired(
+                claim_id=self.claim_id, agent_id=self.claimed_by, lease_until=self.lease_until, at=at
+            )
+        self._claimed(claim_id=claim_id, agent_id=agent_id, lease_until=at + lease_ms, at=at)
+
+    @event("Claimed", topic="MessageClaimed")
+    def _claimed(self, claim_id: str, agent_id: str, lease_until: int, at: int) -> None:
+        self.status = CLAIMED
+        self.claim_id = claim_id
+        self.claimed_by = agent_id
+        self.lease_until = lease_until
+
+    def ack(self, agent_id: str, claim_id: str | None, at: int) -> None:
+        """Complete the delivery; only the holder of a live claim may."""
+        self._require_holder(agent_id, claim_id, at, "ack")
+        self._acked(claim_id=self.claim_id, agent_id=agent_id, at=at)
+
+    @event("Acked", topic="MessageAcked")
+    def _acked(self, claim_id: str, agent_id: str, at: int) -> None:
+        self.status = ACKED
+
+    def release(self, agent_id: str, claim_id: str | None, at: int) -> None:
+        """Give the message back to the inbox; only the holder of a live claim may."""
+        self._require_holder(agent_id, claim_id, at, "release")
+        self._claim_released(claim_id=self.claim_id, agent_id=agent_id, at=at)
+
+    @event("ClaimReleased", topic="MessageClaimReleased")
+    def _claim_released(self, claim_id: str, agent_id: str, at: int) -> None:
+        self._unclaimed()
+
+    def expire(self, now: int, judged_claim_id: str) -> bool:
+        """The reaper's release: only the claim it judged, and only once its lease is over.
+
+        An ack, release or new claim that committed after the reaper decided
+        changed the claim, and then nothing is recorded.
+        """
+        if self.claim_id != judged_claim_id or not self.lease_ended(now):
+            return False
+        assert self.lease_until is not None
+        self._claim_expired(
+            claim_id=self.claim_id, agent_id=self.claimed_by, lease_until=self.lease_until, at=now
+        )
+        return True
+
+    @event("ClaimExpired", topic="MessageClaimExpired")
+    def _claim_expired(self, claim_id: str, agent_id: str, lease_until: int, at: int) -> None:
+        self._unclaimed()
+
+    def _unclaimed(self) -> None:
+        self.status = PENDING
+        self.claim_id = None
+        self.claimed_by = None
+        self.lease_until = None
+
+    def delete(self, requested_by: str, at: int) -> None:
+        """Take it out of every inbox for good; the log keeps what happened to it."""
+        if self.status == DELETED:
+            raise ConflictError(f"message {self.message_id!r} was already deleted")
+        self._deleted(requested_by=requested_by, at=at)
+
+    @event("Deleted", topic="MessageDeleted")
+    def _deleted(self, requested_by: str, at: int) -> None:
+        self.status = DELETED
+        self.claim_id = None
+        self.claimed_by = None
+        self.lease_until = None
+
+
+def broadcast_copy_id(broadcast_id: str, recipient: str) -> str:
+    """The id of one recipient's copy of a broadcast: derived, so a retry finds the same copy."""
+    return str(uuid5(NAMESPACE_URL, f"relay:broadcast:{broadcast_id}:{recipient}"))

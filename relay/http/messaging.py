@@ -1,0 +1,191 @@
+"""Message handlers: send, inbox, list, claim, ack, release, delete (ADR 0010).
+
+Kept beside ``routes.py`` rather than in it so that messaging can grow
+without every change touching the core's handler module; the conventions are
+the same: parse into a command, execute it, answer from the read models
+(which already hold the write).
+
+Who may act as which agent is decided in ``act_as``: the operator may act as
+any agent; an orchestrator token only as its own agent ``orchestrator-<id>``;
+an agent token (principal ``agent:<id>``, when the auth layer issues them) only
+as itself. That is the hook the token rules plug into.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from relay import commands as c
+from relay.domain.errors import NotFoundError, RelayError
+from relay.domain.message import STATUSES, broadcast_copy_id
+from relay.domain.rules import check_id, orchestrator_agent_id
+from relay.http import parse
+from relay.http.auth import OPERATOR, principal
+from relay.http.routes import json, path_id, svc
+from relay.projections.messages import is_broadcast, recipients
+
+routes = web.RouteTableDef()
+
+
+class ForbiddenError(RelayError):
+    """Raised when a valid token asks to act as an agent it does not speak for."""
+
+    status = 403
+
+
+def agent_of(who: str) -> str | None:
+    """The agent a principal speaks for (None: the operator, who speaks for anyone)."""
+    if who == OPERATOR:
+        return None
+    kind, _, ident = who.partition(":")
+    if kind == "orchestrator":
+        return orchestrator_agent_id(ident)
+    if kind == "agent":
+        return ident
+    return ""  # an unknown kind of principal speaks for nobody
+
+
+def act_as(request: web.Request, agent_id: str, what: str) -> None:
+    """Refuse (403) unless the caller may ``what`` as ``agent_id``."""
+    own = agent_of(principal(request))
+    if own is not None and own != agent_id:
+        raise ForbiddenError(
+            f"this token speaks for {own or 'no agent'!r}; it may not {what} as {agent_id!r}"
+        )
+
+
+def _message(request: web.Request, message_id: str) -> dict[str, Any]:
+    m = svc(request).rm.messages.by_id.get(message_id)
+    if m is None:
+        raise NotFoundError(f"no message {message_id!r}")
+    return m
+
+
+@routes.post("/api/messages")
+async def send(request: web.Request) -> web.Response:
+    s = svc(request)
+    fields = parse.message(await parse.read_json(request))
+    act_as(request, fields["sender"], "send messages")
+    to = fields["to"]
+    broadcast_id: str | None = None
+    if is_broadcast(to):
+        broadcast_id = str(uuid.uuid4())
+        targets = recipients(s.rm, to, fields["sender"])
+        if not targets:
+            raise NotFoundError(f"to: no agent matches {to!r} (a broadcast never reaches its sender)")
+        deliveries = tuple(c.Delivery(broadcast_copy_id(broadcast_id, r), r) for r in targets)
+    else:
+        if to not in s.rm.agents:
+            raise NotFoundError(f"to: no agent {to!r}")
+        deliveries = (c.Delivery(str(uuid.uuid4()), to),)
+    ids: list[str] = await s.execute(
+        c.SendMessage(**fields, broadcast_id=broadcast_id, deliveries=deliveries, at=s.now())
+    )
+    copies = [s.rm.messages.by_id[i] for i in ids]
+    if broadcast_id is None:
+        return json(copies[0], status=201)
+    first = copies[0]
+    return json(
+        {
+            "id": broadcast_id,
+            "broadcastId": broadcast_id,
+            "from": first["from"],
+            "to": to,
+            "type": first["type"],
+            "subject": first["subject"],
+            "body": first["body"],
+            "meta": first["meta"],
+            "priority": first["priority"],
+            "status": "pending",
+            "createdAt": first["createdAt"],
+            "recipients": [m["recipient"] for m in copies],
+            "messages": copies,
+        },
+        status=201,
+    )
+
+
+@routes.get("/api/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    q = request.query
+    to = q.get("to") or None
+    sender = q.get("from") or None
+    broadcast_id = q.get("broadcastId") or None
+    for name, value in (("from", sender), ("broadcastId", broadcast_id)):
+        if value is not None:
+            check_id(name, value)
+    if to is not None and not is_broadcast(to):
+        check_id("to", to)
+    page, nxt = svc(request).rm.messages.query(
+        to=to,
+        sender=sender,
+        status=parse.query_choice(request, "status", STATUSES),
+        message_type=parse.query_choice(request, "type", ("message", "system")),
+        broadcast_id=broadcast_id,
+        after=parse.query_int(request, "after", 0, 0, 2**62),
+        limit=parse.query_int(request, "limit", 100, 1, 1000),
+    )
+    return json({"messages": page, "next": nxt})
+
+
+@routes.get("/api/messages/{id}")
+async def get_message(request: web.Request) -> web.Response:
+    return json(_message(request, path_id(request)))
+
+
+@routes.delete("/api/messages/{id}")
+async def delete_message(request: web.Request) -> web.Response:
+    s = svc(request)
+    message_id = path_id(request)
+    _message(request, message_id)
+    if agent_of(principal(request)) is not None:
+        raise ForbiddenError("only the operator (the admin token) may delete messages")
+    await s.execute(c.DeleteMessage(message_id, principal(request), s.now()))
+    return json({"ok": True})
+
+
+@routes.post("/api/messages/{id}/claim")
+async def claim(request: web.Request) -> web.Response:
+    s = svc(request)
+    message_id = path_id(request)
+    fields = parse.claim(await parse.read_json(request))
+    act_as(request, fields["agent_id"], "claim messages")
+    _message(request, message_id)
+    await s.execute(c.ClaimMessage(message_id, claim_id=str(uuid.uuid4()), at=s.now(), **fields))
+    return json(_message(request, message_id))
+
+
+@routes.post("/api/messages/{id}/ack")
+async def ack(request: web.Request) -> web.Response:
+    s = svc(request)
+    message_id = path_id(request)
+    fields = parse.claim_holder(await parse.read_json(request))
+    act_as(request, fields["agent_id"], "ack messages")
+    _message(request, message_id)
+    await s.execute(c.AckMessage(message_id, at=s.now(), **fields))
+    return json(_message(request, message_id))
+
+
+@routes.post("/api/messages/{id}/release")
+async def release(request: web.Request) -> web.Response:
+    s = svc(request)
+    message_id = path_id(request)
+    fields = parse.claim_holder(await parse.read_json(request))
+    act_as(request, fields["agent_id"], "release messages")
+    _message(request, message_id)
+    await s.execute(c.ReleaseMessage(message_id, at=s.now(), **fields))
+    return json(_message(request, message_id))
+
+
+@routes.get("/api/agents/{id}/inbox")
+async def inbox(request: web.Request) -> web.Response:
+    s = svc(request)
+    agent_id = path_id(request)
+    act_as(request, agent_id, "read the inbox")
+    if agent_id not in s.rm.agents:
+        raise NotFoundError(f"no agent {agent_id!r}")
+    limit = parse.query_int(request, "limit", 100, 1, 1000)
+    return json(s.rm.messages.inbox(agent_id)[:limit])

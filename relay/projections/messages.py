@@ -1,0 +1,311 @@
+"""The messages read model: every message, each agent's open inbox, and live claims.
+
+Folded from the Message events by ``ReadModels.apply``'s dispatch (the
+handlers below take the ReadModels, so a message's aggregate is named in
+``rm.entities`` like every other entity and the raw log can say whose event it
+is). Messages are wire-shaped dicts kept in send order; ``seq`` is the log
+position of a message's ``MessageSent``, so "oldest first" and paging need
+no clock. Indexes (open messages per recipient, claimed messages) are derived
+and rebuilt from the messages on a checkpoint load, so a checkpoint only
+holds the messages themselves.
+
+Also here, because the HTTP edge, the reaper and the SSE hub all need the same
+answer: who a ``to`` reaches (``recipients``), which claims have run out
+(``expired_claims``), and whether a change concerns an agent (``concerns``).
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING, Any
+
+from relay import commands as c
+from relay.domain.message import ACKED, CLAIMED, DELETED, PENDING, Message
+
+if TYPE_CHECKING:
+    from relay.projections.readmodels import Change, ReadModels
+
+BROADCAST_ALL = "*"
+LABEL_PREFIX = "label:"
+TAG_PREFIX = "tag:"
+MESSAGE_EVENTS: tuple[str, ...] = (
+    "message.new",
+    "message.claimed",
+    "message.claim_released",
+    "message.acked",
+    "message.deleted",
+)
+
+
+def is_broadcast(to: str) -> bool:
+    """``*``, ``label:X`` and ``tag:X`` reach every matching agent; anything else is an agent id."""
+    return to == BROADCAST_ALL or to.startswith((LABEL_PREFIX, TAG_PREFIX))
+
+
+class Messages:
+    """All messages in send order, with the indexes the inbox and the reaper need."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, dict[str, Any]] = {}
+        # Parallel, in seq order: bisect on seqs for paging.
+        self._order: list[str] = []
+        self._seqs: list[int] = []
+        # recipient -> ordered set of its pending or claimed message ids.
+        self._open: dict[str, dict[str, None]] = {}
+        # message ids currently claimed (the reaper's candidates come from here).
+        self._claimed: dict[str, None] = {}
+
+    # -- folding -------------------------------------------------------------------
+
+    def _index(self, m: dict[str, Any]) -> None:
+        mid = m["id"]
+        self.by_id[mid] = m
+        self._order.append(mid)
+        self._seqs.append(m["seq"])
+        if m["status"] in (PENDING, CLAIMED):
+            self._open.setdefault(m["recipient"], {})[mid] = None
+        if m["status"] == CLAIMED:
+            self._claimed[mid] = None
+
+    def _close(self, m: dict[str, Any]) -> None:
+        inbox = self._open.get(m["recipient"])
+        if inbox is not None:
+            inbox.pop(m["id"], None)
+            if not inbox:
+                del self._open[m["recipient"]]
+        self._claimed.pop(m["id"], None)
+
+    # -- queries -------------------------------------------------------------------
+
+    def inbox(self, agent_id: str) -> list[dict[str, Any]]:
+        """Pending and claimed-by-``agent_id`` messages: urgent first, then oldest."""
+        ids = self._open.get(agent_id, {})
+        out = []
+        for mid in ids:
+            m = self.by_id[mid]
+            if m["status"] == PENDING or m["claimedBy"] == agent_id:
+                out.append(m)
+        out.sort(key=lambda m: m["priority"] != "urgent")  # stable: oldest first within each
+        return out
+
+    def query(
+        self,
+        to: str | None = None,
+        sender: str | None = None,
+        status: str | None = None,
+        message_type: str | None = None,
+        broadcast_id: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Messages with ``seq > after`` matching every filter given, oldest first.
+
+        Returns the page and the ``after`` for the next page (None at the end).
+        ``to`` matches the recipient or the target as sent (``*``, ``tag:X``...).
+        """
+        out: list[dict[str, Any]] = []
+        start = bisect.bisect_right(self._seqs, after)
+        for i in range(start, len(self._order)):
+            m = self.by_id[self._order[i]]
+            if to is not None and m["recipient"] != to and m["to"] != to:
+                continue
+            if sender is not None and m["from"] != sender:
+                continue
+            if status is not None and m["status"] != status:
+                continue
+            if message_type is not None and m["type"] != message_type:
+                continue
+            if broadcast_id is not None and m["broadcastId"] != broadcast_id:
+                continue
+            if len(out) == limit:
+                return out, out[-1]["seq"]
+            out.append(m)
+        return out, None
+
+    def claimed_ids(self) -> list[str]:
+        return list(self._claimed)
+
+    def counts(self) -> dict[str, int]:
+        """How many messages are in each status (for health and tests)."""
+        out = {s: 0 for s in (PENDING, CLAIMED, ACKED, DELETED)}
+        for m in self.by_id.values():
+            out[m["status"]] += 1
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def to_state(self) -> list[dict[str, Any]]:
+        """The messages in send order; every index is derived from them."""
+        return list(self.by_id.values())
+
+    @classmethod
+    def from_state(cls, state: list[dict[str, Any]]) -> Messages:
+        ms = cls()
+        for m in state:
+            ms._index(m)
+        return ms
+
+
+# -- the fold, dispatched from ReadModels.apply ----------------------------------------------
+
+
+def _message(rm: ReadModels, ev: Any) -> dict[str, Any]:
+    return rm.messages.by_id[rm._entity(ev)[1]]
+
+
+def _sent(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    rm._named(ev, "message", ev.message_id)
+    meta = ev.meta
+    m: dict[str, Any] = {
+        "id": ev.message_id,
+        "seq": rm.position_applying,
+        "from": ev.sender,
+        "to": ev.to,
+        "recipient": ev.recipient,
+        "type": ev.message_type,
+        "subject": ev.subject,
+        "body": ev.body,
+        "meta": meta,
+        "priority": "urgent" if meta.get("priority") == "urgent" else "normal",
+        "broadcastId": ev.broadcast_id,
+        "status": PENDING,
+        "createdAt": ev.at,
+        "claimId": None,
+        "claimedBy": None,
+        "claimedAt": None,
+        "leaseUntil": None,
+        "claims": 0,
+        "lastRelease": None,
+        "ackedAt": None,
+        "ackedBy": None,
+        "deletedAt": None,
+        "deletedBy": None,
+    }
+    rm.messages._index(m)
+    if changes is not None:
+        changes.append(("message.new", m))
+
+
+def _claimed(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    m = _message(rm, ev)
+    m["status"] = CLAIMED
+    m["claimId"] = ev.claim_id
+    m["claimedBy"] = ev.agent_id
+    m["claimedAt"] = ev.at
+    m["leaseUntil"] = ev.lease_until
+    m["claims"] += 1
+    rm.messages._claimed[m["id"]] = None
+    if changes is not None:
+        changes.append(("message.claimed", m))
+
+
+def _unclaimed(rm: ReadModels, ev: Any, reason: str, changes: list[Change] | None) -> None:
+    m = _message(rm, ev)
+    m["status"] = PENDING
+    m["lastRelease"] = {
+        "reason": reason,
+        "claimId": ev.claim_id,
+        "agentId": ev.agent_id,
+        "at": ev.at,
+    }
+    m["claimId"] = None
+    m["claimedBy"] = None
+    m["claimedAt"] = None
+    m["leaseUntil"] = None
+    rm.messages._claimed.pop(m["id"], None)
+    if changes is not None:
+        changes.append(("message.claim_released", m))
+
+
+def _claim_released(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    _unclaimed(rm, ev, "released", changes)
+
+
+def _claim_expired(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    _unclaimed(rm, ev, "expired", changes)
+
+
+def _acked(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    m = _message(rm, ev)
+    m["status"] = ACKED
+    m["ackedAt"] = ev.at
+    m["ackedBy"] = ev.agent_id
+    rm.messages._close(m)
+    if changes is not None:
+        changes.append(("message.acked", m))
+
+
+def _deleted(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    m = _message(rm, ev)
+    m["status"] = DELETED
+    m["deletedAt"] = ev.at
+    m["deletedBy"] = ev.requested_by
+    m["claimId"] = None
+    m["claimedBy"] = None
+    m["claimedAt"] = None
+    m["leaseUntil"] = None
+    rm.messages._close(m)
+    if changes is not None:
+        changes.append(("message.deleted", m))
+
+
+HANDLERS: dict[str, Any] = {
+    "MessageSent": _sent,
+    "MessageClaimed": _claimed,
+    "MessageClaimReleased": _claim_released,
+    "MessageClaimExpired": _claim_expired,
+    "MessageAcked": _acked,
+    "MessageDeleted": _deleted,
+}
+
+
+# -- decisions shared by the edge, the reaper and the stream ---------------------------------
+
+
+def recipients(rm: ReadModels, to: str, sender: str) -> list[str]:
+    """The agents ``to`` reaches, by id; a broadcast never reaches its own sender.
+
+    Offline agents are included: messages are durable and wait in the inbox.
+    A direct ``to`` is returned as is (the application checks it exists).
+    """
+    if not is_broadcast(to):
+        return [to]
+    if to == BROADCAST_ALL:
+        found = [a["id"] for a in rm.agents.values()]
+    elif to.startswith(LABEL_PREFIX):
+        label = to[len(LABEL_PREFIX) :]
+        found = [a["id"] for a in rm.agents.values() if a["label"] == label]
+    else:
+        tag = to[len(TAG_PREFIX) :]
+        found = [a["id"] for a in rm.agents.values() if tag in a["tags"]]
+    return sorted(aid for aid in found if aid != sender)
+
+
+def expired_claims(rm: ReadModels, now: int) -> list[c.ExpiredClaim]:
+    """Claims whose lease is over at ``now`` (strictly after ``leaseUntil``), as the read
+    model shows them, with the version each was judged at.
+
+    Pure (no clock, no IO) so the service and the property tests run the very
+    same decision; the aggregate re-checks before anything is recorded.
+    """
+    out: list[c.ExpiredClaim] = []
+    for mid in rm.messages.claimed_ids():
+        m = rm.messages.by_id[mid]
+        if m["status"] == CLAIMED and now > m["leaseUntil"]:
+            entity = rm.entities.get(Message.create_id(mid).hex)
+            if entity is not None:
+                out.append(c.ExpiredClaim(mid, m["claimId"], entity[2]))
+    return out
+
+
+def concerns(name: str, data: dict[str, Any], agent_id: str) -> bool:
+    """Whether a stream change (SSE ``name`` and ``data``) concerns ``agent_id``.
+
+    Messages to or from it, and its own agent record; used by ``?agent=<id>``
+    so an agent can follow its inbox live.
+    """
+    if name.startswith("message."):
+        return data.get("recipient") == agent_id or data.get("from") == agent_id
+    if name.startswith("agent."):
+        return data.get("id") == agent_id
+    return False
