@@ -29,8 +29,15 @@ class RelayProcess:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         startup_timeout: float = 30.0,
+        store: str | None = None,
+        postgres_dsn: str | None = None,
     ) -> None:
+        """``store``: ``sqlite`` or ``postgres``; unset, ``RELAY_TEST_STORE`` decides
+        (default sqlite). On PostgreSQL without ``postgres_dsn`` the log is a fresh
+        schema of ``RELAY_TEST_POSTGRES_DSN``'s server, one per data folder."""
         self.data_dir = Path(data_dir)
+        self.store = store or os.environ.get("RELAY_TEST_STORE") or "sqlite"
+        self.postgres_dsn = postgres_dsn
         self.extra_args = list(extra_args)
         self.env = env or {}
         self.startup_timeout = startup_timeout
@@ -44,6 +51,7 @@ class RelayProcess:
         args = [
             sys.executable, "-m", "relay", "serve",
             "--host", "127.0.0.1", "--port", "0", "--data", str(self.data_dir),
+            *self._store_args(),
             *self.extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
@@ -60,6 +68,15 @@ class RelayProcess:
             self.kill()
             raise RuntimeError("relay did not start:\n" + "".join(self.output[-50:]))
         return self
+
+    def _store_args(self) -> list[str]:
+        if self.store != "postgres":
+            return []
+        if self.postgres_dsn is None:
+            from tests.support.postgres import dsn_for_data_dir
+
+            self.postgres_dsn = dsn_for_data_dir(self.data_dir)
+        return ["--store", "postgres", "--postgres-dsn", self.postgres_dsn]
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
