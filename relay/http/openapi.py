@@ -575,6 +575,125 @@ SCHEMAS.update(openapi_messages.SCHEMAS)
 PATHS.update(openapi_messages.PATHS)
 
 
+# -- the log, live and past (relay.http.sse, relay.http.past) ------------------------
+
+_POSITION = {"type": "integer", "minimum": 0}
+
+
+def _log_op(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {**responses, **COMMON_ERRORS},
+        **extra,
+    }
+
+
+_TYPES = "^(agent|orchestrator)(,(agent|orchestrator))*$"
+AT_PARAM = {
+    "name": "at",
+    "in": "query",
+    "schema": _POSITION,
+    "description": "Answer as of this log position (the read models after the event at it). "
+    "Folded from the nearest in-memory anchor; the first question over a long log "
+    "can take seconds, later ones at most 10,000 events of folding.",
+}
+for _path in ("/api/orchestrators", "/api/agents", "/api/managed-agents"):
+    _get = PATHS[_path]["get"]
+    _get.setdefault("parameters", []).append(AT_PARAM)
+    _get["responses"].setdefault("400", _err("Malformed filter, or `at` is not a position in the log."))
+
+_HISTORY = {
+    "200": _ok(
+        {
+            "type": "object",
+            "required": ["events", "next"],
+            "properties": {
+                "events": {"type": "array", "items": _ref("LogEvent")},
+                "next": {"type": "integer", "description": "Pass as `after` for the next page."},
+            },
+        }
+    ),
+    "400": _err("Malformed id, after or limit."),
+}
+_PAGING = [
+    {"name": "after", "in": "query", "schema": _POSITION},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    },
+]
+PATHS.update(
+    {
+        "/api/events": {
+            "get": _log_op(
+                "streamEvents",
+                "The log's tail as Server-Sent Events. Each event has `id:` (its log position), "
+                "an `event:` name (agent.status, agent.removed, orchestrator.status, "
+                "orchestrator.removed, orchestrator.command) and the entity as JSON `data:`. "
+                "Resuming with Last-Event-ID (which wins) or ?since= gives every event after "
+                "that position once, in order, then the live tail without a seam. A comment "
+                "arrives at least every --keepalive seconds; a stream that falls --sse-buffer "
+                "bytes behind is ended (resume to continue).",
+                {
+                    "200": {
+                        "description": "The stream (text/event-stream), until the client or the "
+                        "relay ends it.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": _err("Malformed since, Last-Event-ID, types or orchestrator."),
+                    "409": _err(
+                        "The resume position is after the newest position in the log, or older "
+                        "than the oldest it still holds: reload and follow without one."
+                    ),
+                    "429": _err("Too many open streams from this client address."),
+                },
+                parameters=[
+                    {"name": "since", "in": "query", "schema": _POSITION},
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                    {
+                        "name": "types",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": _TYPES},
+                        "description": "Comma-separated families: agent, orchestrator.",
+                    },
+                    {
+                        "name": "orchestrator",
+                        "in": "query",
+                        "schema": ID,
+                        "description": "Only this orchestrator's status events and commands.",
+                    },
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "The token, for browsers' EventSource (cannot set headers).",
+                    },
+                ],
+            )
+        },
+        "/api/orchestrators/{id}/history": {
+            "get": _log_op(
+                "getOrchestratorHistory",
+                "One orchestrator's events (commands included), oldest first, paged.",
+                {**_HISTORY, "404": _err("The orchestrator never appeared in the log.")},
+                parameters=[PATH_ID, *_PAGING],
+            )
+        },
+        "/api/agents/{id}/history": {
+            "get": _log_op(
+                "getAgentHistory",
+                "One agent's events, oldest first, paged (an orchestrator's own agent: the "
+                "orchestrator's events).",
+                {**_HISTORY, "404": _err("The agent never appeared in the log.")},
+                parameters=[PATH_ID, *_PAGING],
+            )
+        },
+    }
+)
+
+
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     return {
