@@ -7,7 +7,10 @@ One middleware decides, after routing and before any handler runs::
     the admin token             "operator"              everything
     orchestrator X's token      "orchestrator:X"        X's heartbeat, agent report, commands,
                                                         command results and ?orchestrator=X
-                                                        stream; anything else is 403
+                                                        stream; as agent orchestrator-X: send,
+                                                        claim, ack, release, its inbox (the
+                                                        handler checks the agent named);
+                                                        anything else is 403
     any other token             nobody                  nothing: 401
     no token                    "operator" when the relay has no admin token (it then listens
                                 on loopback only, see Settings.checked); otherwise nobody: 401
@@ -60,6 +63,19 @@ ORCHESTRATOR_ROUTES = frozenset(
     }
 )
 
+# Routes where an orchestrator token may act as its own agent (orchestrator-<id>):
+# the handler checks that the agent named in the request is that one (messaging.act_as).
+DELEGATED_ROUTES = frozenset(
+    {
+        ("POST", "/api/messages"),
+        ("POST", "/api/messages/{id}/claim"),
+        ("POST", "/api/messages/{id}/ack"),
+        ("POST", "/api/messages/{id}/release"),
+        ("GET", "/api/agents/{id}/inbox"),
+        ("HEAD", "/api/agents/{id}/inbox"),
+    }
+)
+
 _NEEDS_TOKEN = (
     "this relay needs a token: send 'Authorization: Bearer <token>' or "
     f"'{TOKEN_HEADER}: <token>'"
@@ -100,11 +116,15 @@ def _own_orchestrator(request: web.Request) -> str | None:
         if request.method in ("GET", "HEAD"):
             return request.query.get("orchestrator") or None
         return None
-    route = request.match_info.route
-    resource = route.resource
-    if resource is None or (request.method, resource.canonical) not in ORCHESTRATOR_ROUTES:
+    if _route_of(request) not in ORCHESTRATOR_ROUTES:
         return None
     return request.match_info.get("id")
+
+
+def _route_of(request: web.Request) -> tuple[str, str] | None:
+    """(method, route template) of the matched route; None when nothing matched."""
+    resource = request.match_info.route.resource
+    return None if resource is None else (request.method, resource.canonical)
 
 
 def _unauthorized(message: str) -> web.Response:
@@ -134,6 +154,8 @@ def authorize(request: web.Request, admin_token: bytes | None) -> str | web.Resp
     holder = rm.token_owner(token_hash)
     if holder is None:
         return _unauthorized(_WRONG_TOKEN)
+    if _route_of(request) in DELEGATED_ROUTES:
+        return f"orchestrator:{holder}"
     return error_response(
         403,
         f"this token belongs to orchestrator {holder!r}: it is valid only for that orchestrator's "

@@ -11,57 +11,145 @@ from typing import Any
 
 from relay import __version__
 from relay.http import openapi_messages
-from relay.domain.rules import APPROVAL_MODES, MAX_PROMPT_CHARS, PROVIDERS
+from relay.domain.rules import (
+    APPROVAL_MODES,
+    DEFAULT_APPROVAL_MODE,
+    MAX_PROMPT_CHARS,
+    ORCHESTRATOR_AGENT_PREFIX,
+    PROVIDERS,
+)
 
+ID_PATTERN = "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]+$"
 ID = {
     "type": "string",
     "minLength": 1,
     "maxLength": 120,
-    "pattern": "^[^/\\s]+$",
-    "description": "1-120 printable characters without '/' or whitespace.",
+    "format": "relay-id",
+    "pattern": ID_PATTERN,
+    "description": "1-120 printable characters without '/' or whitespace. The pattern shuts out "
+    "control characters; the relay also refuses the other unprintable ones (format "
+    "relay-id: unassigned, private-use and formatting code points).",
 }
+NO_NUL = "^[^\\x00]*$"
 EPOCH_MS = {"type": "integer", "description": "Epoch milliseconds (server receive time)."}
 STR = {"type": "string"}
-NAME = {"type": "string", "maxLength": 200}
 NULLABLE_STR = {"type": ["string", "null"]}
+NAME = {"type": "string", "maxLength": 200}
+
+
+def _text(max_len: int) -> dict[str, Any]:
+    """An optional text field: null means absent; NUL characters are refused."""
+    return {"type": ["string", "null"], "maxLength": max_len, "pattern": NO_NUL}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or null (the relay reads null as "not given")."""
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+OPT_NAME = _text(200)
+OPT_PATH = _text(4096)
+OPT_ID = _nullable(ID)
+OPT_COUNT = {"type": ["integer", "null"], "minimum": 0, "maximum": 2**53 - 1}
+OPT_OBJECT = {"type": ["object", "null"], "description": "Free-form; null means {}."}
+PROVIDER = {"enum": list(PROVIDERS)}
+APPROVAL_MODE = {"enum": list(APPROVAL_MODES), "default": DEFAULT_APPROVAL_MODE}
+HOSTNAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$",
+    "description": "Not blank.",
+}
+BASE_DIR = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4096,
+    "pattern": "^/[^\\x00]*$",
+    "description": "Absolute path; stored normalised.",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _err(description: str) -> dict[str, Any]:
-    return {
+def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": _ref("Error")}},
     }
+    if headers:
+        out["headers"] = headers
+    return out
 
 
-def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _ok(
+    schema: dict[str, Any], description: str = "OK", links: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if links:
+        out["links"] = links
+    return out
 
 
 def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
+def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": parameters}
+
+
 COMMON_ERRORS = {
-    "401": _err("Missing or wrong token (when the relay has one)."),
-    "403": _err("The token is valid, but not for this resource."),
+    "401": _err(
+        "Missing or wrong token (when the relay has an admin token), or any token the relay "
+        "does not know.",
+        {"WWW-Authenticate": {"schema": STR}},
+    ),
+    "403": _err("An orchestrator token used outside that orchestrator's own resources."),
 }
 BODY_ERRORS = {
     "400": _err("Invalid input; the message names the field."),
-    "413": _err("Body over the limit (default 1 MiB)."),
+    "408": _err("The body did not arrive within --client-timeout."),
+    "413": _err("Body over the limit (--max-body, default 1 MiB)."),
     "415": _err("Body is not JSON."),
 }
+WRITE_ERRORS = {
+    "503": _err("The log cannot be written right now (disk full, read-only); nothing was recorded."),
+}
 PATH_ID = {"name": "id", "in": "path", "required": True, "schema": ID}
+OPTIONAL_BODY = _body(
+    {"type": "object", "description": "Ignored; if sent, it must be a JSON object."}, required=False
+)
 
 
-def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {**responses, **COMMON_ERRORS}}
+def _op(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {**responses, **COMMON_ERRORS},
+    }
     op.update(extra)
     return op
 
+
+_STR_ITEMS = {"type": "string", "minLength": 1, "maxLength": 100}
+_MANAGED_AGENT_PROPERTIES = {
+    "agentId": ID,
+    "provider": PROVIDER,
+    "tmuxSession": STR,
+    "cwd": STR,
+    "label": STR,
+    "approvalMode": {"enum": list(APPROVAL_MODES)},
+    "pid": {"type": "integer", "minimum": 0},
+    "startedAt": EPOCH_MS,
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -92,30 +180,53 @@ SCHEMAS: dict[str, Any] = {
     "AgentRegistration": {
         "type": "object",
         "required": ["id"],
+        "description": "Unknown fields are ignored; null means not given.",
         "properties": {
-            "id": ID,
-            "name": NAME,
-            "label": NAME,
-            "tags": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 64},
-            "machine": NAME,
-            "capabilities": {
-                "type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 64
+            "id": {
+                **ID,
+                "not": {"pattern": f"^{ORCHESTRATOR_AGENT_PREFIX}"},
+                "description": ID["description"]
+                + f" Ids starting with {ORCHESTRATOR_AGENT_PREFIX!r} belong to orchestrators.",
             },
-            "meta": {"type": "object"},
+            "name": {**OPT_NAME, "description": "Defaults to the id."},
+            "label": OPT_NAME,
+            "tags": {"type": ["array", "null"], "items": _STR_ITEMS, "maxItems": 64},
+            "machine": OPT_NAME,
+            "capabilities": {"type": ["array", "null"], "items": _STR_ITEMS, "maxItems": 64},
+            "meta": OPT_OBJECT,
         },
     },
     "ManagedAgent": {
         "type": "object",
         "required": ["agentId", "provider", "tmuxSession", "cwd", "approvalMode", "startedAt"],
+        "properties": _MANAGED_AGENT_PROPERTIES,
+    },
+    "ManagedAgentReport": {
+        "type": "object",
+        "required": ["agentId", "provider"],
+        "description": "One agent the host runs; agentIds are unique within a report.",
         "properties": {
             "agentId": ID,
-            "provider": {"enum": list(PROVIDERS)},
-            "tmuxSession": NAME,
-            "cwd": {"type": "string", "maxLength": 4096},
-            "label": NAME,
-            "approvalMode": {"enum": list(APPROVAL_MODES), "default": "guarded"},
-            "pid": {"type": "integer", "minimum": 0},
-            "startedAt": EPOCH_MS,
+            "provider": PROVIDER,
+            "tmuxSession": OPT_NAME,
+            "cwd": OPT_PATH,
+            "label": OPT_NAME,
+            "approvalMode": _nullable(APPROVAL_MODE),
+            "pid": OPT_COUNT,
+            "startedAt": {**OPT_COUNT, "description": "Epoch ms; defaults to the report's time."},
+        },
+    },
+    "ManagedAgentsReport": {
+        "type": "object",
+        "required": ["agents"],
+        "properties": {
+            "agents": {
+                "type": "array",
+                "items": _ref("ManagedAgentReport"),
+                "maxItems": 1000,
+                "uniqueItems": True,
+                "description": "Replaces the previous list; an agentId listed twice is 400.",
+            }
         },
     },
     "Orchestrator": {
@@ -128,12 +239,10 @@ SCHEMAS: dict[str, Any] = {
             "id": ID,
             "hostname": STR,
             "status": {"enum": ["online", "offline"]},
-            "agentId": {"type": "string", "description": "orchestrator-<id>"},
-            "providers": {"type": "array", "items": {"enum": list(PROVIDERS)}},
+            "agentId": {"type": "string", "description": f"{ORCHESTRATOR_AGENT_PREFIX}<id>"},
+            "providers": {"type": "array", "items": PROVIDER},
             "baseDir": STR,
-            "envKeys": {
-                "type": "array", "items": STR, "description": "Names only, never values."
-            },
+            "envKeys": {"type": "array", "items": STR, "description": "Names only, never values."},
             "meta": {"type": "object"},
             "managedAgents": {"type": "array", "items": _ref("ManagedAgent")},
             "lastSeen": EPOCH_MS,
@@ -143,38 +252,41 @@ SCHEMAS: dict[str, Any] = {
     "OrchestratorRegistration": {
         "type": "object",
         "required": ["id", "hostname", "baseDir"],
+        "description": "Unknown fields are ignored; null means not given.",
         "properties": {
             "id": ID,
-            "hostname": NAME,
-            "baseDir": {"type": "string", "maxLength": 4096, "description": "Absolute path."},
+            "hostname": HOSTNAME,
+            "baseDir": BASE_DIR,
             "providers": {
-                "type": "array",
-                "items": {"enum": list(PROVIDERS)},
+                "type": ["array", "null"],
+                "items": PROVIDER,
                 "minItems": 1,
+                "maxItems": len(PROVIDERS),
                 "default": list(PROVIDERS),
             },
             "envKeys": {
-                "type": "array",
-                "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "type": ["array", "null"],
+                "items": {"type": "string", "maxLength": 256, "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
                 "maxItems": 1000,
+                "description": "Names of environment variables, never values ('K=V' is refused).",
             },
-            "meta": {"type": "object"},
+            "meta": OPT_OBJECT,
         },
     },
     "SpawnRequest": {
         "type": "object",
         "required": ["provider"],
+        "description": "Unknown fields are ignored; null means not given.",
         "properties": {
-            "provider": {"enum": list(PROVIDERS)},
+            "provider": PROVIDER,
             "cwd": {
-                "type": "string",
-                "maxLength": 4096,
+                **OPT_PATH,
                 "description": "Inside the orchestrator's baseDir (by path components); "
                 "relative paths are taken from baseDir; defaults to baseDir.",
             },
-            "label": NAME,
-            "approvalMode": {"enum": list(APPROVAL_MODES), "default": "guarded"},
-            "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
+            "label": OPT_NAME,
+            "approvalMode": _nullable(APPROVAL_MODE),
+            "prompt": _text(MAX_PROMPT_CHARS),
         },
     },
     "ActionRequest": {
@@ -182,7 +294,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["action"],
         "properties": {
             "action": {"enum": ["restart", "shutdown"]},
-            "agentId": {**ID, "description": "Omit for all of its managed agents."},
+            "agentId": {**OPT_ID, "description": "A managed agent's id; omit for all of them."},
         },
     },
     "CommandResultRequest": {
@@ -190,8 +302,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["status"],
         "properties": {
             "status": {"enum": ["done", "failed"]},
-            "error": {"type": "string", "maxLength": 4000},
-            "agentId": ID,
+            "error": _text(4000),
+            "agentId": OPT_ID,
         },
     },
     "Command": {
@@ -203,16 +315,21 @@ SCHEMAS: dict[str, Any] = {
             "kind": {"enum": ["spawn", "restart", "shutdown"]},
             "status": {"enum": ["pending", "done", "failed"]},
             "requestedAt": EPOCH_MS,
-            "requestedBy": STR,
-            "provider": STR,
+            "requestedBy": {
+                "type": "string",
+                "description": "'operator' (the admin token, or no token on a loopback relay) "
+                "or 'orchestrator:<id>'.",
+            },
+            "provider": PROVIDER,
             "cwd": STR,
             "label": NULLABLE_STR,
-            "approvalMode": STR,
+            "approvalMode": {"enum": list(APPROVAL_MODES)},
             "prompt": NULLABLE_STR,
-            "action": STR,
+            "action": {"enum": ["restart", "shutdown"]},
             "agentId": NULLABLE_STR,
             "result": {
                 "type": "object",
+                "required": ["status", "error", "agentId", "at"],
                 "properties": {
                     "status": {"enum": ["done", "failed"]},
                     "error": NULLABLE_STR,
@@ -226,12 +343,12 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["position", "type", "entityId", "at", "data"],
         "properties": {
-            "position": {"type": "integer"},
+            "position": {"type": "integer", "minimum": 1},
             "type": {"type": "string", "description": "The stored event's name."},
             "entityId": NULLABLE_STR,
             "entityKind": {"enum": ["agent", "orchestrator", "message", None]},
             "at": EPOCH_MS,
-            "data": {"type": "object"},
+            "data": {"type": "object", "description": "The event's fields; never token hashes."},
         },
     },
     "Health": {
@@ -277,27 +394,48 @@ _SPAWN_ACCEPTED = {
     "properties": {
         "ok": {"const": True},
         "orchestratorId": ID,
-        "provider": STR,
+        "provider": PROVIDER,
         "command": _ref("Command"),
     },
 }
+_COMMAND_LINKS = {
+    "RecordTheResult": _link(
+        "recordCommandResult", id="$response.body#/orchestratorId", commandId="$response.body#/command/id"
+    ),
+    "ListTheCommands": _link("listCommands", id="$response.body#/orchestratorId"),
+}
+_ORCHESTRATOR_LINKS = {
+    "GetIt": _link("getOrchestrator", id="$response.body#/id"),
+    "Heartbeat": _link("heartbeatOrchestrator", id="$response.body#/id"),
+    "ReportAgents": _link("reportManagedAgents", id="$response.body#/id"),
+    "Spawn": _link("spawnOn", id="$response.body#/id"),
+    "Act": _link("requestAction", id="$response.body#/id"),
+    "ListCommands": _link("listCommands", id="$response.body#/id"),
+    "RemoveIt": _link("removeOrchestrator", id="$response.body#/id"),
+}
+_AGENT_LINKS = {
+    "GetIt": _link("getAgent", id="$response.body#/id"),
+    "Heartbeat": _link("heartbeatAgent", id="$response.body#/id"),
+    "RemoveIt": _link("removeAgent", id="$response.body#/id"),
+}
+_BAD_ID = {"400": _err("Malformed id.")}
 
 PATHS: dict[str, Any] = {
     "/api/health": {
         "get": {
+            "operationId": "health",
             "summary": "Health of the store, the writer, the read models and the reaper. "
             "Never needs a token.",
+            "security": [],
             "responses": {"200": _ok(_ref("Health"))},
         }
     },
     "/api/openapi.json": {
-        "get": {
-            "summary": "This document.",
-            "responses": {"200": _ok({"type": "object"})},
-        }
+        "get": _op("openapi", "This document.", {"200": _ok({"type": "object"})})
     },
     "/api/log": {
         "get": _op(
+            "readLog",
             "The raw domain events after a position, oldest first.",
             {
                 "200": _ok(
@@ -308,15 +446,20 @@ PATHS: dict[str, Any] = {
                             "events": {"type": "array", "items": _ref("LogEvent")},
                             "next": {
                                 "type": "integer",
+                                "minimum": 0,
                                 "description": "Pass as `after` for the next page.",
                             },
                         },
                     }
                 ),
-                "400": _err("after or limit out of range."),
+                "400": _err("after or limit out of range, not an integer, or given twice."),
             },
             parameters=[
-                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {
+                    "name": "after",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0},
+                },
                 {
                     "name": "limit",
                     "in": "query",
@@ -327,21 +470,29 @@ PATHS: dict[str, Any] = {
     },
     "/api/system/reap": {
         "post": _op(
+            "reap",
             "Reap now: mark offline whatever has been silent longer than stale-after.",
-            {"200": _ok(_ref("ReapResult"))},
+            {"200": _ok(_ref("ReapResult")), **BODY_ERRORS, **WRITE_ERRORS},
+            requestBody=OPTIONAL_BODY,
         )
     },
     "/api/agents": {
         "post": _op(
+            "registerAgent",
             "Register an agent (again: updates it and sets it online).",
-            {"201": _ok(_ref("Agent"), "Registered."), **BODY_ERRORS},
+            {
+                "201": _ok(_ref("Agent"), "Registered.", _AGENT_LINKS),
+                **BODY_ERRORS,
+                **WRITE_ERRORS,
+            },
             requestBody=_body(_ref("AgentRegistration")),
         ),
         "get": _op(
+            "listAgents",
             "All agents by id, orchestrators' own agent records included.",
             {
                 "200": _ok({"type": "array", "items": _ref("Agent")}),
-                "400": _err("Unknown status filter."),
+                "400": _err("Unknown status filter, or given twice."),
             },
             parameters=[
                 {"name": "status", "in": "query", "schema": {"enum": ["online", "offline"]}}
@@ -350,42 +501,60 @@ PATHS: dict[str, Any] = {
     },
     "/api/agents/spawn": {
         "post": _op(
+            "spawnAnywhere",
             "Spawn on the first online orchestrator (by hostname) that offers the provider.",
             {
-                "202": _ok(_SPAWN_ACCEPTED, "Command recorded."),
+                "202": _ok(_SPAWN_ACCEPTED, "Command recorded.", _COMMAND_LINKS),
                 **BODY_ERRORS,
+                "400": _err(
+                    "Invalid input, or the chosen orchestrator refuses it (cwd outside its "
+                    "baseDir); the message names the field."
+                ),
                 "409": _err("No online orchestrator offers the provider."),
+                **WRITE_ERRORS,
             },
             requestBody=_body(_ref("SpawnRequest")),
         )
     },
     "/api/agents/{id}": {
         "get": _op(
+            "getAgent",
             "One agent.",
-            {"200": _ok(_ref("Agent")), "400": _err("Malformed id."), "404": _err("No such agent.")},
+            {"200": _ok(_ref("Agent")), **_BAD_ID, "404": _err("No such agent.")},
             parameters=[PATH_ID],
         ),
         "delete": _op(
+            "removeAgent",
             "Remove an agent.",
             {
                 "200": _ok(_ref("Ok")),
-                "400": _err("Malformed id."),
+                **_BAD_ID,
                 "404": _err("No such agent."),
                 "409": _err("The agent is an orchestrator's own record: remove the orchestrator."),
+                **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
         ),
     },
     "/api/agents/{id}/heartbeat": {
         "post": _op(
+            "heartbeatAgent",
             "Proof of life; brings an offline agent back online.",
-            {"200": _ok(_ref("Ok")), "400": _err("Malformed id."), "404": _err("No such agent.")},
+            {
+                "200": _ok(_ref("Ok")),
+                **BODY_ERRORS,
+                "404": _err("No such agent."),
+                **WRITE_ERRORS,
+            },
             parameters=[PATH_ID],
+            requestBody=OPTIONAL_BODY,
         )
     },
     "/api/orchestrators": {
         "post": _op(
-            "Register an orchestrator (again: updates it, sets it online, rotates its token).",
+            "registerOrchestrator",
+            "Register an orchestrator (again: updates it, sets it online, rotates its token). "
+            "Needs the admin token.",
             {
                 "201": _ok(
                     {
@@ -397,85 +566,92 @@ PATHS: dict[str, Any] = {
                                 "properties": {
                                     "orchestratorToken": {
                                         "type": "string",
+                                        "minLength": 32,
                                         "description": "Valid only for this orchestrator's "
-                                        "own heartbeat, reports, commands and stream.",
+                                        "own heartbeat, reports, commands and stream, until it "
+                                        "registers again or is removed. Shown once; the relay "
+                                        "keeps only its SHA-256.",
                                     }
                                 },
                             },
                         ]
                     },
                     "Registered.",
+                    _ORCHESTRATOR_LINKS,
                 ),
                 **BODY_ERRORS,
+                **WRITE_ERRORS,
             },
             requestBody=_body(_ref("OrchestratorRegistration")),
         ),
         "get": _op(
+            "listOrchestrators",
             "All orchestrators, sorted by hostname.",
             {"200": _ok({"type": "array", "items": _ref("Orchestrator")})},
         ),
     },
     "/api/orchestrators/{id}": {
         "get": _op(
+            "getOrchestrator",
             "One orchestrator.",
-            {
-                "200": _ok(_ref("Orchestrator")),
-                "400": _err("Malformed id."),
-                "404": _err("No such orchestrator."),
-            },
+            {"200": _ok(_ref("Orchestrator")), **_BAD_ID, "404": _err("No such orchestrator.")},
             parameters=[PATH_ID],
         ),
         "delete": _op(
-            "Remove it and its agent record; its managed agents keep running on the host.",
+            "removeOrchestrator",
+            "Remove it and its agent record (its token stops working); its managed agents keep "
+            "running on the host.",
             {
                 "200": _ok(_ref("Ok")),
-                "400": _err("Malformed id."),
+                **_BAD_ID,
                 "404": _err("No such orchestrator."),
+                **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
         ),
     },
     "/api/orchestrators/{id}/heartbeat": {
         "post": _op(
-            "Proof of life for the orchestrator and its agent record.",
+            "heartbeatOrchestrator",
+            "Proof of life for the orchestrator and its agent record. Its own token suffices.",
             {
                 "200": _ok(_ref("Ok")),
-                "400": _err("Malformed id."),
+                **BODY_ERRORS,
                 "404": _err("No such orchestrator (or it was removed)."),
+                **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
+            requestBody=OPTIONAL_BODY,
         )
     },
     "/api/orchestrators/{id}/agents": {
         "patch": _op(
-            "Report the managed agents; the list replaces the previous one.",
+            "reportManagedAgents",
+            "Report the managed agents; the list replaces the previous one. Its own token suffices.",
             {
                 "200": _ok(_ref("Orchestrator")),
                 **BODY_ERRORS,
                 "404": _err("No such orchestrator."),
+                **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
-            requestBody=_body(
-                {
-                    "type": "object",
-                    "required": ["agents"],
-                    "properties": {
-                        "agents": {
-                            "type": "array", "items": _ref("ManagedAgent"), "maxItems": 1000
-                        }
-                    },
-                }
-            ),
+            requestBody=_body(_ref("ManagedAgentsReport")),
         )
     },
     "/api/orchestrators/{id}/spawn": {
         "post": _op(
+            "spawnOn",
             "Ask the orchestrator to start an agent.",
             {
-                "202": _ok(_SPAWN_ACCEPTED, "Command recorded."),
+                "202": _ok(_SPAWN_ACCEPTED, "Command recorded.", _COMMAND_LINKS),
                 **BODY_ERRORS,
+                "400": _err(
+                    "Invalid input, a provider it does not offer, or a cwd outside its baseDir; "
+                    "the message names the field."
+                ),
                 "404": _err("No such orchestrator."),
                 "409": _err("The orchestrator is offline."),
+                **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
             requestBody=_body(_ref("SpawnRequest")),
@@ -483,6 +659,7 @@ PATHS: dict[str, Any] = {
     },
     "/api/orchestrators/{id}/actions": {
         "post": _op(
+            "requestAction",
             "Restart or shut down one managed agent, or all when agentId is omitted.",
             {
                 "202": _ok(
@@ -496,10 +673,18 @@ PATHS: dict[str, Any] = {
                         },
                     },
                     "Command recorded.",
+                    {
+                        "RecordTheResult": _link(
+                            "recordCommandResult",
+                            id="$request.path.id",
+                            commandId="$response.body#/command/id",
+                        )
+                    },
                 ),
                 **BODY_ERRORS,
                 "404": _err("No such orchestrator or managed agent."),
                 "409": _err("The orchestrator is offline."),
+                **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
             requestBody=_body(_ref("ActionRequest")),
@@ -507,10 +692,11 @@ PATHS: dict[str, Any] = {
     },
     "/api/orchestrators/{id}/commands": {
         "get": _op(
-            "That host's commands, oldest first.",
+            "listCommands",
+            "That host's commands, oldest first. Its own token suffices.",
             {
                 "200": _ok({"type": "array", "items": _ref("Command")}),
-                "400": _err("Malformed id or unknown status filter."),
+                "400": _err("Malformed id, or an unknown or repeated status filter."),
                 "404": _err("No such orchestrator."),
             },
             parameters=[
@@ -525,12 +711,14 @@ PATHS: dict[str, Any] = {
     },
     "/api/orchestrators/{id}/commands/{commandId}/result": {
         "post": _op(
-            "Record a command's result; exactly one per command.",
+            "recordCommandResult",
+            "Record a command's result; exactly one per command. Its own token suffices.",
             {
                 "200": _ok(_ref("Command")),
                 **BODY_ERRORS,
                 "404": _err("No such orchestrator or command."),
                 "409": _err("The command already has a result."),
+                **WRITE_ERRORS,
             },
             parameters=[
                 PATH_ID,
@@ -541,26 +729,24 @@ PATHS: dict[str, Any] = {
     },
     "/api/managed-agents": {
         "get": _op(
+            "listManagedAgents",
             "Every managed agent across hosts, with where it runs.",
             {
                 "200": _ok(
                     {
                         "type": "array",
                         "items": {
-                            "allOf": [
-                                _ref("ManagedAgent"),
-                                {
-                                    "type": "object",
-                                    "required": [
-                                        "orchestratorId", "hostname", "orchestratorStatus"
-                                    ],
-                                    "properties": {
-                                        "orchestratorId": ID,
-                                        "hostname": STR,
-                                        "orchestratorStatus": {"enum": ["online", "offline"]},
-                                    },
-                                },
-                            ]
+                            "type": "object",
+                            "required": [
+                                *SCHEMAS["ManagedAgent"]["required"],
+                                "orchestratorId", "hostname", "orchestratorStatus",
+                            ],
+                            "properties": {
+                                **_MANAGED_AGENT_PROPERTIES,
+                                "orchestratorId": ID,
+                                "hostname": STR,
+                                "orchestratorStatus": {"enum": ["online", "offline"]},
+                            },
                         },
                     }
                 )
@@ -710,8 +896,16 @@ def document() -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "relayToken": {"type": "apiKey", "in": "header", "name": "X-Agent-Relay-Token"},
+                "queryToken": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": "Accepted on GET /api/events only (EventSource cannot set headers).",
+                },
             },
         },
-        "security": [{}, {"bearer": []}, {"relayToken": []}],
+        # The admin token or, on an orchestrator's own resources, its orchestratorToken.
+        # A relay started without --token (loopback only) asks for none.
+        "security": [{"bearer": []}, {"relayToken": []}],
         "paths": PATHS,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import re
 from typing import Any
 
 import orjson
@@ -35,6 +36,8 @@ MAX_LIST_ITEM = 100
 MAX_ENV_KEYS = 1000
 MAX_MANAGED_AGENTS = 1000
 MAX_ERROR = 4000
+
+_INT = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only: int() also takes other scripts and "1_0"
 
 
 class UnsupportedMediaError(RelayError):
@@ -269,22 +272,29 @@ def command_result(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def query_one(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once (``?a=1&a=2`` is ambiguous: refused)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidInputError(name, "give this query parameter once")
+    return values[0] if values else None
+
+
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = query_one(request, name)
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInputError(name, "must be an integer") from None
+    if not _INT.fullmatch(raw):
+        raise InvalidInputError(name, "must be an integer")
+    value = int(raw)
     if not lo <= value <= hi:
         raise InvalidInputError(name, f"must be between {lo} and {hi}")
     return value
 
 
 def query_choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = query_one(request, name)
+    if raw is None:
         return None
     if raw not in allowed:
         raise InvalidInputError(name, f"must be one of {', '.join(allowed)}")
