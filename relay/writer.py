@@ -133,6 +133,9 @@ class Writer:
             except RelayError as e:
                 out.error = e
                 continue
+            except (PersistenceError, OSError) as e:  # loading an aggregate failed
+                self._store_failed(e, [out])
+                continue
             decided.append((cmd, out, aggs))
             for agg in aggs:
                 touched[agg.id] = agg
