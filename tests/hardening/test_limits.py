@@ -123,7 +123,8 @@ def test_each_limit_is_a_400_that_names_the_field(api: Client) -> None:
         api.post("/api/orchestrators/lim/spawn", {"provider": "claude", "prompt": "p" * 4000}).status == 202
     )
     assert api.post("/api/agents", {"id": "a" * 120, "tags": ["t" * 100] * 64}).status == 201
-    assert api.log_head() == head + 2
+    # the spawn records its command and its urgent system message (ADR 0010), the agent one event
+    assert api.log_head() == head + 3
 
 
 def test_a_body_over_the_limit_is_413_and_appends_nothing(api: Client) -> None:
