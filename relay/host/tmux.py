@@ -23,7 +23,9 @@ from relay.host import launch
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # tmux says this (or cannot connect) when no session exists on the socket yet.
-_NO_SERVER = ("no server running", "error connecting to", "no sessions")
+_NO_SERVER = (
+    "no server running", "error connecting to", "no sessions", "server exited unexpectedly"
+)
 
 
 class TmuxError(RuntimeError):
@@ -110,9 +112,15 @@ class Tmux:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({"argv": list(argv), "env": dict(env), "cwd": str(cwd)}, fh)
         shim = [sys.executable, "-I", os.path.abspath(launch.__file__), spec_path]
-        code, _, err = await self._run(
-            "new-session", "-d", "-s", name, "-c", str(cwd), "-x", "200", "-y", "50", "--", *shim
-        )
+        for _ in range(3):
+            code, _, err = await self._run(
+                "new-session", "-d", "-s", name, "-c", str(cwd), "-x", "200", "-y", "50",
+                "--", *shim,
+            )
+            # A server that is exiting (its last session just ended) can refuse
+            # a new client; the next try starts a fresh server.
+            if code == 0 or "server exited unexpectedly" not in err:
+                break
         if code != 0:
             with contextlib.suppress(OSError):
                 os.unlink(spec_path)
@@ -124,7 +132,9 @@ class Tmux:
         code, _, err = await self._run("kill-session", "-t", f"={name}")
         if code == 0:
             return True
-        if "can't find session" in err or any(s in err for s in _NO_SERVER):
+        # tmux words "already gone" in several ways depending on whether the
+        # server is still up or just exiting; ask instead of matching them all.
+        if not await self.has_session(name):
             return False
         raise TmuxError(f"tmux kill-session failed: {err.strip()}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections import Counter
@@ -44,6 +45,7 @@ def test_spawn_runs_the_provider_in_tmux_and_reports_it(world: HostWorld) -> Non
     )
     record = _spawned(world, cid)
     agent_id = world.api.commands(world.oid)[cid]["result"]["agentId"]
+    assert "following commands on the event stream" in world.host_log()
 
     # The prompt arrived as one untouched argument, in the cwd, with the env file's values.
     assert record["argv"] == [prompt]
@@ -163,6 +165,8 @@ def test_kill_9_mid_stream_then_restart_runs_no_command_twice(world: HostWorld) 
     # restarted daemon would have replayed has been seen.
     _spawned(world, world.api.spawn(world.oid, provider="claude", label="after"))
 
+    # The second daemon resumed the stream from the position the first one saved.
+    assert re.search(r"event stream from position \d+", world.host_log()), world.host_log()
     counts = Counter(s["commandId"] for s in world.starts())
     assert all(n == 1 for n in counts.values()), counts
     assert len(counts) == 4
@@ -183,6 +187,9 @@ def test_relay_restart_while_the_daemon_runs(fixed_port_world: HostWorld) -> Non
     assert world.relay.url == url
 
     after = _spawned(world, world.api.spawn(world.oid, provider="claude", label="after"))
+    log = world.host_log()
+    assert "lost the command stream" in log
+    assert re.search(r"event stream from position \d+", log), log
     assert after["pid"] != before["pid"]
     wait_for(lambda: {a["agentId"] for a in world.managed()}
              == {before["agentId"], after["agentId"]}, 10, "both agents reported")
