@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from relay.domain.errors import RelayError, StoreUnavailableError
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+LOCK_AFTER_CONFLICTS = 2  # optimistic attempts before a batch is decided under the log's lock
 _STOP = object()
 
 
@@ -55,7 +57,7 @@ class Writer:
         app: RelayApp,
         loop: asyncio.AbstractEventLoop,
         on_committed: Committed,
-        max_conflict_retries: int = 5,
+        max_conflict_retries: int = 12,
     ) -> None:
         self.app = app
         self.loop = loop
@@ -67,6 +69,7 @@ class Writer:
         self.last_commit_ms: float = 0.0
         self.batches = 0
         self.commands = 0
+        self.conflicts = 0  # batches decided again because another node wrote first
         # The newest position this writer committed. Read by the loop (a
         # NOTIFY for a position at or below it is our own commit, whose
         # hand-over is on its way) while this thread writes it: an int, so safe.
@@ -126,8 +129,61 @@ class Writer:
     def _process(self, batch: list[tuple[Command, Outcome]]) -> None:
         outcomes = [out for _, out in batch]
         decided: list[tuple[Command, Outcome, list[Any]]] = []
+        exclusive = getattr(self.app.recorder, "exclusive", None)  # PostgreSQL only
+        for attempt in range(self.max_conflict_retries):
+            locked = exclusive is not None and attempt >= LOCK_AFTER_CONFLICTS
+            touched: dict[Any, Any] = {}
+            decided = []
+            head_before = self.committed_head
+            try:
+                with exclusive() if locked else contextlib.nullcontext():
+                    decided, touched = self._decide(batch)
+                    recordings = self._save(list(touched.values())) if touched else []
+            except IntegrityError:
+                # Another writer (another relay node) changed one of these
+                # aggregates since we loaded it. Nothing of the batch was
+                # stored: forget our copies and decide the whole batch again on
+                # fresh ones, after a short random pause so that two nodes
+                # hammering one entity do not stay in lockstep; from the third
+                # attempt on, under the log's insert lock, which cannot clash.
+                self.app.forget(list(touched))
+                self.committed_head = head_before  # a locked attempt can fail after its insert
+                self.conflicts += 1
+                if not locked:
+                    time.sleep(random.uniform(0, 0.001 * 2**attempt))
+                continue
+            except (PersistenceError, OSError) as e:
+                self.app.forget(list(touched))
+                self.committed_head = head_before
+                undecided = [out for _, out in batch if out.error is None] if not decided else []
+                self._store_failed(e, [out for _, out, _ in decided] + undecided)
+                self._hand_over([], outcomes)
+                return
+            if not touched:
+                self._hand_over([], outcomes)
+                return
+            self.batches += 1
+            self.commands += len(batch)
+            self._mark_positions(recordings, decided)
+            if self.sealer is not None:
+                recordings = [*recordings, *self._sealed(recordings)]
+            self._hand_over(recordings, outcomes)
+            return
+        log.warning("gave up a batch of %d after %d conflicts", len(batch), self.max_conflict_retries)
+        for _, out, _ in decided:
+            out.error = StoreUnavailableError(
+                "the write kept conflicting with other relay nodes' writes; nothing was written, retry"
+            )
+        self._hand_over([], outcomes)
+
+    def _decide(
+        self, batch: list[tuple[Command, Outcome]]
+    ) -> tuple[list[tuple[Command, Outcome, list[Any]]], dict[Any, Any]]:
+        """Decide every command against the live aggregates; refusals are final outcomes."""
+        decided: list[tuple[Command, Outcome, list[Any]]] = []
         touched: dict[Any, Any] = {}
         for cmd, out in batch:
+            out.result, out.error, out.position = None, None, 0
             try:
                 out.result, aggs = self.app.execute(cmd)
             except RelayError as e:
@@ -139,29 +195,7 @@ class Writer:
             decided.append((cmd, out, aggs))
             for agg in aggs:
                 touched[agg.id] = agg
-        if not touched:
-            self._hand_over([], outcomes)
-            return
-        try:
-            recordings = self._save(list(touched.values()))
-        except IntegrityError:
-            # Another writer (another relay node) got there first: reload and
-            # decide again, one command at a time.
-            self.app.forget(list(touched))
-            self._retry_individually(decided)
-            self._hand_over([], [out for out in outcomes if out not in _outs(decided)])
-            return
-        except (PersistenceError, OSError) as e:
-            self.app.forget(list(touched))
-            self._store_failed(e, [out for _, out, _ in decided])
-            self._hand_over([], outcomes)
-            return
-        self.batches += 1
-        self.commands += len(batch)
-        self._mark_positions(recordings, decided)
-        if self.sealer is not None:
-            recordings = [*recordings, *self._sealed(recordings)]
-        self._hand_over(recordings, outcomes)
+        return decided, touched
 
     def _sealed(self, recordings: list[Any]) -> list[Any]:
         """A seal's recordings when one is due; a failed seal never fails the batch."""
@@ -186,39 +220,6 @@ class Writer:
             except Exception:
                 log.exception("a commit observer failed")
         return recordings
-
-    def _retry_individually(self, decided: list[tuple[Command, Outcome, list[Any]]]) -> None:
-        """Decide each command again on fresh aggregates; every outcome is handed over."""
-        for cmd, out, _ in decided:
-            out.error = None
-            out.position = 0
-            recordings = self._retry_one(cmd, out)
-            self._hand_over(recordings, [out])
-
-    def _retry_one(self, cmd: Command, out: Outcome) -> list[Any]:
-        for _ in range(self.max_conflict_retries):
-            try:
-                out.result, aggs = self.app.execute(cmd)
-            except RelayError as e:
-                out.error = e
-                return []
-            if not aggs:  # e.g. a reap whose candidates all moved on: nothing to record
-                return []
-            try:
-                recordings = self._save(aggs)
-            except IntegrityError:
-                self.app.forget([a.id for a in aggs])
-                continue
-            except (PersistenceError, OSError) as e:
-                self.app.forget([a.id for a in aggs])
-                self._store_failed(e, [out])
-                return []
-            self.batches += 1
-            self.commands += 1
-            self._mark_positions(recordings, [(cmd, out, aggs)])
-            return recordings
-        out.error = StoreUnavailableError("the write kept conflicting with other relay nodes; retry")
-        return []
 
     def _store_failed(self, e: BaseException, outs: list[Outcome]) -> None:
         self.last_error = f"{type(e).__name__}: {e}"
@@ -247,6 +248,3 @@ class Writer:
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.on_committed, recordings, outcomes)
 
-
-def _outs(decided: list[tuple[Command, Outcome, list[Any]]]) -> list[Outcome]:
-    return [out for _, out, _ in decided]

@@ -29,7 +29,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -143,7 +144,7 @@ class RelayAggregateRecorder(PostgresAggregateRecorder):
 
 
 class RelayApplicationRecorder(PostgresApplicationRecorder):
-    """The log: the library's recorder with fail-fast retries."""
+    """The log: the library's recorder with fail-fast retries, and ``exclusive()``."""
 
     insert_events = PostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
     select_events = _read_retry(PostgresAggregateRecorder.select_events.__wrapped__)  # type: ignore[attr-defined]
@@ -157,6 +158,30 @@ class RelayApplicationRecorder(PostgresApplicationRecorder):
     def create_table(self) -> None:
         _ensure_schema(self)
         super().create_table()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the log's insert lock across load, decide and save, on this thread.
+
+        The optimistic path decides outside any lock and lets a version clash
+        say when another node got there first. On one entity written by two
+        busy nodes that can lose again and again; the writer then takes this
+        path: in one transaction it takes the same ``EXCLUSIVE`` table lock the
+        library's insert takes (readers are not blocked), and every statement
+        this thread runs meanwhile (loading the aggregates, saving, snapshots)
+        uses that transaction's connection. Nobody can insert between our read
+        and our write, so this attempt cannot clash.
+        """
+        ds = self.datastore
+        pin: threading.local = ds._relay_pin  # type: ignore[attr-defined]
+        with ds.transaction(commit=True) as curs:
+            for statement in self.lock_table_statements:
+                curs.execute(statement)
+            pin.conn = curs.connection
+            try:
+                yield
+            finally:
+                pin.conn = None
 
 
 class RelayPostgresFactory(PostgresFactory):
@@ -176,6 +201,28 @@ class RelayPostgresFactory(PostgresFactory):
         # outage its next attempt could be a minute away. Giving a chain up
         # early lets the next request start a fresh, immediate attempt.
         pool.reconnect_timeout = RECONNECT_GIVE_UP_SECONDS
+        _pin_connections(self.datastore)
+
+
+def _pin_connections(ds: Any) -> None:
+    """Let ``exclusive()`` route this thread's statements through its locked connection."""
+    pin = threading.local()
+    pin.conn = None
+    pooled = ds.get_connection
+
+    @contextmanager
+    def get_connection() -> Iterator[Any]:
+        conn = getattr(pin, "conn", None)
+        if conn is not None:
+            # Errors surface through exclusive()'s own pooled connection,
+            # which maps them to the library's exceptions.
+            yield conn
+            return
+        with pooled() as conn:
+            yield conn
+
+    ds._relay_pin = pin
+    ds.get_connection = get_connection
 
 
 # -- the subscription ----------------------------------------------------------------
