@@ -154,6 +154,32 @@ def log_head(data_dir: Path) -> int:
     return int(head or 0)
 
 
+def settled_head(data_dir: Path, quiet: float = 0.3, limit: float = 10.0) -> int:
+    """The log head once it has stopped moving for ``quiet`` seconds (in-flight writes landed)."""
+    deadline = time.perf_counter() + limit
+    head = log_head(data_dir)
+    still_since = time.perf_counter()
+    while time.perf_counter() < deadline:
+        time.sleep(0.05)
+        now = log_head(data_dir)
+        if now != head:
+            head, still_since = now, time.perf_counter()
+        elif time.perf_counter() - still_since >= quiet:
+            break
+    return head
+
+
+def count_topic(data_dir: Path, topic: str, after: int, upto: int) -> int:
+    """How many events with ``topic`` sit in (after, upto] (the log also holds other kinds, e.g. seals)."""
+    db = data_dir / "relay.sqlite"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        (n,) = con.execute(
+            "SELECT COUNT(*) FROM stored_events WHERE rowid > ? AND rowid <= ? AND topic = ?",
+            (after, upto, topic),
+        ).fetchone()
+    return int(n)
+
+
 def stored_sizes(data_dir: Path, topic: str, limit: int = 1000) -> list[int]:
     """Bytes of stored state+topic for the newest events with ``topic``."""
     db = data_dir / "relay.sqlite"
@@ -224,3 +250,8 @@ def machine() -> str:
         pass
     v = sys.version_info
     return f"{os.cpu_count()} cores ({model or 'unknown cpu'}), Python {v.major}.{v.minor}.{v.micro}"
+
+
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine shows up in every figure."""
+    return f"{os.getloadavg()[0]:.1f}"

@@ -47,12 +47,15 @@ from builders import build_big_log, build_long_stream
 from harness import (
     Conn,
     Server,
+    count_topic,
     cpu_seconds,
+    load_average,
     log_head,
     machine,
     median,
     pct,
     register_orchestrators,
+    settled_head,
     stored_sizes,
 )
 from loadgen import have_wrk, heartbeat_load
@@ -78,13 +81,13 @@ def bench_ingest(tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
             ids = register_orchestrators(srv.port, a.fleet)
             # A short warm-up (not counted): first requests pay for imports and page cache.
             heartbeat_load(srv.url, len(ids), "o", a.connections, 1, a.client)
-            head0 = log_head(data)
+            head0 = settled_head(data)  # the warm-up's in-flight heartbeats have landed
             cpu0 = cpu_seconds(srv.pid)
             load = heartbeat_load(srv.url, len(ids), "o", a.connections, a.seconds, a.client)
             cpu1 = cpu_seconds(srv.pid)
-            head1 = log_head(data)
+            head1 = settled_head(data)
         rate = load["ok"] / load["seconds"]
-        appended = head1 - head0
+        appended = count_topic(data, "OrchestratorHeartbeatReceived", head0, head1)
         run = {
             "baseline": base,
             "http": load,
@@ -92,6 +95,7 @@ def bench_ingest(tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
             "ratio": rate / base["rate"],
             "appended": appended,
             "server_cpu": (cpu1 - cpu0) / load["seconds"],
+            "cpu_us_per_ack": (cpu1 - cpu0) / max(load["ok"], 1) * 1e6,
             "client_cpu": load["client_cpu_s"] / load["seconds"],
         }
         # Every acknowledged heartbeat is in the log; at most the in-flight ones beyond.
@@ -100,7 +104,8 @@ def bench_ingest(tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
         say(
             f"  run {r + 1}: relay {rate:,.0f} acked/s, p50 {load['p50_ms']:.1f} ms, "
             f"p99 {load['p99_ms']:.1f} ms, non-2xx {load['non2xx']}, ratio {run['ratio']:.2f}x, "
-            f"server CPU {run['server_cpu']:.0%}, log check {'ok' if run['log_check'] else 'FAILED'}"
+            f"server CPU {run['server_cpu']:.0%} ({run['cpu_us_per_ack']:.0f} µs/ack), "
+            f"log check {'ok' if run['log_check'] else 'FAILED'}"
         )
     return {
         "runs": runs,
@@ -110,6 +115,7 @@ def bench_ingest(tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
         "baseline_per_s": median([x["baseline"]["rate"] for x in runs]),
         "ratio": median([x["ratio"] for x in runs]),
         "server_cpu": median([x["server_cpu"] for x in runs]),
+        "cpu_us_per_ack": median([x["cpu_us_per_ack"] for x in runs]),
         "client_cpu": median([x["client_cpu"] for x in runs]),
         "non2xx": sum(x["http"]["non2xx"] + x["http"]["socket_errors"] for x in runs),
         "log_check": all(x["log_check"] for x in runs),
@@ -267,7 +273,10 @@ def verdict(ok: bool) -> str:
 
 def report(res: dict[str, Any], a: argparse.Namespace, elapsed: float) -> None:
     out = print
-    out(f"relay core benchmark: {machine()}, {a.runs} runs, medians; took {elapsed:.0f} s")
+    out(
+        f"relay core benchmark: {machine()}, {a.runs} runs, medians; took {elapsed:.0f} s; "
+        f"load average {res['load_before']} before, {load_average()} after"
+    )
     if "ingest" in res:
         r = res["ingest"]
         client = (
@@ -285,7 +294,8 @@ def report(res: dict[str, Any], a: argparse.Namespace, elapsed: float) -> None:
             f"[target >= 1.0x: {verdict(r['ratio'] >= 1.0)}]"
         )
         out(
-            f"         server CPU {r['server_cpu']:.0%} of a core, client {client} "
+            f"         server CPU {r['server_cpu']:.0%} of a core ({r['cpu_us_per_ack']:.0f} µs per ack), "
+            f"client {client} "
             f"CPU {r['client_cpu']:.0%}; errors {r['non2xx']}; every ack in the log: "
             f"{'yes' if r['log_check'] else 'NO'}"
         )
@@ -349,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-", dir=a.tmp))
     t0 = time.perf_counter()
-    res: dict[str, Any] = {}
+    res: dict[str, Any] = {"load_before": load_average()}
     fns = {
         "ingest": bench_ingest, "list": bench_list, "long": bench_long,
         "startup": bench_startup, "size": bench_size,
