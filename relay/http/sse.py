@@ -33,7 +33,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -51,10 +51,9 @@ from relay.service import RelayService
 
 log = logging.getLogger(__name__)
 
-FAMILIES = frozenset({"agent", "orchestrator"})
+FAMILIES = frozenset({"agent", "orchestrator", "message"})  # the part of an event name before "."
 RETRY_MS = 1_000
 KEEPALIVE = b": keep-alive\n\n"
-RING_POSITIONS = 20_000  # recent positions served from memory on resume
 RING_BYTES = 32 * 1024 * 1024
 SWITCH_BYTES = 256 * 1024  # at most this much is written in the no-await switch to live
 CATCHUP_EVENTS = 2_000  # events folded per step of a replay from the store
@@ -63,7 +62,15 @@ CUT_GRACE = 5.0  # seconds an ended stream gets to take what it was sent
 WAIT_FOR_FOLLOWER = 10.0
 TCP_USER_TIMEOUT_MS = 120_000
 
-Frame = tuple[str, str | None, bytes]  # (family, orchestrator id or None, wire bytes)
+
+
+class Frame(NamedTuple):
+    """One change's wire bytes, tagged with what filters look at."""
+
+    family: str
+    orchestrator: str | None  # the orchestrator it is about (orchestrator.* only)
+    agents: tuple[str, ...]  # the agents it concerns (agent.*: itself; message.*: both ends)
+    data: bytes
 
 
 # -- encoding ---------------------------------------------------------------------
@@ -76,36 +83,48 @@ def encode(position: int, changes: list[Change]) -> list[Frame]:
     head = b"id: %d\nevent: " % position
     for name, data in changes:
         family, _, what = name.partition(".")
+        oid: str | None = None
+        agents: tuple[str, ...] = ()
         if family == "orchestrator":
             oid = data.get("orchestratorId") if what == "command" else data.get("id")
-        else:
-            oid = None
-        frames.append(
-            (family, oid, head + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
-        )
+        elif family == "agent":
+            agents = (data["id"],)
+        elif family == "message":
+            agents = tuple(a for a in (data.get("recipient"), data.get("from")) if a)
+        wire = head + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        frames.append(Frame(family, oid, agents, wire))
     return frames
 
 
 class Filter:
-    """What one subscriber asked for: families (``?types=``) and one orchestrator."""
+    """What one subscriber asked for: families (``?types=``), and one orchestrator
+    (its status and commands) or one agent (its record and its messages)."""
 
-    __slots__ = ("families", "key", "orchestrator")
+    __slots__ = ("agent", "families", "key", "orchestrator")
 
-    def __init__(self, families: frozenset[str] = FAMILIES, orchestrator: str | None = None) -> None:
-        self.families = families
+    def __init__(
+        self,
+        families: frozenset[str] | None = None,
+        orchestrator: str | None = None,
+        agent: str | None = None,
+    ) -> None:
+        self.families = families  # None: every family
         self.orchestrator = orchestrator
-        self.key = (families, orchestrator)
+        self.agent = agent
+        self.key = (families, orchestrator, agent)
+
+    def accepts(self, f: Frame) -> bool:
+        if self.families is not None and f.family not in self.families:
+            return False
+        if self.orchestrator is not None:
+            return f.family == "orchestrator" and f.orchestrator == self.orchestrator
+        return self.agent is None or self.agent in f.agents
 
     def select(self, frames: list[Frame]) -> bytes:
         """The bytes of ``frames`` this filter lets through (b"" for none)."""
-        oid = self.orchestrator
-        if oid is None:
-            if self.families is FAMILIES or self.families == FAMILIES:
-                return b"".join(f[2] for f in frames)
-            return b"".join(f[2] for f in frames if f[0] in self.families)
-        if "orchestrator" not in self.families:
-            return b""
-        return b"".join(f[2] for f in frames if f[1] == oid and f[0] == "orchestrator")
+        if self.families is None and self.orchestrator is None and self.agent is None:
+            return b"".join(f.data for f in frames)
+        return b"".join(f.data for f in frames if self.accepts(f))
 
 
 def chunk(payload: bytes) -> bytes:
@@ -143,6 +162,11 @@ class Subscriber:
             return
         t.write(data)
 
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes stay within this stream's buffer."""
+        t = self.transport
+        return t is not None and t.get_write_buffer_size() + size <= self.limit
+
     def finish(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
@@ -167,8 +191,9 @@ class EventHub:
         self._ring_start = 0
         self._ring_bytes = 0
         self.ring_floor = 0
-        self._everyone: dict[tuple[Any, Any], set[Subscriber]] = {}
-        self._by_orchestrator: dict[str, dict[tuple[Any, Any], set[Subscriber]]] = {}
+        self._everyone: dict[tuple[Any, ...], set[Subscriber]] = {}
+        self._by_orchestrator: dict[str, dict[tuple[Any, ...], set[Subscriber]]] = {}
+        self._by_agent: dict[str, dict[tuple[Any, ...], set[Subscriber]]] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._keepalive: asyncio.Task[None] | None = None
         self._replays = asyncio.Semaphore(MAX_REPLAYS)
@@ -235,33 +260,40 @@ class EventHub:
             self._wake()
 
     def _deliver(self, frames: list[Frame]) -> None:
-        for subs in self._everyone.values():
+        self._send(self._everyone, frames)
+        if self._by_orchestrator:
+            for oid in {f.orchestrator for f in frames if f.orchestrator is not None}:
+                groups = self._by_orchestrator.get(oid)
+                if groups:
+                    self._send(groups, frames)
+        if self._by_agent:
+            for aid in {a for f in frames for a in f.agents}:
+                groups = self._by_agent.get(aid)
+                if groups:
+                    self._send(groups, frames)
+
+    @staticmethod
+    def _send(groups: dict[tuple[Any, ...], set[Subscriber]], frames: list[Frame]) -> None:
+        """Select and frame once per group of identical filters, then write to each member."""
+        for subs in groups.values():
             if subs:
                 payload = next(iter(subs)).filter.select(frames)
                 if payload:
                     framed = chunk(payload)
                     for sub in subs:
                         sub.push(payload, framed)
-        if self._by_orchestrator:
-            for oid in {f[1] for f in frames if f[1] is not None}:
-                for subs in self._by_orchestrator.get(oid, {}).values():
-                    if subs:
-                        payload = next(iter(subs)).filter.select(frames)
-                        if payload:
-                            framed = chunk(payload)
-                            for sub in subs:
-                                sub.push(payload, framed)
 
     def _remember(self, position: int, frames: list[Frame]) -> None:
         self._ring_pos.append(position)
         self._ring_frames.append(frames)
-        self._ring_bytes += sum(len(f[2]) for f in frames)
+        self._ring_bytes += sum(len(f.data) for f in frames)
         while (
-            len(self._ring_pos) - self._ring_start > RING_POSITIONS or self._ring_bytes > RING_BYTES
+            len(self._ring_pos) - self._ring_start > self.settings.sse_ring
+            or self._ring_bytes > RING_BYTES
         ) and len(self._ring_pos) - self._ring_start > 1:
             i = self._ring_start
             self.ring_floor = self._ring_pos[i]
-            self._ring_bytes -= sum(len(f[2]) for f in self._ring_frames[i])
+            self._ring_bytes -= sum(len(f.data) for f in self._ring_frames[i])
             self._ring_frames[i] = []
             self._ring_start += 1
         if self._ring_start > 4096 and self._ring_start * 2 > len(self._ring_pos):
@@ -290,10 +322,18 @@ class EventHub:
 
     # -- membership ------------------------------------------------------------
 
+    def _index(self, flt: Filter) -> tuple[dict[str, Any] | None, str | None]:
+        if flt.orchestrator is not None:
+            return self._by_orchestrator, flt.orchestrator
+        if flt.agent is not None:
+            return self._by_agent, flt.agent
+        return None, None
+
     def _group(self, flt: Filter) -> set[Subscriber]:
-        if flt.orchestrator is None:
+        index, scope = self._index(flt)
+        if index is None or scope is None:
             return self._everyone.setdefault(flt.key, set())
-        return self._by_orchestrator.setdefault(flt.orchestrator, {}).setdefault(flt.key, set())
+        return index.setdefault(scope, {}).setdefault(flt.key, set())
 
     def opening(self, sub: Subscriber) -> None:
         """Count ``sub`` as open (for keep-alive and shutdown) while it catches up."""
@@ -307,12 +347,13 @@ class EventHub:
         """Forget ``sub``: it gets nothing more."""
         self._open.discard(sub)
         flt = sub.filter
-        if flt.orchestrator is None:
+        index, scope = self._index(flt)
+        if index is None or scope is None:
             group = self._everyone.get(flt.key)
             if group is not None:
                 group.discard(sub)
             return
-        groups = self._by_orchestrator.get(flt.orchestrator)
+        groups = index.get(scope)
         if groups is None:
             return
         group = groups.get(flt.key)
@@ -321,7 +362,7 @@ class EventHub:
             if not group:
                 del groups[flt.key]
         if not groups:
-            del self._by_orchestrator[flt.orchestrator]
+            del index[scope]
 
     # -- resuming --------------------------------------------------------------
 
@@ -355,13 +396,18 @@ class EventHub:
         rm: ReadModels | None = None
         while sub.reason is None and not self.closed:
             if position >= self.ring_floor:
-                payload, last, complete = self._ring_after(position, sub.filter, SWITCH_BYTES)
-                if complete:
+                budget = min(SWITCH_BYTES, sub.limit // 2)
+                payload, last, complete = self._ring_after(position, sub.filter, budget)
+                if complete and sub.fits(len(payload) + 64):
                     # The switch: no await from here to _attach, so nothing falls in between.
                     if payload:
                         sub.push(payload, chunk(payload))
                     self._attach(sub)
                     break
+                if complete and (not payload or not sub.fits(0)):
+                    sub.finish("overflow")  # a whole buffer behind already: as if it were live
+                    break
+                # Too much to hand over in one go: send it paced by the client, then look again.
                 await resp.write(payload)
                 position = last
                 continue
@@ -433,11 +479,28 @@ class EventHub:
     # -- keep-alive --------------------------------------------------------------
 
     async def _keep_alive(self) -> None:
+        """Comments every ``keepalive`` seconds; departed clients noticed within a second.
+
+        aiohttp does not tell a handler that its client left (the handler is not
+        cancelled), so an idle stream would linger until its next write: look at
+        every transport once a second instead, which costs nothing per event.
+        """
         framed = chunk(KEEPALIVE)
+        every = self.settings.keepalive
+        tick = min(every, 1.0)
+        loop = asyncio.get_running_loop()
+        next_comment = loop.time() + every
         while True:
-            await asyncio.sleep(self.settings.keepalive)
+            await asyncio.sleep(tick)
+            comment = loop.time() >= next_comment
+            if comment:
+                next_comment += every
             for sub in list(self._open):
-                sub.push(KEEPALIVE, framed)
+                t = sub.transport
+                if t is None or t.is_closing():
+                    sub.finish("gone")
+                elif comment:
+                    sub.push(KEEPALIVE, framed)
 
     def stats(self) -> dict[str, int]:
         """Counters for health and the benchmarks."""
@@ -457,18 +520,22 @@ def parse_stream(request: web.Request) -> tuple[Filter, int | None, str]:
     """The stream's filter and resume position (the header wins over ``?since=``)."""
     q = request.query
     raw_types = q.get("types")
-    families = FAMILIES
+    families: frozenset[str] | None = None
     if raw_types:
-        asked = frozenset(t.strip() for t in raw_types.split(",") if t.strip())
-        unknown = asked - FAMILIES
-        if unknown or not asked:
+        families = frozenset(t.strip() for t in raw_types.split(",") if t.strip())
+        if not families or families - FAMILIES:
             raise InvalidInputError(
-                "types", f"must be a comma-separated list of agent, orchestrator; got {raw_types!r}"
+                "types",
+                f"must be a comma-separated list of {', '.join(sorted(FAMILIES))}; got {raw_types!r}",
             )
-        families = FAMILIES if asked == FAMILIES else asked
     oid = q.get("orchestrator")
     if oid is not None:
         oid = check_id("orchestrator", oid)
+    aid = q.get("agent")
+    if aid is not None:
+        aid = check_id("agent", aid)
+        if oid is not None:
+            raise InvalidInputError("agent", "give either ?agent= or ?orchestrator=, not both")
     field = "Last-Event-ID"
     raw = request.headers.get("Last-Event-ID")
     if raw is None or not raw.strip():
@@ -481,7 +548,7 @@ def parse_stream(request: web.Request) -> tuple[Filter, int | None, str]:
             raise InvalidInputError(field, f"must be a log position (an integer), not {raw!r}") from None
         if since < 0:
             raise InvalidInputError(field, "must not be negative")
-    return Filter(families, oid), since, field
+    return Filter(families, oid, aid), since, field
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
