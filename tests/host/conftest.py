@@ -30,9 +30,19 @@ from tests.support.server import RelayProcess
 STUB = Path(__file__).with_name("stub_provider.py")
 T = TypeVar("T")
 
+# CI sets RELAY_REQUIRE_TMUX=1: there a missing tmux is a failure, not a skip.
+TMUX_REQUIRED = bool(os.environ.get("RELAY_REQUIRE_TMUX"))
 requires_tmux = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"
+    shutil.which("tmux") is None and not TMUX_REQUIRED,
+    reason="tmux is not installed (apt-get install tmux)",
 )
+
+
+@pytest.fixture(autouse=True)
+def _tmux_present_when_required() -> None:
+    """Fail loudly, not by a confusing daemon error, when CI lacks tmux."""
+    if TMUX_REQUIRED and shutil.which("tmux") is None:
+        pytest.fail("RELAY_REQUIRE_TMUX is set but tmux is not installed (apt-get install tmux)")
 
 
 def wait_for(
