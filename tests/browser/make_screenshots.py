@@ -19,8 +19,8 @@ from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, Api
 from tests.support.server import RelayProcess
 
 
-def populate(api: Api) -> None:
-    """A fleet worth looking at: three hosts, agents, commands in every state."""
+def populate(api: Api) -> int:
+    """A fleet worth looking at; returns a past position worth showing in History."""
     now = int(time.time() * 1000)
     api.register("build-01", hostname="build-01.lab", base_dir="/srv/work",
                  envKeys=["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GH_TOKEN"],
@@ -36,6 +36,7 @@ def populate(api: Api) -> None:
         {"agentId": "codex-91b2", "provider": "codex", "tmuxSession": "relay-codex-91b2",
          "cwd": "/srv/work/website/src", "approvalMode": "open", "startedAt": now - 7 * 60_000},
     ]})
+    past = api.head()  # three hosts, one of them with agents: History shows this one
     api.ok("PATCH", "/api/orchestrators/gpu-box/agents", {"agents": [
         {"agentId": "claude-0c11", "provider": "claude", "tmuxSession": "relay-claude-0c11",
          "cwd": "/home/ci/projects/bench", "label": "profile-kernels",
@@ -55,9 +56,10 @@ def populate(api: Api) -> None:
            {"provider": "claude", "cwd": "relay/docs", "label": "write-adr",
             "prompt": "Draft an ADR for the SSE resume design."})
     api.ok("POST", "/api/orchestrators/laptop-ana/heartbeat")
+    return past
 
 
-def shoot(browser: Any, base_url: str, out: Path, live: bool = True) -> list[Path]:
+def shoot(browser: Any, base_url: str, out: Path, past: int | None = None) -> list[Path]:
     """Photograph each view at both sizes; returns the files written."""
     from playwright.sync_api import expect
 
@@ -69,12 +71,18 @@ def shoot(browser: Any, base_url: str, out: Path, live: bool = True) -> list[Pat
         page = context.new_page()
         for view in ("orchestrators", "commands", "agents", "history"):
             page.goto(f"{base_url}/#{view}")
-            if live:
-                expect(page.locator("#stream")).to_have_attribute("data-state", "live")
+            expect(page.locator("#stream")).to_have_attribute("data-state", "live")
             if view == "orchestrators":
                 expect(page.locator("#orch-list article")).to_have_count(3)
             if view == "history":
+                if past is not None:
+                    page.get_by_label("Position", exact=True).fill(str(past))
+                    page.get_by_label("Position", exact=True).press("Enter")
+                    expect(page.locator("#past-pos")).to_have_text(str(past))
+                    # At that position only build-01 reports agents (two of them).
+                    expect(page.locator("#past-summary")).to_contain_text("· 2 managed agent(s)")
                 expect(page.locator("#past-orchs article")).to_have_count(3)
+                page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
             path = out / f"{view}-{size_name}.png"
             page.screenshot(path=str(path))
             written.append(path)
@@ -94,10 +102,10 @@ def main(argv: list[str]) -> int:
 
     out = Path(argv[0]) if argv else Path(__file__).resolve().parents[2] / "docs" / "screenshots"
     with tempfile.TemporaryDirectory() as data, RelayProcess(Path(data)) as relay:
-        populate(Api(relay.url))
+        past = populate(Api(relay.url))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            for path in shoot(browser, relay.url, out):
+            for path in shoot(browser, relay.url, out, past):
                 print(path)
             browser.close()
     return 0

@@ -1111,9 +1111,15 @@ function eventFamily(e) {
 function eventDetail(e) {
   const d = e.data || {};
   const bits = [];
-  const who = e.entityId || d.hostname || d.name || d.orchestratorId || d.agentId;
-  if (who) bits.push(e.entityKind ? `${e.entityKind} ${who}` : String(who));
-  if (d.hostname && d.hostname !== who) bits.push(d.hostname);
+  if (d.sender || d.recipient) {
+    // A message's id says nothing to a person; who wrote to whom does.
+    bits.push(`${d.sender || '?'} → ${d.recipient || d.to || '?'}`);
+    if (d.subject) bits.push(`“${d.subject}”`);
+  } else {
+    const who = e.entityId || d.hostname || d.name || d.orchestratorId || d.agentId;
+    if (who) bits.push(e.entityKind ? `${e.entityKind} ${who}` : String(who));
+    if (d.hostname && d.hostname !== who) bits.push(d.hostname);
+  }
   if (d.provider) bits.push(d.provider);
   if (d.action) bits.push(d.action);
   if (d.status) bits.push(d.status);
@@ -1150,6 +1156,10 @@ function renderHistory() {
   const rows = history.events.filter((e) => history.showHeartbeats || !isHeartbeat(e)).slice().reverse();
   reconcile($('#timeline'), rows, (e) => String(e.position),
     (e) => `${e.position}:${e.position === pos}:${e.position > pos}`, (e) => timelineRow(e, pos));
+  if (history.reveal) {
+    history.reveal = false;
+    revealCurrent();
+  }
   $('#timeline-more').hidden = !(history.floor > 0);
   $('#timeline-empty').hidden = rows.length > 0 || !history.loadedOnce;
   if (!history.loadedOnce) {
@@ -1166,7 +1176,7 @@ function timelineRow(e, pos) {
       type: 'button', class: 'tl-btn', dataset: { fkey: `tl:${e.position}` },
       'aria-label': `Show the fleet at position ${e.position}: ${humanType(e.type)}`,
       'aria-current': e.position === pos ? 'step' : null,
-      onclick: () => setPosition(e.position),
+      onclick: () => setPosition(e.position, { reveal: false }),
     },
     h('span', { class: 'tl-pos' }, `#${e.position}`),
     h('span', { class: 'tl-type' }, humanType(e.type)),
@@ -1174,12 +1184,24 @@ function timelineRow(e, pos) {
     h('time', { class: 'tl-time', title: fmtTime(e.at) }, e.at ? new Date(e.at).toLocaleTimeString() : '')));
 }
 
-function setPosition(p) {
+function setPosition(p, { reveal = true } = {}) {
   const head = history.head;
   const n = Math.max(0, Math.min(head, Math.round(Number(p))));
   if (Number.isNaN(n)) return;
   history.at = n >= head ? null : n;
+  history.reveal = reveal;
   scheduleRender();
+}
+
+/** Scroll the timeline (not the page) so that the current entry shows. */
+function revealCurrent() {
+  const box = $('#timeline');
+  const cur = $('.tl.current', box);
+  if (!cur) return;
+  const top = cur.offsetTop;
+  if (top < box.scrollTop || top + cur.offsetHeight > box.scrollTop + box.clientHeight) {
+    box.scrollTop = Math.max(0, top - box.clientHeight / 3);
+  }
 }
 
 let pastTimer = null;
