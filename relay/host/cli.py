@@ -22,6 +22,7 @@ from typing import Any
 from relay.host.config import (
     HostConfig,
     HostConfigError,
+    agent_base_env,
     check_id,
     default_state_path,
     parse_providers,
@@ -128,6 +129,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
         providers=providers,
         state_path=state,
         env=read_env_file(env_file),
+        agent_base_env=agent_base_env(env),
         admin_token=args.token or None,
         tmux_socket=args.tmux_socket or None,
         stale_after=args.stale_after,

@@ -34,6 +34,7 @@ class HostConfig:
     providers: Mapping[str, tuple[str, ...]]
     state_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    agent_base_env: Mapping[str, str] = field(default_factory=dict)
     admin_token: str | None = None
     tmux_socket: str | None = None
     stale_after: float = 90.0
@@ -114,6 +115,19 @@ def read_env_file(path: Path | None) -> dict[str, str]:
     except OSError as exc:
         raise HostConfigError(f"--env-file {path}: {exc.strerror or exc}") from exc
     return parse_env_text(text, source=str(path))
+
+
+def agent_base_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The daemon's environment minus its own settings, as the base for agents.
+
+    ``RELAY_*`` (``RELAY_TOKEN`` above all) configures the daemon and must not
+    leak into agents by inheritance; an agent that needs a relay token gets
+    one only when the env file names it.
+    """
+    return {
+        k: v for k, v in environ.items()
+        if not k.startswith(("RELAY_", "TMUX")) and k not in ("TERM", "COLORTERM")
+    }
 
 
 def check_id(value: str, option: str) -> str:

@@ -435,7 +435,8 @@ class HostDaemon:
         return argv
 
     def _env(self, agent: ManagedAgent, command_id: str) -> dict[str, str]:
-        env = dict(self.config.env)
+        env = dict(self.config.agent_base_env)
+        env.update(self.config.env)
         env.update({
             "RELAY_URL": self.config.relay_url,
             "RELAY_AGENT_ID": agent.agent_id,

@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+PANE_VARS = ("TERM", "COLORTERM", "TMUX", "TMUX_PANE")
+
 
 def main(argv: list[str]) -> int:
     """Exec the spec's argv in its cwd with its env; 127 if that is impossible."""
@@ -31,9 +33,10 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(OSError):
             os.unlink(spec_path)
     args = [str(a) for a in spec["argv"]]
-    env = dict(os.environ)
-    env.pop("TMUX", None)
-    env.pop("TMUX_PANE", None)
+    # The spec's env is the whole environment (the daemon decides what agents
+    # see, whatever the tmux server inherited); only what tmux sets for the
+    # pane itself is kept from here.
+    env = {k: os.environ[k] for k in PANE_VARS if k in os.environ}
     env.update({str(k): str(v) for k, v in spec.get("env", {}).items()})
     try:
         os.chdir(spec["cwd"])

@@ -103,7 +103,9 @@ class Tmux:
     ) -> int | None:
         """Start ``argv`` in a new detached session; returns its pid if known.
 
-        The argv and env go to the launch shim through a private spec file.
+        ``env`` is the program's whole environment (plus what tmux sets for
+        the pane, such as ``TERM``). The argv and env go to the launch shim
+        through a private spec file.
         """
         if await self.has_session(name):
             raise TmuxError(f"a tmux session named {name!r} already exists")

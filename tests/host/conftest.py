@@ -177,10 +177,13 @@ class HostProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, extra: Sequence[str] = ()) -> HostProcess:
-        """Start the daemon (with ``extra`` arguments appended)."""
+    def start(
+        self, extra: Sequence[str] = (), env_extra: dict[str, str] | None = None
+    ) -> HostProcess:
+        """Start the daemon (``extra`` arguments appended, ``env_extra`` in its environment)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "TMUX"))}
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(env_extra or {})
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
@@ -250,13 +253,20 @@ class HostWorld:
         ]
         for name in providers:
             args += ["--provider", f"{name}={command}"]
-        if self.token:
-            args += ["--token", self.token]
         return args
 
     def start_host(self, providers: Sequence[str] = ("claude", "codex")) -> HostProcess:
-        """Start a daemon and wait until the relay lists this host online."""
-        host = HostProcess(self.host_args(providers), self.root / "host.log").start()
+        """Start a daemon and wait until the relay lists this host online.
+
+        The admin token, if any, reaches it as ``RELAY_TOKEN`` in its
+        environment: the way that must not leak into agents.
+        """
+        env = {"HOST_MARKER": "from-the-daemon"}
+        if self.token:
+            env["RELAY_TOKEN"] = self.token
+        host = HostProcess(self.host_args(providers), self.root / "host.log").start(
+            env_extra=env
+        )
         self.hosts.append(host)
         self.wait_online()
         return host

@@ -41,6 +41,9 @@ def main() -> None:
         "commandId": os.environ.get("RELAY_COMMAND_ID"),
         "approvalMode": os.environ.get("RELAY_APPROVAL_MODE"),
         "secret": os.environ.get("STUB_SECRET"),
+        "relayToken": os.environ.get("RELAY_TOKEN"),
+        "inherited": os.environ.get("HOST_MARKER"),
+        "term": os.environ.get("TERM"),
     }
     log = os.environ.get("STUB_LOG")
     if log:

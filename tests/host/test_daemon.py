@@ -258,6 +258,10 @@ def test_with_an_admin_token_the_daemon_keeps_its_own(token_world: HostWorld) ->
     record = _spawned(world, world.api.spawn(world.oid, provider="claude"))
     wait_for(lambda: len(world.managed()) == 1, 10, "the agent to be reported")
     assert record["secret"] == "s3cr3t-value"
+    # The daemon's environment is inherited, except its own RELAY_* settings.
+    assert record["inherited"] == "from-the-daemon"
+    assert record["relayToken"] is None
+    assert record["term"]  # tmux's, so TUIs work
     state = json.loads(world.state.read_text())
     assert state["orchestratorToken"] and state["orchestratorToken"] != world.token
     assert world.token not in world.state.read_text()
