@@ -122,9 +122,11 @@ class Api:
 class CuttableProxy:
     """A loopback TCP proxy whose connections can be cut and refused at will.
 
-    While cut, new connections are accepted and closed at once, which the
-    browser sees as a network error: exactly what a dropped Wi-Fi or a
-    restarting reverse proxy looks like to an EventSource.
+    While cut, new connections are either closed at once (``refuse``: a
+    network error, after which an EventSource keeps retrying by itself with
+    Last-Event-ID) or answered ``503`` (``unavailable``: what a reverse proxy
+    says while its upstream restarts, after which an EventSource gives up for
+    good and the page must open a new one).
     """
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -133,6 +135,9 @@ class CuttableProxy:
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._cut = threading.Event()
+        self._mode = "refuse"
+        self.turned_away = threading.Event()  # set when a connection met the cut
+        self.requests: list[str] = []  # what clients sent upstream, chunk by chunk
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._stopped = False
@@ -145,7 +150,11 @@ class CuttableProxy:
             except OSError:
                 return
             if self._cut.is_set():
-                client.close()
+                self.turned_away.set()
+                if self._mode == "unavailable":
+                    threading.Thread(target=self._unavailable, args=(client,), daemon=True).start()
+                else:
+                    client.close()
                 continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
@@ -155,12 +164,25 @@ class CuttableProxy:
                 continue
             with self._lock:
                 self._open.update((client, server))
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, record in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, record), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    @staticmethod
+    def _unavailable(client: socket.socket) -> None:
+        with contextlib.suppress(OSError), client:
+            client.settimeout(5)
+            client.recv(65536)  # the request head; its content does not matter
+            client.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 44\r\nConnection: close\r\n\r\n"
+                b'{"error": "upstream restarting, try again"}\n'
+            )
+
+    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
         try:
             while chunk := src.recv(65536):
+                if record:
+                    self.requests.append(chunk.decode("latin-1"))
                 dst.sendall(chunk)
         except OSError:
             pass
@@ -175,13 +197,19 @@ class CuttableProxy:
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
 
-    def cut(self) -> None:
-        """Drop every open connection and refuse new ones until resume()."""
+    def cut(self, mode: str = "refuse") -> None:
+        """Drop every open connection; until resume(), refuse new ones or answer 503."""
+        self._mode = mode
+        self.turned_away.clear()
         self._cut.set()
         with self._lock:
             socks = list(self._open)
         for sock in socks:
             self._close(sock)
+
+    def stream_requests(self) -> list[str]:
+        """The heads of the event-stream requests that went through, in order."""
+        return [r for r in self.requests if r.startswith("GET /api/events")]
 
     def resume(self) -> None:
         """Let connections through again."""

@@ -9,6 +9,7 @@ and data folder, as an upgrade would.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +34,12 @@ def proxy(relay: RelayProcess) -> Iterator[CuttableProxy]:
     p.close()
 
 
+@pytest.mark.parametrize("mode", ["refuse", "unavailable"])
 def test_a_dropped_stream_resumes_without_losing_an_event(
-    browser: Any, api: Api, proxy: CuttableProxy
+    browser: Any, api: Api, proxy: CuttableProxy, mode: str
 ) -> None:
+    """``refuse``: the browser's own retry with Last-Event-ID; ``unavailable``:
+    a 503 closes the EventSource for good and the page reopens with ?since=."""
     keep, gone, new = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("keep", "gone", "new"))
     api.register(keep, hostname=f"{keep}.lan")
     api.register(gone, hostname=f"{gone}.lan")
@@ -55,7 +59,7 @@ def test_a_dropped_stream_resumes_without_losing_an_event(
             {"agentId": "k1", "provider": "codex", "tmuxSession": "relay-k1", "cwd": "/srv/work"}]})
         expect(cards.filter(has_text=f"{keep}.lan").locator(".managed-agent")).to_have_count(1)
 
-        proxy.cut()
+        proxy.cut(mode)
         expect(stream).not_to_have_attribute("data-state", "live")
         expect(stream).to_contain_text("Stream down")
 
@@ -67,11 +71,17 @@ def test_a_dropped_stream_resumes_without_losing_an_event(
         api.ok("POST", f"/api/orchestrators/{keep}/actions", {"action": "restart", "agentId": "k1"})
         api.ok("POST", f"/api/orchestrators/{keep}/commands/{spawned['id']}/result",
                {"status": "done", "agentId": "k2"})
-        # The page does not know yet.
+        # The page does not know yet, and has tried (and failed) to reconnect.
         expect(cards.filter(has_text=f"{new}.lan")).to_have_count(0)
+        assert proxy.turned_away.wait(30), "the page never tried to reconnect"
 
         proxy.resume()
         expect(stream).to_have_attribute("data-state", "live", timeout=20_000)
+        resumed = proxy.stream_requests()[-1]
+        if mode == "refuse":  # the browser's own retry, carrying the last position
+            assert re.search(r"^last-event-id: \d+\r$", resumed, re.I | re.M), resumed
+        else:  # the page's own new EventSource, resuming by query
+            assert re.match(r"GET /api/events\?since=\d+ ", resumed), resumed
         expect(cards.filter(has_text=f"{new}.lan")).to_have_count(1)
         expect(cards.filter(has_text=f"{gone}.lan")).to_have_count(0)
         keep_card = cards.filter(has_text=f"{keep}.lan")
