@@ -63,7 +63,9 @@ def _stream_replays(url: str) -> bytes:
     return got
 
 
-def _outage(tmp_data: Path, break_disk: Callable[[], None], repair_disk: Callable[[], None]) -> None:
+def _outage(
+    tmp_data: Path, break_disk: Callable[[], None], repair_disk: Callable[[], None], reason: str
+) -> None:
     relay = RelayProcess(tmp_data, ARGS, store="sqlite").start()
     acked: list[str] = []
     try:
@@ -81,7 +83,9 @@ def _outage(tmp_data: Path, break_disk: Callable[[], None], repair_disk: Callabl
             for i in range(5, 10):
                 r = api.post("/api/agents", {"id": f"disk-{i}"})
                 assert r.status == 503, r
-                assert "cannot record" in r.json["error"] and "nothing was written" in r.json["error"]
+                message = r.json["error"]
+                assert "cannot record" in message and "nothing was written" in message
+                assert reason in message, message
             r = api.post("/api/orchestrators/o/heartbeat")
             assert r.status == 503, r
             assert api.log_head() == head
@@ -147,7 +151,7 @@ def test_read_only_data_folder(tmp_path: Path) -> None:
         _run("chattr", "-i", *map(str, files))
 
     try:
-        _outage(data, freeze, thaw)
+        _outage(data, freeze, thaw, "disk I/O error")
     finally:
         thaw()
 
@@ -188,4 +192,4 @@ def test_full_disk(small_disk: Path) -> None:
         ballast.unlink(missing_ok=True)
         (small_disk / "ballast2").unlink(missing_ok=True)
 
-    _outage(data, fill, free)
+    _outage(data, fill, free, "full")
