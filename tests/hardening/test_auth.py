@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -215,3 +217,37 @@ def test_serve_refuses_a_non_loopback_host_without_a_token(
     assert "refusing to listen" in proc.stderr and "--token" in proc.stderr
     assert "listening" not in proc.stdout
     assert not (tmp_path / "d").exists()
+
+
+def _stream_status(url: str, target: str, headers: dict[str, str] | None = None) -> int:
+    """The status of GET ``target`` on the event stream (read the head, then hang up)."""
+    parts = urlsplit(url)
+    lines = [f"GET {target} HTTP/1.1", "Host: relay", "Accept: text/event-stream"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def test_the_event_stream_takes_the_query_token_and_scoped_orchestrator_tokens(
+    secured: RelayProcess, admin: Client
+) -> None:
+    token = register(admin, "streamer")
+    register(admin, "other-streamer")
+    url = secured.url
+    assert _stream_status(url, "/api/events") == 401
+    assert _stream_status(url, f"/api/events?token={ADMIN_TOKEN}") == 200
+    assert _stream_status(url, "/api/events?token=wrong") == 401
+    assert _stream_status(url, "/api/events", {"Authorization": f"Bearer {ADMIN_TOKEN}"}) == 200
+    own = {"Authorization": f"Bearer {token}"}
+    assert _stream_status(url, "/api/events?orchestrator=streamer", own) == 200
+    assert _stream_status(url, f"/api/events?orchestrator=streamer&token={token}") == 200
+    assert _stream_status(url, "/api/events?orchestrator=other-streamer", own) == 403
+    assert _stream_status(url, "/api/events", own) == 403
+    assert _stream_status(url, "/api/events?types=agent", own) == 403
