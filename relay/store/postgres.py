@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import logging
 import re
@@ -34,13 +35,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresFactory,
 )
-from eventsourcing.utils import retry
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -51,14 +52,33 @@ log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "relay_events"  # the library names it after the app ("Relay")
 CHANNEL = EVENTS_TABLE  # the library NOTIFYs on the table's name, schema or not
-POOL_WAIT_SECONDS = 3  # how long a statement waits for a connection before a 503
+POOL_WAIT_SECONDS = 2  # how long a statement waits for a connection before a 503
 RECONNECT_GIVE_UP_SECONDS = 5.0
 _OWN_KEYS = ("dbname", "host", "port", "user", "password")
 _SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*([^\s,]+)")
 
-# Reads are idempotent: a short retry rides over a connection the pool had
-# not noticed was broken. Writes get no retry at all (see the module text).
-_read_retry = retry((InterfaceError, OperationalError), max_attempts=3, wait=0.05)
+
+
+def _read_retry(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Reads are idempotent: retry one that failed on a broken connection, quickly.
+
+    Not when the pool found no connection at all within its wait: PostgreSQL
+    is unreachable, and waiting again would only delay the 503. Writes get no
+    retry (see the module text).
+    """
+
+    @functools.wraps(fn)
+    def read(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(3):
+            try:
+                return fn(*args, **kwargs)
+            except (InterfaceError, OperationalError) as e:
+                if attempt == 2 or isinstance(e.__cause__, psycopg_pool.PoolTimeout):
+                    raise
+                time.sleep(0.05)
+        raise AssertionError("unreachable")
+
+    return read
 
 
 class DsnTarget:
