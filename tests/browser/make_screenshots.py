@@ -75,6 +75,7 @@ def shoot(browser: Any, base_url: str, out: Path, past: int | None = None) -> li
             if view == "orchestrators":
                 expect(page.locator("#orch-list article")).to_have_count(3)
             if view == "history":
+                expect(page.locator("#pos-head")).not_to_have_text("0")  # the log is read
                 if past is not None:
                     page.get_by_label("Position", exact=True).fill(str(past))
                     page.get_by_label("Position", exact=True).press("Enter")

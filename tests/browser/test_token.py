@@ -16,6 +16,7 @@ RELAY_ARGS = ["--token", RELAY_TOKEN]
 
 
 def test_the_page_asks_for_the_token_once_and_then_works(dashboard: Any, api: Api) -> None:
+    api.register("early-host")  # there before the page: must come with the first snapshot
     page = dashboard.open(live=False)
     form = page.locator("#auth")
     expect(form).to_be_visible()
@@ -29,6 +30,7 @@ def test_the_page_asks_for_the_token_once_and_then_works(dashboard: Any, api: Ap
     page.get_by_role("button", name="Use token").click()
     expect(form).to_be_hidden()
     dashboard.expect_live()
+    expect(dashboard.card("early-host")).to_be_visible()
 
     # Live through the token-carrying stream.
     api.register("secured-host")

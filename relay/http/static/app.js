@@ -246,6 +246,7 @@ function initAuth() {
 
 let source = null;
 let buffer = null; // events held back while a snapshot loads
+let syncing = false; // a snapshot is being (re)loaded under an open stream
 let reopenTimer = null;
 let reopenDelay = 1000;
 
@@ -289,14 +290,14 @@ function openStream() {
   return new Promise((resolve, reject) => {
     es.onopen = () => {
       reopenDelay = 1000;
-      setStream('live');
       if (!opened) {
         opened = true;
         resolve();
       } else if (state.lastEventId == null) {
-        // Reconnected natively but had no position to resume from.
-        resync();
+        resync(); // reconnected natively but had no position to resume from
       }
+      // "Live" means up to date: while a snapshot loads, resync() says it when done.
+      if (!syncing) setStream('live');
     };
     es.onerror = () => {
       if (source !== es) return;
@@ -375,6 +376,7 @@ function start() {
   if (starting) return starting;
   starting = (async () => {
     state.lastEventId = null;
+    syncing = true;
     try {
       await openStream();
       await resync();
@@ -397,6 +399,7 @@ function start() {
       setError($('#load-error'), message);
       scheduleReopen();
     } finally {
+      syncing = false;
       starting = null;
       scheduleRender();
     }
@@ -407,12 +410,15 @@ function start() {
 /** Reload the lists while holding back stream events, then replay them on top. */
 async function resync() {
   buffer = [];
+  syncing = true;
   try {
     await loadSnapshot();
     for (const [type, data] of buffer) applyEvent(type, data);
     state.loaded = true;
+    if (source && source.readyState === EventSource.OPEN) setStream('live');
   } finally {
     buffer = null;
+    syncing = false;
     scheduleRender();
   }
 }
@@ -1131,7 +1137,8 @@ function eventDetail(e) {
 }
 
 function currentPos() {
-  return history.at == null ? history.head : Math.min(history.at, history.head);
+  if (history.at == null) return history.head;
+  return history.loadedOnce ? Math.min(history.at, history.head) : history.at;
 }
 
 function renderHistory() {
@@ -1185,10 +1192,10 @@ function timelineRow(e, pos) {
 }
 
 function setPosition(p, { reveal = true } = {}) {
-  const head = history.head;
-  const n = Math.max(0, Math.min(head, Math.round(Number(p))));
+  const n = Math.max(0, Math.round(Number(p)));
   if (Number.isNaN(n)) return;
-  history.at = n >= head ? null : n;
+  // Before the log is read the head is unknown: keep what was asked for.
+  history.at = history.loadedOnce && n >= history.head ? null : n;
   history.reveal = reveal;
   scheduleRender();
 }
