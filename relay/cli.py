@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -127,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)"
     )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log lines as text, or one JSON object a line for log shippers [RELAY_LOG_FORMAT] (text)",
+    )
     serve.set_defaults(func=run_serve)
     _add_optional_subcommands(sub)
     return parser
@@ -146,6 +151,12 @@ def _add_optional_subcommands(sub: argparse._SubParsersAction) -> None:  # type:
         pass
     else:
         add_audit_parser(sub)
+    try:
+        from relay.store.migrate import add_migrate_parser
+    except ImportError:
+        pass
+    else:
+        add_migrate_parser(sub)
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
@@ -172,10 +183,13 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from relay import jsonlog
+
+    log_format = args.log_format or os.environ.get("RELAY_LOG_FORMAT") or "text"
+    if log_format not in ("text", "json"):
+        print(f"relay: RELAY_LOG_FORMAT must be text or json, not {log_format!r}", file=sys.stderr)
+        return 2
+    jsonlog.configure(args.log_level, log_format)
     try:
         settings = settings_from(args, dict(os.environ))
     except SettingsError as e:
