@@ -60,15 +60,17 @@ class Report:
 
 
 class _Segment:
-    """Chain values since the last checked seal, to compare with the next one."""
+    """Chain values (and their events) since the last checked seal, for the next one."""
 
     def __init__(self) -> None:
         self.positions: list[int] = []
         self.values: list[bytes] = []
+        self.notes: list[Any] = []
 
-    def add(self, position: int, value: bytes) -> None:
-        self.positions.append(position)
+    def add(self, note: Any, value: bytes) -> None:
+        self.positions.append(note.id)
         self.values.append(value)
+        self.notes.append(note)
 
     def take_upto(self, upto: int) -> tuple[list[int], list[bytes]]:
         n = 0
@@ -77,7 +79,21 @@ class _Segment:
         ps, vs = self.positions[:n], self.values[:n]
         del self.positions[:n]
         del self.values[:n]
+        del self.notes[:n]
         return ps, vs
+
+    def restart_from(self, value: bytes) -> bytes:
+        """Recompute what is left from ``value`` (a seal's own hash); returns the new chain end.
+
+        After a mismatch the recomputed chain differs from the sealed one forever;
+        continuing from what the seal recorded checks each later segment on its
+        own, so one bad event is reported once, not at every later seal.
+        """
+        h = value
+        for i, note in enumerate(self.notes):
+            h = chain.step(h, note)
+            self.values[i] = h
+        return h
 
 
 def verify(
@@ -88,14 +104,16 @@ def verify(
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Check the whole log (up to its head when the check started)."""
-    head = log.head()
     problems: list[Problem] = []
 
     def problem(position: int, message: str) -> None:
         if len(problems) < MAX_PROBLEMS:
             problems.append(Problem(position, message))
 
+    # The checkpoint first, then the head: a running relay only ever checkpoints
+    # what its store already holds, so in this order the head is never behind it.
     checkpoint = _load_checkpoint(data_dir, problem)
+    head = log.head()
     cp_position = checkpoint[0].position if checkpoint else None
     if checkpoint is not None and cp_position is not None and cp_position > head:
         problem(
@@ -134,7 +152,7 @@ def verify(
         versions[n.originator_id] = max(versions.get(n.originator_id, 0), n.originator_version)
 
         h = chain.step(h, n)
-        segment.add(pos, h)
+        segment.add(n, h)
         if expect is not None and pos == expect[0] and h.hex() != expect[1]:
             problem(pos, f"the chain at position {pos} is {h.hex()}, not the expected {expect[1]}")
 
@@ -149,9 +167,11 @@ def verify(
         if n.topic == "LogSealed" and n.originator_id == SEAL_ID:
             seals += 1
             last_seal = pos
-            sealed_upto, bad = _check_seal(event, pos, segment, sealed_upto)
+            sealed_upto, bad, recorded = _check_seal(event, pos, segment, sealed_upto)
             for p in bad:
                 problem(*p)
+            if bad and recorded is not None:
+                h = segment.restart_from(recorded)
             last_hash = getattr(event, "hash", "")
 
         if rm is not None:
@@ -187,19 +207,27 @@ def verify(
 
 def _check_seal(
     seal: Any, position: int, segment: _Segment, sealed_upto: int
-) -> tuple[int, list[tuple[int, str]]]:
-    """Compare one seal with the recomputed chain; returns the new sealed position."""
+) -> tuple[int, list[tuple[int, str]], bytes | None]:
+    """Compare one seal with the recomputed chain.
+
+    Returns the new sealed position, what is wrong, and the hash the seal
+    recorded (None when the seal itself is unreadable).
+    """
     bad: list[tuple[int, str]] = []
     try:
         first, upto, count = int(seal.first), int(seal.upto), int(seal.count)
         recorded = bytes.fromhex(seal.hash)
         digests = chain.unpack_digests(seal.digests)
+        if len(recorded) != len(chain.GENESIS):
+            raise ValueError("the hash is not 32 bytes")
     except (AttributeError, TypeError, ValueError) as e:
-        return sealed_upto, [(position, f"the seal at position {position} is malformed ({e})")]
+        return sealed_upto, [(position, f"the seal at position {position} is malformed ({e})")], None
     if upto >= position or upto <= sealed_upto:
-        return sealed_upto, [
-            (position, f"the seal at position {position} covers up to {upto}, which is out of order")
-        ]
+        return (
+            sealed_upto,
+            [(position, f"the seal at position {position} covers up to {upto}, out of order")],
+            None,
+        )
     positions, values = segment.take_upto(upto)
     for i, (p, v) in enumerate(zip(positions, values, strict=False)):
         if i >= len(digests):
@@ -228,7 +256,7 @@ def _check_seal(
                     f"but the log's events after the previous seal start at {positions[0]}"))
     if not bad and (not values or not hmac.compare_digest(values[-1], recorded)):
         bad.append((upto, f"the chain up to position {upto} does not match the seal at {position}"))
-    return upto, bad
+    return upto, bad, recorded
 
 
 def _load_checkpoint(
