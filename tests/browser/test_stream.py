@@ -128,3 +128,38 @@ def test_the_page_follows_a_relay_restart_on_the_same_port(
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_the_page_reloads_when_the_relay_cannot_resume(browser: Any, tmp_path: Path) -> None:
+    """A relay restored from an older (or empty) log refuses the page's position
+    with 409; the page must reload and follow from now rather than retry forever."""
+    first = RelayProcess(tmp_path / "old").start()
+    port = urlsplit(first.url).port
+    second: RelayProcess | None = None
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        api = Api(first.url)
+        for i in range(5):
+            api.register(f"old-{i}")
+        page = context.new_page()
+        page.goto(f"{first.url}/#orchestrators")
+        stream = page.locator("#stream")
+        expect(stream).to_have_attribute("data-state", "live")
+        api.ok("POST", "/api/orchestrators/old-0/heartbeat")  # a position to resume from
+        expect(page.locator("#orch-list article.card")).to_have_count(5)
+
+        assert first.stop() == 0
+        expect(stream).to_contain_text("Stream down")
+        second = RelayProcess(tmp_path / "new", extra_args=["--port", str(port)]).start()
+        api.register("fresh")
+
+        expect(page.get_by_role("heading", name="fresh", exact=True)).to_be_visible(timeout=20_000)
+        expect(page.locator("#orch-list article.card")).to_have_count(1)
+        expect(stream).to_have_attribute("data-state", "live")
+        api.register("after-reload")
+        expect(page.locator("#orch-list article.card")).to_have_count(2)
+    finally:
+        context.close()
+        first.stop()
+        if second is not None:
+            second.stop()

@@ -329,14 +329,38 @@ function scheduleReopen() {
     }
     openStream().catch(async () => {
       setStream('down');
-      try {
-        await api('GET', '/api/orchestrators'); // a 401 shows the token form
-      } catch (err) {
-        if (err.status === 401) return; // start() runs again once a token is given
+      const status = await probeStream();
+      if (status === 401) {
+        askForToken(token() ? 'That token was not accepted. Check it and try again.' : '');
+        return; // start() runs again once a token is given
+      }
+      if (status === 409) {
+        // The relay cannot resume from our position (its log was reset or
+        // restored): reload everything and follow from now.
+        setError($('#load-error'), '');
+        announce('The relay cannot resume from where this page was; reloaded the fleet.', 'warn');
+        start();
+        return;
       }
       scheduleReopen();
     });
   }, reopenDelay);
+}
+
+/**
+ * Why the stream was refused: an EventSource never tells, so ask with fetch
+ * and drop the connection as soon as the status is known.
+ */
+async function probeStream() {
+  const ctrl = new AbortController();
+  try {
+    const res = await fetch(streamUrl(), { headers: { Accept: 'text/event-stream' }, signal: ctrl.signal });
+    return res.status;
+  } catch {
+    return 0;
+  } finally {
+    ctrl.abort();
+  }
 }
 
 function onStreamEvent(ev) {
