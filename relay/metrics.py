@@ -37,6 +37,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 
 if TYPE_CHECKING:
     from relay.service import RelayService
@@ -141,6 +142,7 @@ class Metrics:
         self.read_model_lag.set_function(lambda: head() - position())
         self.writer_queue.set_function(queue)
         self.store_reachable.set_function(up)
+        self.registry.register(_WriterCounters(service))
 
     def count_sse_with(self, count: Callable[[], float]) -> None:
         """Let the SSE hub report its subscriber count at scrape time instead of setting the gauge."""
@@ -184,6 +186,25 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _WriterCounters:
+    """The writer's own tallies, read at scrape time (the writer thread keeps them)."""
+
+    def __init__(self, service: RelayService) -> None:
+        self.service = service
+
+    def collect(self) -> Any:
+        w = self.service.writer
+        yield CounterMetricFamily(
+            "relay_commits", "Transactions the writer committed (group commits).",
+            value=w.batches if w else 0,
+        )
+        yield CounterMetricFamily(
+            "relay_write_conflicts",
+            "Batches decided again because another relay node wrote the same entity first.",
+            value=w.conflicts if w else 0,
+        )
+
+
 def route_of(request: web.Request) -> str:
     """The matched route's template (``/api/agents/{id}``), never the raw path."""
     match = request.match_info
@@ -224,5 +245,13 @@ def install(app: web.Application, metrics: Metrics) -> None:
         body = metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def count_sse_subscribers(app: web.Application) -> None:
+        from relay.http.keys import HUB  # not at import time: keys imports the service
+
+        if HUB in app:
+            hub = app[HUB]
+            metrics.count_sse_with(lambda: float(hub.stats()["open"]))
+
     app.middlewares.insert(0, metrics_middleware(metrics))
     app.router.add_get("/metrics", serve_metrics)
+    app.on_startup.append(count_sse_subscribers)
