@@ -700,13 +700,13 @@ async function runAction(o, m, action) {
 
 let confirmAction = null;
 
-function openConfirm({ title, body, ok, run, errorKey }) {
+function openConfirm({ title, body, ok, run }) {
   const dlg = $('#confirm-dialog');
   $('#confirm-title').textContent = title;
   $('#confirm-body').replaceChildren(...body);
   $('#confirm-ok').textContent = ok;
   setError($('#confirm-error'), '');
-  confirmAction = { run, errorKey };
+  confirmAction = { run };
   const opener = document.activeElement;
   dlg.addEventListener('close', () => { if (opener && opener.isConnected) opener.focus(); }, { once: true });
   dlg.showModal();
