@@ -29,6 +29,7 @@ HIDDEN_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic", "token_hash"}
 )
 TIME_FIELDS = frozenset({"lastSeen", "createdAt", "at", "requestedAt", "startedAt"})
+ENTITY_KINDS = ("orchestrator", "agent", "message")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -370,9 +371,12 @@ def export_lines(log: LogReader, out: IO[bytes], after: int = 0, bar: Progress |
         event = log.decode(n)
         state = event.__dict__
         topic = n.topic
-        if topic in ("OrchestratorRegistered", "AgentRegistered"):
-            kind = "orchestrator" if topic == "OrchestratorRegistered" else "agent"
-            entities[n.originator_id] = (kind, state.get(f"{kind}_id"))
+        if n.originator_version == 1:  # a creation names its entity by its natural id
+            for kind in ENTITY_KINDS:
+                natural = state.get(f"{kind}_id")
+                if isinstance(natural, str):
+                    entities[n.originator_id] = (kind, natural)
+                    break
         entity = entities.get(n.originator_id)
         line = {
             "position": n.id,
