@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from relay import __version__
-from relay.http import openapi_messages
 from relay.domain.rules import (
     APPROVAL_MODES,
     DEFAULT_APPROVAL_MODE,
@@ -18,6 +17,7 @@ from relay.domain.rules import (
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
 )
+from relay.http import openapi_messages
 
 ID_PATTERN = "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]+$"
 ID = {
@@ -763,7 +763,7 @@ PATHS.update(openapi_messages.PATHS)
 
 # -- the log, live and past (relay.http.sse, relay.http.past) ------------------------
 
-_POSITION = {"type": "integer", "minimum": 0}
+_POSITION = {"type": "integer", "minimum": 0, "maximum": 2**62}
 
 
 def _log_op(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
