@@ -195,12 +195,26 @@ def run_serve(args: argparse.Namespace) -> int:
     except SettingsError as e:
         print(f"relay: {e}", file=sys.stderr)
         return 2
+    from eventsourcing.persistence import PersistenceError
+
     try:
         asyncio.run(_serve(settings))
+    except PersistenceError as e:
+        print(f"relay: cannot open the event store: {_store_problem(settings) or e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"relay: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _store_problem(settings: Settings) -> str | None:
+    """Why PostgreSQL is unreachable, in libpq's words (the pool only says it timed out)."""
+    if settings.store != "postgres" or not settings.postgres_dsn:
+        return None
+    from relay.store.postgres import probe
+
+    return probe(settings.postgres_dsn)
 
 
 async def _serve(settings: Settings) -> None:

@@ -370,3 +370,13 @@ def start_listener(service: Any) -> LogListener:
     listener = LogListener(DsnTarget(service.settings.postgres_dsn), loop, on_head)
     listener.start()
     return listener
+
+
+def probe(dsn: str) -> str | None:
+    """None when a connection to ``dsn`` opens; otherwise libpq's reason, with where we tried."""
+    target = DsnTarget(dsn)
+    try:
+        with psycopg.connect(**target.connect_kwargs()):
+            return None
+    except psycopg.Error as e:
+        return f"PostgreSQL at {target.describe()} is unreachable: {str(e).strip()}"

@@ -108,3 +108,17 @@ def test_health_reports_store_and_lag(client: Client) -> None:
     assert checks["store"]["status"] == "ok"
     assert checks["readModels"]["lag"] == 0
     assert checks["readModels"]["position"] == client.log_head() >= 1
+
+
+def test_an_unreachable_postgres_at_start_is_one_clear_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--data", str(tmp_path), "--store", "postgres",
+         "--postgres-dsn", "postgresql://nobody:secret@127.0.0.1:1/relay"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 1
+    assert "cannot open the event store" in r.stderr and "127.0.0.1:1/relay is unreachable" in r.stderr
+    assert "Traceback" not in r.stderr and "secret" not in r.stderr
