@@ -9,9 +9,10 @@ no clock. Indexes (open messages per recipient, claimed messages) are derived
 and rebuilt from the messages on a checkpoint load, so a checkpoint only
 holds the messages themselves.
 
-Also here, because the HTTP edge, the reaper and the SSE hub all need the same
-answer: who a ``to`` reaches (``recipients``), which claims have run out
-(``expired_claims``), and whether a change concerns an agent (``concerns``).
+Also here, because the HTTP edge, the reaper and the property tests all need
+the same answer: who a ``to`` reaches (``recipients``) and which claims have
+run out (``expired_claims``). The stream's ``?agent=<id>`` scope (relay.http.sse)
+keys message changes on their ``recipient`` and ``from``.
 """
 
 from __future__ import annotations
@@ -28,13 +29,6 @@ if TYPE_CHECKING:
 BROADCAST_ALL = "*"
 LABEL_PREFIX = "label:"
 TAG_PREFIX = "tag:"
-MESSAGE_EVENTS: tuple[str, ...] = (
-    "message.new",
-    "message.claimed",
-    "message.claim_released",
-    "message.acked",
-    "message.deleted",
-)
 
 
 def is_broadcast(to: str) -> bool:
@@ -297,15 +291,3 @@ def expired_claims(rm: ReadModels, now: int) -> list[c.ExpiredClaim]:
                 out.append(c.ExpiredClaim(mid, m["claimId"], entity[2]))
     return out
 
-
-def concerns(name: str, data: dict[str, Any], agent_id: str) -> bool:
-    """Whether a stream change (SSE ``name`` and ``data``) concerns ``agent_id``.
-
-    Messages to or from it, and its own agent record; used by ``?agent=<id>``
-    so an agent can follow its inbox live.
-    """
-    if name.startswith("message."):
-        return data.get("recipient") == agent_id or data.get("from") == agent_id
-    if name.startswith("agent."):
-        return data.get("id") == agent_id
-    return False
