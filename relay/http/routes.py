@@ -188,7 +188,8 @@ async def register_orchestrator(request: web.Request) -> web.Response:
 
 @routes.get("/api/orchestrators")
 async def list_orchestrators(request: web.Request) -> web.Response:
-    return json((await past.read_models(request)).orchestrators_sorted())
+    body = (await past.read_models(request)).orchestrators_json()
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.get("/api/orchestrators/{id}")
