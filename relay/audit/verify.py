@@ -16,7 +16,10 @@ What passing does and does not prove is in docs/audit.md.
 
 from __future__ import annotations
 
+import bisect
 import hmac
+from array import array
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,39 +63,53 @@ class Report:
 
 
 class _Segment:
-    """Chain values (and their events) since the last checked seal, for the next one."""
+    """Chain values since the last checked seal, for the next one.
+
+    Compact (40 bytes an event: position and chain value), because a log that
+    was never sealed is one long segment; the events themselves are kept only
+    for a short trailing window, which is all a restart after a mismatch needs.
+    """
+
+    TRAIL = 256
 
     def __init__(self) -> None:
-        self.positions: list[int] = []
-        self.values: list[bytes] = []
-        self.notes: list[Any] = []
+        self.positions: array[int] = array("q")
+        self.values = bytearray()
+        self.trail: deque[Any] = deque(maxlen=self.TRAIL)
 
     def add(self, note: Any, value: bytes) -> None:
         self.positions.append(note.id)
-        self.values.append(value)
-        self.notes.append(note)
+        self.values += value
+        self.trail.append(note)
+
+    def value(self, i: int) -> bytes:
+        return bytes(self.values[32 * i : 32 * i + 32])
 
     def take_upto(self, upto: int) -> tuple[list[int], list[bytes]]:
-        n = 0
-        while n < len(self.positions) and self.positions[n] <= upto:
-            n += 1
-        ps, vs = self.positions[:n], self.values[:n]
+        n = bisect.bisect_right(self.positions, upto)
+        ps = list(self.positions[:n])
+        vs = [self.value(i) for i in range(n)]
         del self.positions[:n]
-        del self.values[:n]
-        del self.notes[:n]
+        del self.values[: 32 * n]
         return ps, vs
 
-    def restart_from(self, value: bytes) -> bytes:
+    def restart_from(self, value: bytes) -> bytes | None:
         """Recompute what is left from ``value`` (a seal's own hash); returns the new chain end.
 
         After a mismatch the recomputed chain differs from the sealed one forever;
         continuing from what the seal recorded checks each later segment on its
-        own, so one bad event is reported once, not at every later seal.
+        own, so one bad event is reported once, not at every later seal. None
+        when the events left are no longer at hand (then later seals may repeat
+        the report).
         """
+        left = len(self.positions)
+        notes = [n for n in self.trail if n.id >= self.positions[0]] if left else []
+        if len(notes) != left:
+            return None
         h = value
-        for i, note in enumerate(self.notes):
+        for i, note in enumerate(notes):
             h = chain.step(h, note)
-            self.values[i] = h
+            self.values[32 * i : 32 * i + 32] = h
         return h
 
 
@@ -171,7 +188,7 @@ def verify(
             for p in bad:
                 problem(*p)
             if bad and recorded is not None:
-                h = segment.restart_from(recorded)
+                h = segment.restart_from(recorded) or h
             last_hash = getattr(event, "hash", "")
 
         if rm is not None:
