@@ -140,8 +140,8 @@ def bench_list(tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
         for r in range(a.runs):
             times = []
             for _ in range(a.list_requests):
-                status, _, dt = conn.request("GET", "/api/orchestrators")
-                assert status == 200
+                status, got, dt = conn.request("GET", "/api/orchestrators")
+                assert status == 200 and len(got) == len(body), (status, len(got))
                 times.append(dt * 1000)
             rounds.append({"p50_ms": pct(times, 50), "p99_ms": pct(times, 99)})
             say(f"  run {r + 1}: p50 {rounds[-1]['p50_ms']:.2f} ms, p99 {rounds[-1]['p99_ms']:.2f} ms")
