@@ -37,6 +37,7 @@ class Settings:
     seal_every: int = 1_000  # events between tamper-evidence seals; 0: never (docs/audit.md)
     sse_buffer: int = 1024 * 1024  # bytes queued for one event stream before it is cut
     sse_ring: int = 20_000  # recent positions kept encoded for resumes (older: replayed)
+    replay_every: int = 10_000  # positions between the replayer's anchors (relay.audit.replay)
     max_streams_per_client: int = 32
     client_timeout: float = 30.0
 
@@ -59,6 +60,7 @@ class Settings:
             "RELAY_SEAL_EVERY": ("seal_every", int),
             "RELAY_SSE_BUFFER": ("sse_buffer", int),
             "RELAY_SSE_RING": ("sse_ring", int),
+            "RELAY_REPLAY_EVERY": ("replay_every", int),
             "RELAY_MAX_STREAMS_PER_CLIENT": ("max_streams_per_client", int),
             "RELAY_CLIENT_TIMEOUT": ("client_timeout", float),
         }
@@ -93,6 +95,8 @@ class Settings:
             raise SettingsError("--sse-buffer must be at least 4096 bytes")
         if self.sse_ring < 1:
             raise SettingsError("RELAY_SSE_RING must be at least 1")
+        if self.replay_every < 1:
+            raise SettingsError("RELAY_REPLAY_EVERY must be at least 1")
         if self.max_body < 1024:
             raise SettingsError("the body limit must be at least 1024 bytes")
         if not self.token and not is_loopback(self.host):

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import bisect
 import threading
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from relay.audit.log import READ_CHUNK, LogReader
+from relay.projections.follower import write_checkpoint
 from relay.projections.readmodels import ReadModels
 
 DEFAULT_EVERY = 10_000
@@ -140,3 +142,48 @@ def snapshot(rm: ReadModels) -> dict[str, Any]:
         "managedAgents": rm.managed_agents(),
         "commands": commands,
     }
+
+
+# -- anchors on disk ----------------------------------------------------------------
+#
+# A relay keeps its newest few anchors in the data folder too, so that a client
+# resuming from just before a restart is replayed from a nearby anchor instead
+# of from position 0. They are a cache: each names the event at its position
+# (like the read-model checkpoint) and is ignored unless the log still has that
+# event there; ``verify`` never uses them.
+
+ANCHOR_DIR = "anchors"
+KEEP_ON_DISK = 4
+
+
+def save_anchor(data_dir: Path, position: int, blob: bytes, identity: list[Any]) -> None:
+    """Write one anchor (atomically) and drop the oldest beyond ``KEEP_ON_DISK``."""
+    folder = data_dir / ANCHOR_DIR
+    folder.mkdir(exist_ok=True)
+    body = blob[:-1] + b',"anchor":' + orjson.dumps(identity) + b"}"
+    write_checkpoint(folder / f"anchor-{position:015d}.json", body)
+    for old in sorted(folder.glob("anchor-*.json"))[:-KEEP_ON_DISK]:
+        old.unlink(missing_ok=True)
+
+
+def load_anchors(data_dir: Path, log: LogReader, upto: int) -> list[tuple[int, bytes]]:
+    """The anchors on disk at or before ``upto`` that still fit the log."""
+    out: list[tuple[int, bytes]] = []
+    for path in sorted((data_dir / ANCHOR_DIR).glob("anchor-*.json")):
+        try:
+            state = orjson.loads(path.read_bytes())
+            identity = state.pop("anchor")
+            position = int(state["position"])
+            ReadModels.from_state(orjson.loads(orjson.dumps(state)))  # readable by this version
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if position > upto:
+            continue
+        found = log.select(position - 1, 1)
+        if not found or found[0].id != position:
+            continue
+        n = found[0]
+        if [n.originator_id.hex, n.originator_version] != identity:
+            continue
+        out.append((position, orjson.dumps(state)))
+    return out

@@ -40,7 +40,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from relay.audit.log import READ_CHUNK, AppLog
-from relay.audit.replay import Replayer
+from relay.audit.replay import Replayer, load_anchors, save_anchor
 from relay.config import Settings
 from relay.domain.errors import ConflictError, InvalidInputError
 from relay.domain.rules import check_id
@@ -212,7 +212,7 @@ class EventHub:
         s = self.service
         assert s.tail is not None and s.app is not None, "start the service first"
         self.position = self.ring_floor = s.rm.position
-        self.replayer = Replayer(AppLog(s.app))
+        self.replayer = Replayer(AppLog(s.app), every=self.settings.replay_every)
         self._past = PastModels(self.replayer)
         self._anchor_bucket = self.position // self.replayer.every
         if self.position:
@@ -251,13 +251,35 @@ class EventHub:
         replayer = self.replayer
         if replayer is not None and position // replayer.every > self._anchor_bucket:
             self._anchor_bucket = position // replayer.every
-            replayer.add_anchor(position, orjson.dumps(self.service.rm.to_state()))
+            blob = orjson.dumps(self.service.rm.to_state())
+            replayer.add_anchor(position, blob)
+            self._keep_on_disk(position, blob, [event.originator_id.hex, event.originator_version])
         if changes:
             frames = encode(position, changes)
             self._remember(position, frames)
             self._deliver(frames)
         if self._waiters:
             self._wake()
+
+    def _keep_on_disk(self, position: int, blob: bytes, identity: list[Any]) -> None:
+        """Save an anchor in the data folder (off the loop), for resumes after a restart."""
+        data_dir = self.service.data_dir if self.settings.store == "sqlite" else None
+        if data_dir is None:
+            return
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, save_anchor, data_dir, position, blob, identity)
+        fut.add_done_callback(_log_failure)
+
+    async def load_anchors(self) -> None:
+        """Anchors a previous run left in the data folder (checked against the log)."""
+        replayer = self.replayer
+        if replayer is None or self.settings.store != "sqlite":
+            return
+        found = await asyncio.get_running_loop().run_in_executor(
+            None, load_anchors, self.service.data_dir, replayer.log, self.position
+        )
+        for position, blob in found:
+            replayer.add_anchor(position, blob)
 
     def _deliver(self, frames: list[Frame]) -> None:
         self._send(self._everyone, frames)
@@ -603,6 +625,11 @@ async def _end(sub: Subscriber, resp: web.StreamResponse, transport: Any) -> Non
         transport.abort()  # it stopped reading: no more waiting on it
 
 
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("could not save a replay anchor: %s", fut.exception())
+
+
 def _set_user_timeout(transport: Any) -> None:
     """Let the kernel drop a peer that stops acknowledging (Linux), as aiohttp-sse does."""
     opt = getattr(socket, "TCP_USER_TIMEOUT", None)
@@ -628,6 +655,7 @@ def setup(app: web.Application) -> None:
 async def _hub_lifetime(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
     hub.start()  # the service started in the cleanup context registered before this one
+    await hub.load_anchors()
     yield
     await hub.close()
 

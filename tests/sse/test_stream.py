@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.http.helpers import full_log, managed, register_agent, register_orchestrator
@@ -303,3 +304,29 @@ def test_a_client_that_leaves_is_forgotten_within_a_second(start: Start, connect
             "orchestrator.status",
             "agent.status",
         ]
+
+
+def test_resumes_after_a_restart_start_from_anchors_kept_in_the_data_folder(
+    start: Start, connect: Connect, sse: Open
+) -> None:
+    env = {"RELAY_REPLAY_EVERY": "3"}
+    relay = start(*NO_SEALS, env=env)
+    c = connect(relay)
+    with sse(relay, {"since": "0"}) as live:
+        scenario(c)
+        head = c.log_head()
+        everything = wire(live.read_until_position(head))
+    data = relay.data_dir
+    relay.stop()
+    anchors = sorted((data / "anchors").glob("anchor-*.json"))
+    assert 1 <= len(anchors) <= 4, anchors  # only the newest few are kept
+    # An anchor that does not name the event at its position is not trusted.
+    newest = anchors[-1]
+    forged = orjson.loads(newest.read_bytes())
+    forged["anchor"] = ["0" * 32, 1]
+    forged["orchestrators"] = {}
+    newest.write_bytes(orjson.dumps(forged))
+    again = start(*NO_SEALS, env=env, data=data)
+    for since in range(head):
+        with sse(again, {"since": str(since)}) as s:
+            assert wire(s.read_until_position(head)) == [x for x in everything if x[0] > since], since
