@@ -222,25 +222,45 @@ class Stream:
         self.conn.close()
 
 
-def latency_samples(write_port: int, stream_port: int, n: int) -> list[float]:
-    """Seconds from sending a heartbeat on one node to its event on another's (or the same) stream."""
-    register_orchestrators(write_port, 1, prefix="lat")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # the stream's node knows the orchestrator
-        c = http.client.HTTPConnection("127.0.0.1", stream_port, timeout=10)
-        c.request("GET", "/api/orchestrators/lat0")
-        ok = c.getresponse().status == 200
+def _get_json(port: int, path: str) -> tuple[int, Any]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        return r.status, orjson.loads(body) if body else None
+    finally:
         c.close()
-        if ok:
-            break
+
+
+def _position(port: int) -> int:
+    _, health = _get_json(port, "/api/health")
+    return int(next(ch["position"] for ch in health["checks"] if ch["name"] == "readModels"))
+
+
+def latency_samples(write_port: int, stream_port: int, n: int) -> list[float]:
+    """Seconds from sending a heartbeat on one node to its event on another's (or the same) stream.
+
+    A fresh orchestrator per call, and the stream opened only once the
+    stream's node has applied everything the writing node has: otherwise an
+    older event still in flight would be counted as the answer to a new one.
+    """
+    prefix = "lat" + secrets.token_hex(3)
+    oid = prefix + "0"
+    register_orchestrators(write_port, 1, prefix=prefix)
+    head = _position(write_port)
+    deadline = time.monotonic() + 30
+    while _position(stream_port) < head:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the stream's node did not catch up")
         time.sleep(0.01)
-    stream = Stream(stream_port, "orchestrator=lat0&types=orchestrator")
+    stream = Stream(stream_port, f"orchestrator={oid}&types=orchestrator")
     writer = http.client.HTTPConnection("127.0.0.1", write_port, timeout=30)
     out: list[float] = []
     try:
         for i in range(n + 20):
             t0 = time.perf_counter()
-            writer.request("POST", "/api/orchestrators/lat0/heartbeat", body=b"{}",
+            writer.request("POST", f"/api/orchestrators/{oid}/heartbeat", body=b"{}",
                            headers={"Content-Type": "application/json"})
             stream.next()
             t1 = time.perf_counter()
