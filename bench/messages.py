@@ -42,7 +42,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Server, cpu_seconds  # noqa: E402
+from bench.harness import Server, cpu_seconds
 
 
 class Run:
