@@ -401,6 +401,7 @@ class EventHub:
                     f"log ({head}); the log you were following is not this one (reset or "
                     "restored?): reconnect without a resume position and reload"
                 )
+            await self._wait_for(since)  # stored, not applied yet: a moment's wait
         if since > 0:
             first = await loop.run_in_executor(None, reader.first)
             if first and since < first - 1:
@@ -412,8 +413,6 @@ class EventHub:
 
     async def follow(self, sub: Subscriber, resp: web.StreamResponse, since: int | None) -> None:
         """Catch ``sub`` up from ``since`` (None: from now), then keep it live until it ends."""
-        if since is not None and since > self.position:
-            await self._wait_for(since)
         position = self.position if since is None else since
         rm: ReadModels | None = None
         while sub.reason is None and not self.closed:
@@ -603,6 +602,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await hub.follow(sub, resp, since)
     except (ConnectionError, RuntimeError):
         sub.finish("gone")  # the client left during the catch-up
+    except Exception:
+        # The store failed during a replay: end the stream cleanly; the client resumes.
+        log.exception("an event stream's catch-up failed")
+        sub.finish("error")
     finally:
         hub.detach(sub)
     if sub.reason == "overflow":
