@@ -30,6 +30,7 @@ def live_state(c: Client) -> dict[str, Any]:
         "agents": c.get("/api/agents").json,
         "managedAgents": c.get("/api/managed-agents").json,
         "commands": commands,
+        "messages": c.get("/api/messages?limit=1000").json["messages"],
     }
 
 
