@@ -662,11 +662,17 @@ class ReaperMachine(RuleBasedStateMachine):
         for obs in self._fresh("inv03"):
             wrong = obs.reaped - obs.expected
             details = {
-                k: (self.model.lives[k].status, obs.now - self.model.lives[k].last_seen) for k in wrong
+                k: (
+                    self.model.lives[k].status,
+                    obs.now - self.model.lives[k].last_seen,
+                    obs.now - max(self.model.lives[k].last_seen, obs.grace),
+                )
+                for k in wrong
             }
             assert not wrong, (
-                f"the {obs.why} reap at {self._t(obs.now)} reaped {details} "
-                f"(status, ms since lastSeen): not online and more than {STALE_MS} ms silent"
+                f"the {obs.why} reap at {self._t(obs.now)} reaped {details} (status, ms since "
+                f"lastSeen, ms since the later of lastSeen and the start): it must be online and "
+                f"the last figure over {STALE_MS} ms"
             )
         assert not self.audit.violations[3], self.audit.violations[3]
 
