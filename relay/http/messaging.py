@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from relay import commands as c
-from relay.domain.errors import NotFoundError, RelayError
+from relay.domain.errors import InvalidInputError, NotFoundError, RelayError
 from relay.domain.message import STATUSES, broadcast_copy_id
 from relay.domain.rules import check_id, orchestrator_agent_id
 from relay.http import parse
@@ -108,23 +108,26 @@ async def send(request: web.Request) -> web.Response:
     )
 
 
+def _filter(request: web.Request, name: str) -> str | None:
+    """A filter given at most once and not empty (an empty one is more likely a bug than "all")."""
+    raw = parse.query_one(request, name)
+    if raw is None:
+        return None
+    if name == "to" and is_broadcast(raw):
+        if raw != "*" and not raw.partition(":")[2]:
+            raise InvalidInputError("to", "needs a name after the ':'")
+        return raw
+    return check_id(name, raw)
+
+
 @routes.get("/api/messages")
 async def list_messages(request: web.Request) -> web.Response:
-    q = request.query
-    to = q.get("to") or None
-    sender = q.get("from") or None
-    broadcast_id = q.get("broadcastId") or None
-    for name, value in (("from", sender), ("broadcastId", broadcast_id)):
-        if value is not None:
-            check_id(name, value)
-    if to is not None and not is_broadcast(to):
-        check_id("to", to)
     page, nxt = svc(request).rm.messages.query(
-        to=to,
-        sender=sender,
+        to=_filter(request, "to"),
+        sender=_filter(request, "from"),
         status=parse.query_choice(request, "status", STATUSES),
         message_type=parse.query_choice(request, "type", ("message", "system")),
-        broadcast_id=broadcast_id,
+        broadcast_id=_filter(request, "broadcastId"),
         after=parse.query_int(request, "after", 0, 0, 2**62),
         limit=parse.query_int(request, "limit", 100, 1, 1000),
     )

@@ -15,15 +15,20 @@ ID = {
     "type": "string",
     "minLength": 1,
     "maxLength": 120,
+    "format": "relay-id",
     "pattern": "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]+$",
     "description": "1-120 printable characters without '/' or whitespace.",
 }
 EPOCH_MS = {"type": "integer", "description": "Epoch milliseconds (server receive time)."}
 NULLABLE_EPOCH_MS = {"type": ["integer", "null"]}
 NULLABLE_STR = {"type": ["string", "null"]}
+NO_NUL = "^[^\\x00]*$"
 TARGET = {
-    "type": "string",
-    "minLength": 1,
+    "anyOf": [
+        ID,
+        {"type": "string", "pattern": "^(label|tag):[^\\x00]{1,200}$"},
+        {"const": "*"},
+    ],
     "description": "An agent id (orchestrators' `orchestrator-<id>` included), `label:X` "
     "(every agent whose label is X), `tag:X` (every agent with tag X) or `*` (every agent). "
     "A broadcast never reaches its sender, includes offline agents, and is delivered to each "
@@ -39,8 +44,26 @@ def _err(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
 
 
-def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _ok(
+    schema: dict[str, Any], description: str = "OK", links: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if links:
+        out["links"] = links
+    return out
+
+
+def _links(*operation_ids: str) -> dict[str, Any]:
+    """Links from a message in a response to operations on it (stateful fuzzing follows them)."""
+    return {
+        op: {"operationId": op, "parameters": {"id": "$response.body#/id"}} for op in operation_ids
+    }
+
+
+_ON_MESSAGE = _links("getMessage", "claimMessage", "ackMessage", "releaseMessage", "deleteMessage")
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -159,8 +182,12 @@ SCHEMAS: dict[str, Any] = {
             "from": ID,
             "to": TARGET,
             "type": {"enum": list(MESSAGE_TYPES), "default": "message"},
-            "subject": {"type": ["string", "null"], "maxLength": 1000},
-            "body": {"type": "string", "description": "Up to the body limit of the request."},
+            "subject": {"type": ["string", "null"], "maxLength": 1000, "pattern": NO_NUL},
+            "body": {
+                "type": "string",
+                "pattern": NO_NUL,
+                "description": "Up to the body limit of the request; no NUL characters.",
+            },
             "meta": {
                 "type": ["object", "null"],
                 "properties": {"priority": {"enum": [*PRIORITIES, None]}},
@@ -206,6 +233,7 @@ PATHS: dict[str, Any] = {
                 "201": _ok(
                     {"oneOf": [_ref("Message"), _ref("Broadcast")]},
                     "Sent: the message, or for a broadcast every copy.",
+                    _ON_MESSAGE,
                 ),
                 **BODY_ERRORS,
                 "404": _err("`to` names no agent, or the broadcast matches none."),
@@ -235,14 +263,18 @@ PATHS: dict[str, Any] = {
                 {
                     "name": "to",
                     "in": "query",
-                    "schema": {"type": "string"},
+                    "schema": TARGET,
                     "description": "The recipient, or the target as sent.",
                 },
                 {"name": "from", "in": "query", "schema": ID},
                 {"name": "status", "in": "query", "schema": {"enum": list(STATUSES)}},
                 {"name": "type", "in": "query", "schema": {"enum": list(MESSAGE_TYPES)}},
                 {"name": "broadcastId", "in": "query", "schema": ID},
-                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {
+                    "name": "after",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                },
                 {
                     "name": "limit",
                     "in": "query",
@@ -277,7 +309,9 @@ PATHS: dict[str, Any] = {
             "Claim a message for exclusive delivery until the lease ends; only its recipient "
             "may. A claim whose lease has ended is released first.",
             {
-                "200": _ok(_ref("Message"), "Claimed: `claimId` and `leaseUntil` are set."),
+                "200": _ok(
+                    _ref("Message"), "Claimed: `claimId` and `leaseUntil` are set.", _ON_MESSAGE
+                ),
                 **BODY_ERRORS,
                 **MISSING,
                 "409": _err(

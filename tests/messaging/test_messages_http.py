@@ -376,6 +376,10 @@ def test_list_filters_and_pages(api: Client, uniq: str) -> None:
         ("limit=1001", "limit"),
         ("after=-1", "after"),
         ("from=a%20b", "from"),
+        ("from=", "from"),
+        ("to=", "to"),
+        ("to=tag:", "to"),
+        ("broadcastId=x&broadcastId=y", "broadcastId"),
     ]:
         rejected(api, lambda query=query: api.get(f"/api/messages?{query}"), 400, mention)
 
