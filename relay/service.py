@@ -86,7 +86,7 @@ class RelayService:
         if self.settings.store == "postgres":
             from relay.store.postgres import start_listener
 
-            self.listener = start_listener(self)
+            self.listener = await start_listener(self)
         # Grace: nobody is reaped for silence that overlapped the relay's own downtime.
         self.started_at = self.clock.now_ms()
         if run_reaper:

@@ -275,6 +275,7 @@ class LogListener:
         self.notifications = 0
         self.reconnects = 0
         self._stop = threading.Event()
+        self._tried = threading.Event()  # the first connection attempt is over, either way
         self._thread = threading.Thread(target=self._run, name="relay-pg-listen", daemon=True)
         self._head_query = sql.SQL("SELECT max(notification_id) AS head FROM {}").format(
             target.qualified_table
@@ -282,6 +283,11 @@ class LogListener:
 
     def start(self) -> None:
         self._thread.start()
+
+    def wait_first_attempt(self, timeout: float) -> bool:
+        """Block until the first connection attempt is over; True if it is listening."""
+        self._tried.wait(timeout)
+        return self.connected
 
     def stop(self) -> None:
         self._stop.set()
@@ -302,6 +308,7 @@ class LogListener:
                     self.down_since = None
                     self.last_error = None
                     backoff = 0.05
+                    self._tried.set()
                     self._report(conn)
                     self._listen(conn)
             except psycopg.Error as e:
@@ -313,6 +320,7 @@ class LogListener:
                 self.last_error = f"{type(e).__name__}: {e}".strip()
                 if self.down_since is None:
                     self.down_since = time.time()
+                self._tried.set()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
         self.connected = False
@@ -342,6 +350,8 @@ class LogListener:
                 "detail": f"listening on {CHANNEL} ({self.notifications} notifications, "
                 f"{self.reconnects} reconnects)",
             }
+        if self.last_error is None:
+            return {"name": "subscription", "status": "warn", "detail": "connecting"}
         since = f" for {time.time() - self.down_since:.0f} s" if self.down_since else ""
         return {
             "name": "subscription",
@@ -350,8 +360,14 @@ class LogListener:
         }
 
 
-def start_listener(service: Any) -> LogListener:
-    """Subscribe ``service`` (a started RelayService) to the log; call on its loop."""
+async def start_listener(service: Any, wait: float = 5.0) -> LogListener:
+    """Subscribe ``service`` (a started RelayService) to the log.
+
+    Returns once the subscription listens (or its first attempt failed, or
+    ``wait`` passed): a node that answers requests should already hear about
+    other nodes' writes. Whatever was committed before it listened is caught
+    up by the head it reports on connecting.
+    """
     loop = asyncio.get_running_loop()
 
     def on_head(head: int) -> None:
@@ -369,6 +385,8 @@ def start_listener(service: Any) -> LogListener:
 
     listener = LogListener(DsnTarget(service.settings.postgres_dsn), loop, on_head)
     listener.start()
+    if not await loop.run_in_executor(None, listener.wait_first_attempt, wait):
+        log.warning("not listening on the log yet (%s); retrying in the background", listener.last_error)
     return listener
 
 
