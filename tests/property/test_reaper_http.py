@@ -364,7 +364,8 @@ class HttpReaperMachine(RuleBasedStateMachine):
                 assert self._shown(key) is None, f"removed {key} is back"
                 listed = agents if key[0] == "agent" else orchestrators
                 assert key[1] not in listed, f"removed {key} is listed"
-                assert f"orchestrator-{key[1]}" not in agents or key[0] == "agent"
+                if key[0] == "orchestrator":
+                    assert f"orchestrator-{key[1]}" not in agents, f"removed {key}'s agent record is listed"
 
     @invariant()
     def inv09_offline_only_by_reap(self) -> None:
