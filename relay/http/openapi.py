@@ -775,7 +775,7 @@ def _log_op(operation_id: str, summary: str, responses: dict[str, Any], **extra:
     }
 
 
-_TYPES = "^(agent|orchestrator)(,(agent|orchestrator))*$"
+_TYPES = "^(agent|orchestrator|message)(,(agent|orchestrator|message))*$"
 AT_PARAM = {
     "name": "at",
     "in": "query",
@@ -842,13 +842,21 @@ PATHS.update(
                         "name": "types",
                         "in": "query",
                         "schema": {"type": "string", "pattern": _TYPES},
-                        "description": "Comma-separated families: agent, orchestrator.",
+                        "description": "Comma-separated families (the part of the event "
+                        "name before the dot): agent, orchestrator, message.",
                     },
                     {
                         "name": "orchestrator",
                         "in": "query",
                         "schema": ID,
                         "description": "Only this orchestrator's status events and commands.",
+                    },
+                    {
+                        "name": "agent",
+                        "in": "query",
+                        "schema": ID,
+                        "description": "Only this agent's own record and the messages to or from "
+                        "it (not with `orchestrator`).",
                     },
                     {
                         "name": "token",
