@@ -330,3 +330,27 @@ def test_resumes_after_a_restart_start_from_anchors_kept_in_the_data_folder(
     for since in range(head):
         with sse(again, {"since": str(since)}) as s:
             assert wire(s.read_until_position(head)) == [x for x in everything if x[0] > since], since
+
+
+def test_agent_scope_gets_its_record_and_its_messages(start: Start, connect: Connect, sse: Open) -> None:
+    relay = start(*NO_SEALS)
+    c = connect(relay)
+    for aid in ("a1", "a2", "a3"):
+        register_agent(c, aid)
+    mine = sse(relay, {"agent": "a1"})
+    messages_only = sse(relay, {"agent": "a1", "types": "message"})
+    for s in (mine, messages_only):
+        s.next_events()
+    assert c.post("/api/messages", {"from": "a2", "to": "a1", "body": "to me"}).status == 201
+    assert c.post("/api/messages", {"from": "a2", "to": "a3", "body": "not mine"}).status == 201
+    assert c.post("/api/messages", {"from": "a1", "to": "a3", "body": "from me"}).status == 201
+    c.post("/api/agents/a2/heartbeat")
+    c.post("/api/agents/a1/heartbeat")
+    head = c.log_head()
+    got = mine.read_until_position(head)
+    assert [e.event for e in got] == ["message.new", "message.new", "agent.status"]
+    assert [e.json()["body"] for e in got[:2]] == ["to me", "from me"]
+    assert got[2].json()["id"] == "a1"
+    only = messages_only.read_until_position(got[1].position)
+    assert [e.json()["body"] for e in only] == ["to me", "from me"]
+    assert sse(relay, {"agent": "a1", "orchestrator": "o1"}).status == 400
