@@ -93,10 +93,13 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data or os.environ.get("RELAY_DATA") or "./relay-data")
 
 
+def _store(args: argparse.Namespace) -> str:
+    return str(args.store or os.environ.get("RELAY_STORE") or "sqlite")
+
+
 def open_log(args: argparse.Namespace) -> tuple[LogReader, bool]:
     """The log to read, and whether its positions are gap-free (SQLite)."""
-    store = args.store or os.environ.get("RELAY_STORE") or "sqlite"
-    if store == "postgres":
+    if _store(args) == "postgres":
         from relay.application import RelayApp
         from relay.config import Settings
         from relay.store import store_env
@@ -310,7 +313,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         return _fail(str(e))
     bar = Progress("verified") if sys.stderr.isatty() else None
-    data_dir = _data_dir(args) if (args.store or "sqlite") == "sqlite" else None
+    data_dir = _data_dir(args) if _store(args) == "sqlite" else None
     report = verify(log, data_dir, gapless, expect, bar.update if bar else None)
     if bar:
         bar.done()
