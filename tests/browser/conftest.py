@@ -27,9 +27,14 @@ def pw() -> Any:
     return api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(pw: Any) -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright: no browser download involved."""
+    """Debian's Chromium driven by Playwright: no browser download involved.
+
+    Module scope, not session: Playwright's sync API keeps an event loop
+    running on the main thread while it is open, and later test modules call
+    ``asyncio.run`` there.
+    """
     with pw.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield b
