@@ -15,7 +15,6 @@ from tests.support.client import Client
 from tests.support.postgres import drop_schema, new_schema, require_dsn
 from tests.support.server import RelayProcess
 
-pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
