@@ -16,7 +16,6 @@ from tests.support.postgres import drop_schema, new_schema, require_dsn
 from tests.support.server import RelayProcess
 
 
-
 @pytest.fixture
 def pg_dsn() -> str:
     """The test server (skips the test when none is configured)."""
