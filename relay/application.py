@@ -279,6 +279,11 @@ class RelayApp(Application):
     def record_command_result(self, cmd: c.RecordCommandResult) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
         agg.record_command_result(cmd.command_id, cmd.status, cmd.error, cmd.agent_id, cmd.at)
+        # The command's control message (same id) is settled in the same
+        # transaction, so orchestrator inboxes do not fill with done requests.
+        note = self._get(Message, cmd.command_id)
+        if note is not None and note.settle(cmd.at):
+            return cmd.command_id, [agg, note]
         return cmd.command_id, [agg]
 
     def remove_orchestrator(self, cmd: c.RemoveOrchestrator) -> tuple[Any, list[Any]]:

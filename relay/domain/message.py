@@ -154,6 +154,18 @@ class Message(Aggregate):
     def _acked(self, claim_id: str, agent_id: str, at: int) -> None:
         self.status = ACKED
 
+    def settle(self, at: int) -> bool:
+        """The command this control message carries has its result: the message is done.
+
+        Recorded as an ack by the recipient (the orchestrator posted the
+        result), so control messages do not pile up in inboxes; a message
+        already acked or deleted is left as it is.
+        """
+        if self.status not in (PENDING, CLAIMED):
+            return False
+        self._acked(claim_id=self.claim_id, agent_id=self.recipient, at=at)
+        return True
+
     def release(self, agent_id: str, claim_id: str | None, at: int) -> None:
         """Give the message back to the inbox; only the holder of a live claim may."""
         self._require_holder(agent_id, claim_id, at, "release")

@@ -442,6 +442,27 @@ def test_spawn_and_actions_arrive_as_urgent_system_messages_in_one_transaction(
     )
 
 
+def test_a_command_result_settles_its_control_message_in_the_same_transaction(
+    api: Client, uniq: str
+) -> None:
+    oid = uniq + "s"
+    register_orchestrator(api, oid, baseDir="/srv/work")
+    inbox = f"/api/agents/orchestrator-{oid}/inbox"
+    spawn = api.post(f"/api/orchestrators/{oid}/spawn", {"provider": "claude"}).json["command"]
+    act = api.post(f"/api/orchestrators/{oid}/actions", {"action": "shutdown"}).json["command"]
+    claim(api, act["id"], f"orchestrator-{oid}")  # a claimed one is settled too
+    assert [m["id"] for m in api.get(inbox).json] == [spawn["id"], act["id"]]
+    for cmd, status in ((spawn, "done"), (act, "failed")):
+        head = api.log_head()
+        r = api.post(f"/api/orchestrators/{oid}/commands/{cmd['id']}/result", {"status": status})
+        assert r.status == 200, r
+        log = full_log(api)[-2:]
+        assert [e["type"] for e in log] == ["CommandResultRecorded", "MessageAcked"]
+        assert [e["position"] for e in log] == [head + 1, head + 2]
+        assert api.get(f"/api/messages/{cmd['id']}").json["status"] == "acked"
+    assert api.get(inbox).json == []
+
+
 # -- durability ---------------------------------------------------------------------------------------------
 
 
