@@ -191,6 +191,13 @@ class EventHub:
         self._ring_start = 0
         self._ring_bytes = 0
         self.ring_floor = 0
+        # Applied positions are encoded at once (into the ring) but written to
+        # subscribers a moment later, in one batch per loop turn: ``delivered``
+        # is the newest position written; the ring hands over only up to it.
+        self.delivered = 0
+        self._pending: list[list[Frame]] = []
+        self._flush_scheduled = False
+        self._flushed: asyncio.Future[None] | None = None
         self._everyone: dict[tuple[Any, ...], set[Subscriber]] = {}
         self._by_orchestrator: dict[str, dict[tuple[Any, ...], set[Subscriber]]] = {}
         self._by_agent: dict[str, dict[tuple[Any, ...], set[Subscriber]]] = {}
@@ -211,7 +218,7 @@ class EventHub:
     def start(self) -> None:
         s = self.service
         assert s.tail is not None and s.app is not None, "start the service first"
-        self.position = self.ring_floor = s.rm.position
+        self.position = self.ring_floor = self.delivered = s.rm.position
         self.replayer = Replayer(AppLog(s.app), every=self.settings.replay_every)
         self._past = PastModels(self.replayer)
         self._anchor_bucket = self.position // self.replayer.every
@@ -257,9 +264,33 @@ class EventHub:
         if changes:
             frames = encode(position, changes)
             self._remember(position, frames)
-            self._deliver(frames)
+            self._pending.append(frames)
+        if not self._flush_scheduled:
+            # Deliver after the writes this event releases have been answered
+            # (their handlers were scheduled just now, and run first), and
+            # together with whatever else this loop turn applies.
+            self._flush_scheduled = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._flush)
         if self._waiters:
             self._wake()
+
+    def _flush(self) -> None:
+        """Write everything applied since the last flush to its subscribers, once."""
+        self._flush_scheduled = False
+        frames = [f for fs in self._pending for f in fs]
+        self._pending = []
+        self.delivered = self.position
+        if frames:
+            self._deliver(frames)
+        flushed, self._flushed = self._flushed, None
+        if flushed is not None and not flushed.done():
+            flushed.set_result(None)
+
+    async def _next_flush(self) -> None:
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+        await self._flushed
 
     def _keep_on_disk(self, position: int, blob: bytes, identity: list[Any]) -> None:
         """Save an anchor in the data folder (off the loop), for resumes after a restart."""
@@ -310,9 +341,13 @@ class EventHub:
         self._ring_frames.append(frames)
         self._ring_bytes += sum(len(f.data) for f in frames)
         while (
-            len(self._ring_pos) - self._ring_start > self.settings.sse_ring
-            or self._ring_bytes > RING_BYTES
-        ) and len(self._ring_pos) - self._ring_start > 1:
+            (
+                len(self._ring_pos) - self._ring_start > self.settings.sse_ring
+                or self._ring_bytes > RING_BYTES
+            )
+            and len(self._ring_pos) - self._ring_start > 1
+            and self._ring_pos[self._ring_start] <= self.delivered  # never what is still pending
+        ):
             i = self._ring_start
             self.ring_floor = self._ring_pos[i]
             self._ring_bytes -= sum(len(f.data) for f in self._ring_frames[i])
@@ -324,13 +359,13 @@ class EventHub:
             self._ring_start = 0
 
     def _ring_after(self, position: int, flt: Filter, budget: int) -> tuple[bytes, int, bool]:
-        """Ring frames after ``position`` for ``flt``: (bytes up to ``budget``, last
-        position included, whether that reached the newest position)."""
+        """Ring frames after ``position`` for ``flt``, up to what has been delivered:
+        (bytes up to ``budget``, last position included, whether that reached it)."""
         i = bisect.bisect_right(self._ring_pos, position, lo=self._ring_start)
         parts: list[bytes] = []
         size = 0
         last = position
-        n = len(self._ring_pos)
+        n = bisect.bisect_right(self._ring_pos, self.delivered, lo=i)
         while i < n:
             payload = flt.select(self._ring_frames[i])
             if payload:
@@ -340,7 +375,7 @@ class EventHub:
                 size += len(payload)
             last = self._ring_pos[i]
             i += 1
-        return b"".join(parts), self.position, True
+        return b"".join(parts), self.delivered, True
 
     # -- membership ------------------------------------------------------------
 
@@ -413,9 +448,12 @@ class EventHub:
 
     async def follow(self, sub: Subscriber, resp: web.StreamResponse, since: int | None) -> None:
         """Catch ``sub`` up from ``since`` (None: from now), then keep it live until it ends."""
-        position = self.position if since is None else since
+        position = self.delivered if since is None else since
         rm: ReadModels | None = None
         while sub.reason is None and not self.closed:
+            if position > self.delivered:
+                await self._next_flush()  # applied, not yet sent to anyone: join with the next batch
+                continue
             if position >= self.ring_floor:
                 budget = min(SWITCH_BYTES, sub.limit // 2)
                 payload, last, complete = self._ring_after(position, sub.filter, budget)
