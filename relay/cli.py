@@ -226,7 +226,10 @@ async def _serve(settings: Settings) -> None:
     from relay.http.app import server_options
 
     runner = web.AppRunner(app, handle_signals=False, access_log=None, **server_options(settings))
-    await runner.setup()
+    await runner.setup()  # starts the service: read models loaded, writer running
+    from relay.http.app import tune_gc
+
+    tune_gc()
     site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=5.0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.resources
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -65,6 +66,22 @@ def server_options(settings: Settings) -> dict[str, Any]:
     (8190-byte lines and fields, 128 headers), answered 400 past them.
     """
     return {"keepalive_timeout": settings.client_timeout}
+
+
+def tune_gc() -> None:
+    """Once the relay has started: freeze what it loaded, and collect young objects less often.
+
+    A request allocates many short-lived containers that reference counting
+    frees anyway; with 64 requests in flight the default gen-0 threshold (700)
+    kept scanning and promoting them, and the full collections that followed
+    stalled every client for 50-300 ms. Measured: ~15% less CPU per heartbeat
+    and a lower p99 (docs/benchmarks.md). Frozen start-up state (read models,
+    live aggregates) is not scanned again. Process-wide, so only ``relay
+    serve`` calls it, not an app embedded in another process.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 async def _service_lifetime(app: web.Application) -> AsyncIterator[None]:
