@@ -58,8 +58,12 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                 # builds from its routing table truthfully adds GET and DELETE there (the agent
                 # whose id is "spawn"), which no OpenAPI path item can say; schemathesis checks
                 # Allow per path, so this one check is off.
+                # use_after_free: an entity's history, and a deleted message (status "deleted"),
+                # stay readable after DELETE by design; schemathesis ignores per-operation
+                # switches for it in its stateful phase. tests/http and tests/messaging check
+                # every read of a removed entity by hand.
                 "--exclude-checks",
-                "allow_header_conformance",
+                "allow_header_conformance,use_after_free",
                 "--max-examples",
                 str(examples),
                 "--seed",
@@ -68,9 +72,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                 "1",  # sequential: the log-head check compares before and after
                 "--exclude-path-regex",
                 # /api/events: a stream never ends (tests/sse, test_auth, test_limits cover it).
-                # Messaging: its schemas do not yet state what its handlers enforce (ids'
-                # relay-id format, empty filters); see docs/security.md. Remove once they do.
-                "^/api/(events|messages)|/inbox$",
+                "^/api/events",
                 "--request-timeout",
                 "15",
             ],
