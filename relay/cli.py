@@ -19,6 +19,21 @@ from attrs import evolve
 from relay import __version__
 from relay.config import Settings, SettingsError
 
+_METAVARS = {
+    "data": "DIR",
+    "postgres_dsn": "DSN",
+    "stale_after": "SECONDS",
+    "reap_every": "SECONDS",
+    "keepalive": "SECONDS",
+    "client_timeout": "SECONDS",
+    "max_body": "BYTES",
+    "sse_buffer": "BYTES",
+    "checkpoint_every": "EVENTS",
+    "seal_every": "EVENTS",
+    "max_streams_per_client": "N",
+    "log_level": "LEVEL",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -34,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the relay server",
         description="Run the relay: HTTP API, read models and reaper over one event log. "
         "Each option can also be set with the environment variable shown.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d = Settings()
     serve.add_argument("--host", default=None, help=f"address to listen on [RELAY_HOST] ({d.host})")
@@ -132,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="log lines as text, or one JSON object a line for log shippers [RELAY_LOG_FORMAT] (text)",
     )
+    for action in serve._actions:  # units in the usage line, not DEST_IN_CAPITALS
+        action.metavar = _METAVARS.get(action.dest, action.metavar)
     serve.set_defaults(func=run_serve)
     _add_optional_subcommands(sub)
     return parser
