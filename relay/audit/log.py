@@ -179,11 +179,24 @@ _AGGREGATE_SQL = (
 )
 
 
+_UUIDS: dict[str, UUID] = {}
+
+
+def _uuid(text: str) -> UUID:
+    """Aggregate ids repeat all through a log: parse each once (a quarter of a rebuild's time)."""
+    u = _UUIDS.get(text)
+    if u is None:
+        if len(_UUIDS) >= 100_000:
+            _UUIDS.clear()
+        u = _UUIDS[text] = UUID(text)
+    return u
+
+
 def _notification(row: tuple[Any, ...]) -> Notification:
     rowid, originator_id, version, topic, state = row
     return Notification(
         id=rowid,
-        originator_id=UUID(originator_id),
+        originator_id=_uuid(originator_id),
         originator_version=version,
         topic=topic,
         state=bytes(state),
