@@ -1,6 +1,6 @@
 """Core ingest and query benchmark of relay (issue 2). Not a test: it prints figures.
 
-Run from the repository root (about 4 minutes on the 2-core machine)::
+Run from the repository root (2-4 minutes on the 2-core machine)::
 
     .venv/bin/python bench/ingest.py            # every section, 3 runs each
     .venv/bin/python bench/ingest.py --only ingest,size --runs 5
