@@ -112,3 +112,30 @@ def build_big_log(data_dir: Path, events: int, orchestrators: int = 1_000, batch
     finally:
         app.close()
     return time.perf_counter() - t0
+
+
+def append_heartbeats(data_dir: Path, events: int, prefix: str, batch: int = 1_000) -> float:
+    """Append ``events`` events to an existing log: 10 new orchestrators, then their heartbeats.
+
+    New orchestrators, so nothing has to be loaded first. Returns the seconds it took.
+    """
+    t0 = time.perf_counter()
+    app = open_app(data_dir)
+    try:
+        now = int(time.time() * 1000)
+        ids = [f"{prefix}-{i}" for i in range(min(10, events))]
+        _register(app, ids, now - events)
+        left = events - len(ids)
+        k = 0
+        while left > 0:
+            n = min(batch, left)
+            touched: dict[Any, Any] = {}
+            for _ in range(n):
+                _, aggs = app.execute(c.HeartbeatOrchestrator(ids[k % len(ids)], now - events + k))
+                touched[aggs[0].id] = aggs[0]
+                k += 1
+            app.save(*touched.values())
+            left -= n
+    finally:
+        app.close()
+    return time.perf_counter() - t0

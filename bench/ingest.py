@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 from baseline import one_per_save
-from builders import build_big_log, build_long_stream
+from builders import append_heartbeats, build_big_log, build_long_stream
 from harness import (
     Conn,
     Server,
@@ -59,6 +59,8 @@ from harness import (
     stored_sizes,
 )
 from loadgen import have_wrk, heartbeat_load
+
+from relay.config import Settings
 
 SECTIONS = ("ingest", "list", "long", "startup", "size")
 CHECKPOINT_FILE = "readmodels.json"
@@ -233,16 +235,30 @@ def bench_startup(tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
             f"  run {r + 1}: with checkpoint, URL after {starts[-1]['url_s']:.2f} s, "
             f"first answer after {starts[-1]['first_request_s']:.2f} s ({starts[-1]['load']})"
         )
+    # The worst case after a crash (kill -9): the newest checkpoint is up to
+    # --checkpoint-every events behind the log, and that tail is folded at start.
+    tail = Settings().checkpoint_every - 1
+    behind = []
+    for r in range(a.runs):
+        append_heartbeats(data, tail, f"tail{r}")
+        behind.append(_timed_start(data))
+        say(
+            f"  run {r + 1}: checkpoint {tail:,} events behind, first answer after "
+            f"{behind[-1]['first_request_s']:.2f} s ({behind[-1]['load']})"
+        )
     return {
         "events": head,
         "build_s": built,
+        "tail": tail,
+        "behind_first_request_s": median([x["first_request_s"] for x in behind]),
+        "behind_load_s": median([x["load"][2] for x in behind if x["load"]]),
         "empty_url_s": median([x["url_s"] for x in empty]),
         "rebuild_url_s": median([x["url_s"] for x in rebuilds]),
         "rebuild_load_s": median([x["load"][2] for x in rebuilds if x["load"]]),
         "url_s": median([x["url_s"] for x in starts]),
         "first_request_s": median([x["first_request_s"] for x in starts]),
         "load_s": median([x["load"][2] for x in starts if x["load"]]),
-        "runs": {"empty": empty, "rebuild": rebuilds, "checkpoint": starts},
+        "runs": {"empty": empty, "rebuild": rebuilds, "checkpoint": starts, "behind": behind},
     }
 
 
@@ -320,6 +336,10 @@ def report(res: dict[str, Any], a: argparse.Namespace, elapsed: float) -> None:
             f"startup  {r['events']:,}-event log with checkpoint: URL line after {r['url_s']:.2f} s, "
             f"first answer after {r['first_request_s']:.2f} s (read models loaded in {r['load_s']:.3f} s; "
             f"empty log: {r['empty_url_s']:.2f} s)  [target <= 2 s: {verdict(r['first_request_s'] <= 2)}]"
+        )
+        out(
+            f"         checkpoint {r['tail']:,} events behind the log (worst case after kill -9): "
+            f"first answer after {r['behind_first_request_s']:.2f} s (fold {r['behind_load_s']:.3f} s)"
         )
         out(
             f"         without a checkpoint (rebuild from 0): URL line after {r['rebuild_url_s']:.2f} s "
