@@ -294,17 +294,14 @@ class EventHub:
 
     def _keep_on_disk(self, position: int, blob: bytes, identity: list[Any]) -> None:
         """Save an anchor in the data folder (off the loop), for resumes after a restart."""
-        data_dir = self.service.data_dir if self.settings.store == "sqlite" else None
-        if data_dir is None:
-            return
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(None, save_anchor, data_dir, position, blob, identity)
+        fut = loop.run_in_executor(None, save_anchor, self.service.data_dir, position, blob, identity)
         fut.add_done_callback(_log_failure)
 
     async def load_anchors(self) -> None:
         """Anchors a previous run left in the data folder (checked against the log)."""
         replayer = self.replayer
-        if replayer is None or self.settings.store != "sqlite":
+        if replayer is None:
             return
         found = await asyncio.get_running_loop().run_in_executor(
             None, load_anchors, self.service.data_dir, replayer.log, self.position
