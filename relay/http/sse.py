@@ -2,16 +2,19 @@
 
 One ``EventHub`` per process listens to the tail follower. For each applied
 event it encodes the changes (``ReadModels.apply`` says what changed) to their
-wire bytes once, keeps them in a ring of recent positions, and writes the same
-bytes to every matching subscriber's transport. Nothing is formatted, queued
-or polled per subscriber: the transport's write buffer *is* the subscriber's
-bounded buffer, and a subscriber whose buffer would pass ``sse_buffer`` bytes
-is ended (it resumes with ``Last-Event-ID`` and loses nothing).
+wire bytes once and keeps them in a ring of recent positions; a moment later
+(after the writes that event answers, one batch per loop turn) it writes the
+same bytes to every matching subscriber's transport. Nothing is formatted,
+queued or polled per subscriber: the transport's write buffer *is* the
+subscriber's bounded buffer, and a subscriber whose buffer would pass
+``sse_buffer`` bytes is ended (it resumes with ``Last-Event-ID`` and loses
+nothing).
 
 Resuming (``Last-Event-ID``, or ``?since=``) never has a seam between the past
 and the live part because the switch happens in one synchronous step on the
-loop: copy the ring's frames after the client's position, then join the live
-set, with no ``await`` in between, so no event can be applied in the middle.
+loop: copy the ring's frames after the client's position up to what has been
+delivered, then join the live set, with no ``await`` in between, so nothing
+can be delivered in the middle.
 A position older than the ring is first replayed from the store: the read
 models as of that position (``relay.audit.replay``) folded forward with the
 same ``ReadModels.apply``, so a past event carries its entity *as of that
