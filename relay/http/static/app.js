@@ -365,7 +365,8 @@ async function probeStream() {
 
 function onStreamEvent(ev) {
   const pos = ev.lastEventId ? Number(ev.lastEventId) : null;
-  if (pos != null && state.lastEventId != null && pos <= state.lastEventId) return; // seen already
+  // One position can carry several events (an orchestrator and its agent record), all with its id.
+  if (pos != null && state.lastEventId != null && pos < state.lastEventId) return; // seen already
   if (pos != null) state.lastEventId = pos;
   let data;
   try { data = JSON.parse(ev.data); } catch { return; }
