@@ -49,6 +49,7 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    app.on_response_prepare.append(_revalidate_static)
     metrics.install(app, app[SERVICE].metrics)
     app.cleanup_ctx.append(_service_lifetime)
     sse.setup(app)  # after the service: the hub starts after it and stops before it
@@ -89,3 +90,9 @@ async def _service_lifetime(app: web.Application) -> AsyncIterator[None]:
     await service.start()
     yield
     await service.stop()
+
+
+async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    """After an upgrade a browser must not pair the new page with an old cached script."""
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"

@@ -78,3 +78,11 @@ def test_settings_from_env_and_flags_precedence() -> None:
     args = build_parser().parse_args(["serve", "--port", "6000"])
     s2 = settings_from(args, {"RELAY_PORT": "5000", "RELAY_REAP_EVERY": "3"})
     assert (s2.port, s2.reap_every) == (6000, 3.0)
+
+
+def test_dashboard_is_served_and_revalidated(client: Client) -> None:
+    page = client.get("/")
+    assert page.status == 200 and b"<html" in page.body.lower()
+    script = client.get("/static/app.js")
+    assert script.status == 200 and script.headers["cache-control"] == "no-cache"
+    assert client.get("/static/../pyproject.toml").status == 404
