@@ -18,22 +18,13 @@ from relay.domain.rules import (
     PROVIDERS,
 )
 from relay.http import openapi_messages
+from relay.http.openapi_parts import EPOCH_MS, ID, NO_NUL, NULLABLE_STR
+from relay.http.openapi_parts import body as _body
+from relay.http.openapi_parts import err as _err
+from relay.http.openapi_parts import ok as _ok
+from relay.http.openapi_parts import ref as _ref
 
-ID_PATTERN = "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]+$"
-ID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 120,
-    "format": "relay-id",
-    "pattern": ID_PATTERN,
-    "description": "1-120 printable characters without '/' or whitespace. The pattern shuts out "
-    "control characters; the relay also refuses the other unprintable ones (format "
-    "relay-id: unassigned, private-use and formatting code points).",
-}
-NO_NUL = "^[^\\x00]*$"
-EPOCH_MS = {"type": "integer", "description": "Epoch milliseconds (server receive time)."}
 STR = {"type": "string"}
-NULLABLE_STR = {"type": ["string", "null"]}
 NAME = {"type": "string", "maxLength": 200}
 
 
@@ -70,36 +61,6 @@ BASE_DIR = {
     "pattern": "^/[^\\x00]*$",
     "description": "Absolute path; stored normalised.",
 }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": _ref("Error")}},
-    }
-    if headers:
-        out["headers"] = headers
-    return out
-
-
-def _ok(
-    schema: dict[str, Any], description: str = "OK", links: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": schema}},
-    }
-    if links:
-        out["links"] = links
-    return out
-
-
-def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 def _link(operation_id: str, **parameters: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The messaging part of the OpenAPI document (ADR 0010), merged by ``openapi.py``.
 
-Self-contained (its own small helpers) so that it does not move whenever the
-core document's helpers do; ``openapi.py`` adds these schemas and paths to
-its own, so the served document is one.
+Shares its id schema and response builders with the core document
+(``openapi_parts``); ``openapi.py`` adds these schemas and paths to its own,
+so the served document is one.
 """
 
 from __future__ import annotations
@@ -10,19 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from relay.domain.message import MAX_LEASE_SECONDS, MESSAGE_TYPES, PRIORITIES, STATUSES
+from relay.http.openapi_parts import EPOCH_MS, ID, NO_NUL, NULLABLE_STR
+from relay.http.openapi_parts import body as _body
+from relay.http.openapi_parts import err as _err
+from relay.http.openapi_parts import ok as _ok
+from relay.http.openapi_parts import ref as _ref
 
-ID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 120,
-    "format": "relay-id",
-    "pattern": "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]+$",
-    "description": "1-120 printable characters without '/' or whitespace.",
-}
-EPOCH_MS = {"type": "integer", "description": "Epoch milliseconds (server receive time)."}
 NULLABLE_EPOCH_MS = {"type": ["integer", "null"]}
-NULLABLE_STR = {"type": ["string", "null"]}
-NO_NUL = "^[^\\x00]*$"
 TARGET = {
     "anyOf": [
         ID,
@@ -36,26 +30,6 @@ TARGET = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _err(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
-
-
-def _ok(
-    schema: dict[str, Any], description: str = "OK", links: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": schema}},
-    }
-    if links:
-        out["links"] = links
-    return out
-
-
 def _links(*operation_ids: str) -> dict[str, Any]:
     """Links from a message in a response to operations on it (stateful fuzzing follows them)."""
     return {
@@ -64,10 +38,6 @@ def _links(*operation_ids: str) -> dict[str, Any]:
 
 
 _ON_MESSAGE = _links("getMessage", "claimMessage", "ackMessage", "releaseMessage", "deleteMessage")
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 AUTH_ERRORS = {
