@@ -109,7 +109,10 @@ class RelayApp(Application):
     def _get(self, cls: type[Orchestrator] | type[Agent] | type[Message], natural_id: str) -> Any:
         aggregate_id = cls.create_id(natural_id)
         agg = self.live.get(aggregate_id)
-        if agg is not None and self.known_version is not None:
+        # Never swap out a copy with undecided-upon pending events (an earlier
+        # command of this batch): they would be lost while that command is
+        # answered. Its save then clashes, and the writer decides the batch again.
+        if agg is not None and self.known_version is not None and not agg.pending_events:
             known = self.known_version(aggregate_id)
             if known is not None and known > agg.version:
                 del self.live[aggregate_id]
