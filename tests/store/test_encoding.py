@@ -69,3 +69,14 @@ def test_read_models_rebuilt_from_the_store_match_the_fold(tmp_path: Path) -> No
     assert how == "rebuilt from position 0"
     assert rm.position == 2
     assert [o["id"] for o in rm.orchestrators_sorted()] == ["o1", "o2"]
+
+
+def test_a_batch_never_drops_an_earlier_commands_pending_events(tmp_path: Path) -> None:
+    """Another node's write seen mid-batch must not swap out a copy with pending events."""
+    app = _app(tmp_path)
+    _register(app)
+    _, first = app.execute(HeartbeatOrchestrator("o1", 2_000))
+    app.known_version = lambda _id: 99  # the read model has seen a newer version
+    _, second = app.execute(HeartbeatOrchestrator("o1", 3_000))
+    assert first[0] is second[0]
+    assert [e.at for e in second[0].pending_events] == [2_000, 3_000]  # type: ignore[attr-defined]
