@@ -213,8 +213,13 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     from eventsourcing.persistence import PersistenceError
 
+    from relay.store.lock import DataFolderInUseError
+
     try:
         asyncio.run(_serve(settings))
+    except DataFolderInUseError as e:
+        print(f"relay: {e}", file=sys.stderr)
+        return 2
     except PersistenceError as e:
         print(f"relay: cannot open the event store: {_store_problem(settings) or e}", file=sys.stderr)
         return 1

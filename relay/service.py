@@ -28,6 +28,7 @@ from relay.projections.follower import TailFollower, load_read_models
 from relay.projections.messages import expired_claims
 from relay.projections.readmodels import ReadModels
 from relay.store import store_env
+from relay.store.lock import DataFolderLock
 from relay.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,32 @@ class RelayService:
         self.metrics = Metrics(self)
         self.listener: Any = None  # PostgreSQL: the LISTEN subscription (relay.store.postgres)
         self._store_probe: asyncio.Future[int] | None = None
+        self.lock = DataFolderLock(self.data_dir)
 
     @property
     def data_dir(self) -> Path:
         return Path(self.settings.data_dir)
 
     async def start(self, run_reaper: bool = True) -> None:
-        """Open the store, load the read models, start the writer and the reaper."""
+        """Take the data folder, open the store, load the read models, start the
+        writer and the reaper. Raises ``DataFolderInUseError`` while another
+        process holds the folder (ADR 0018)."""
+        self.lock.acquire()  # first: nothing is read or written before the folder is ours
+        try:
+            await self._start(run_reaper)
+        except BaseException:
+            await self._stop_after_failed_start()
+            raise
+
+    async def _stop_after_failed_start(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.writer is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
+            if self.app is not None:
+                self.app.close()
+        self.lock.release()
+
+    async def _start(self, run_reaper: bool) -> None:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         env = store_env(self.settings)
@@ -100,19 +120,22 @@ class RelayService:
 
     async def stop(self) -> None:
         """Stop reaping, drain the writer, and leave a checkpoint for a fast restart."""
-        if self.listener is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.listener.stop)
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-        if self.writer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
-            await asyncio.sleep(0)  # let the writer's last hand-over run
-        if self.tail is not None:
-            self.tail.checkpoint_now()
-        if self.app is not None:
-            self.app.close()
+        try:
+            if self.listener is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.listener.stop)
+            if self._reaper is not None:
+                self._reaper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reaper
+            if self.writer is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
+                await asyncio.sleep(0)  # let the writer's last hand-over run
+            if self.tail is not None:
+                self.tail.checkpoint_now()
+            if self.app is not None:
+                self.app.close()
+        finally:
+            self.lock.release()  # the folder is free once this relay has let go of it
 
     # -- writes ----------------------------------------------------------------
 
