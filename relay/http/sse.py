@@ -34,6 +34,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
@@ -81,10 +82,15 @@ class Frame(NamedTuple):
 
 def encode(position: int, changes: list[Change]) -> list[Frame]:
     """Each change as its SSE bytes, tagged for filtering; the data is encoded now,
-    because the dicts are the live read models and will change under us."""
+    because the dicts are the live read models and will change under us.
+
+    Ids are unique and increase (ADR 0007, amended): the position's last frame
+    is ``P``, earlier ones ``P.K`` with K the frame's index among all of the
+    position's frames, so a filter changes which frames a client sees, never
+    their ids."""
     frames: list[Frame] = []
-    head = b"id: %d\nevent: " % position
-    for name, data in changes:
+    last = len(changes) - 1
+    for k, (name, data) in enumerate(changes):
         family, _, what = name.partition(".")
         oid: str | None = None
         agents: tuple[str, ...] = ()
@@ -94,6 +100,7 @@ def encode(position: int, changes: list[Change]) -> list[Frame]:
             agents = (data["id"],)
         elif family == "message":
             agents = tuple(a for a in (data.get("recipient"), data.get("from")) if a)
+        head = b"id: %d\nevent: " % position if k == last else b"id: %d.%d\nevent: " % (position, k)
         wire = head + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
         frames.append(Frame(family, oid, agents, wire))
     return frames
@@ -446,8 +453,53 @@ class EventHub:
                     "from now"
                 )
 
-    async def follow(self, sub: Subscriber, resp: web.StreamResponse, since: int | None) -> None:
-        """Catch ``sub`` up from ``since`` (None: from now), then keep it live until it ends."""
+    async def rest_of(self, position: int, part: int, field: str) -> list[Frame]:
+        """The frames of ``position`` after its frame ``part`` (a ``P.K`` resume), checked
+        before the stream opens: an id this log never gave out is refused (409)."""
+        frames = await self._frames_at(position)
+        if part >= len(frames) - 1:
+            raise ConflictError(
+                f"{field}: {position}.{part} is not an event id of this relay's log (position "
+                f"{position} carries {len(frames)} event(s); its last is id {position}, earlier "
+                f"ones {position}.0, {position}.1, ...): reconnect without a resume position "
+                "and reload"
+            )
+        return frames[part + 1 :]
+
+    async def _frames_at(self, position: int) -> list[Frame]:
+        """Every frame of ``position``, unfiltered: from the ring, or replayed from the store."""
+        if position <= 0:
+            return []
+        if position > self.ring_floor:  # the ring holds every position after its floor that has frames
+            i = bisect.bisect_left(self._ring_pos, position, lo=self._ring_start)
+            found = i < len(self._ring_pos) and self._ring_pos[i] == position
+            return list(self._ring_frames[i]) if found else []
+        replayer = self.replayer
+        assert replayer is not None
+
+        def replay() -> list[Frame]:
+            state = replayer.state_at(position - 1)
+            batch = replayer.log.select(position - 1, 1, position)
+            if not batch or batch[0].id != position:
+                return []
+            return encode(position, state.apply(position, replayer.log.decode(batch[0]), emit=True))
+
+        async with self._replays:
+            return await asyncio.get_running_loop().run_in_executor(None, replay)
+
+    async def follow(
+        self,
+        sub: Subscriber,
+        resp: web.StreamResponse,
+        since: int | None,
+        rest: list[Frame] | None = None,
+    ) -> None:
+        """Catch ``sub`` up from ``since`` (None: from now), then keep it live until it ends.
+        ``rest``: the frames of ``since`` the client has not had yet (a ``P.K`` resume)."""
+        if rest:
+            payload = sub.filter.select(rest)
+            if payload:
+                await resp.write(payload)
         position = self.delivered if since is None else since
         rm: ReadModels | None = None
         while sub.reason is None and not self.closed:
@@ -575,8 +627,24 @@ class EventHub:
 # -- the handler -------------------------------------------------------------------
 
 
-def parse_stream(request: web.Request) -> tuple[Filter, int | None, str]:
-    """The stream's filter and resume position (the header wins over ``?since=``)."""
+def parse_event_id(raw: str, field: str) -> tuple[int, int | None]:
+    """An event id as the relay writes it: ``P`` (all of position P delivered) or
+    ``P.K`` (P's frames up to its K-th delivered)."""
+    m = _EVENT_ID.fullmatch(raw.strip())
+    if m is None:
+        raise InvalidInputError(
+            field,
+            f"must be an event id this relay sent (a log position P, or P.K), not {raw[:40]!r}",
+        )
+    return int(m[1]), (int(m[2]) if m[2] is not None else None)
+
+
+_EVENT_ID = re.compile(r"([0-9]{1,18})(?:\.([0-9]{1,9}))?", re.ASCII)
+
+
+def parse_stream(request: web.Request) -> tuple[Filter, int | None, int | None, str]:
+    """The stream's filter and resume point (the header wins over ``?since=``): a
+    position, and the index of the last frame of it delivered (None: all of it)."""
     q = request.query
     raw_types = q.get("types")
     families: frozenset[str] | None = None
@@ -600,25 +668,24 @@ def parse_stream(request: web.Request) -> tuple[Filter, int | None, str]:
     if raw is None or not raw.strip():
         field, raw = "since", q.get("since")
     since: int | None = None
+    part: int | None = None
     if raw is not None and raw.strip():
-        try:
-            since = int(raw.strip())
-        except ValueError:
-            raise InvalidInputError(field, f"must be a log position (an integer), not {raw!r}") from None
-        if since < 0:
-            raise InvalidInputError(field, "must not be negative")
-    return Filter(families, oid, aid), since, field
+        since, part = parse_event_id(raw, field)
+    return Filter(families, oid, aid), since, part, field
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """``GET /api/events``."""
     hub = request.app[HUB]
     settings = request.app[SETTINGS]
-    flt, since, field = parse_stream(request)
+    flt, since, part, field = parse_stream(request)
     if hub.closed:
         raise web.HTTPServiceUnavailable(text="the relay is shutting down")
+    rest: list[Frame] | None = None
     if since is not None:
         await hub.check_resume(since, field)
+        if part is not None:
+            rest = await hub.rest_of(since, part, field)
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -637,7 +704,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     hub.opening(sub)
     try:
         await resp.write(b"retry: %d\n\n" % RETRY_MS)
-        await hub.follow(sub, resp, since)
+        await hub.follow(sub, resp, since, rest)
     except (ConnectionError, RuntimeError):
         sub.finish("gone")  # the client left during the catch-up
     except Exception:

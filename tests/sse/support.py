@@ -29,8 +29,17 @@ class Event:
 
     @property
     def position(self) -> int:
+        """The log position of the id (``P`` or ``P.K``)."""
         assert self.id is not None, "event without an id"
-        return int(self.id)
+        return int(self.id.partition(".")[0])
+
+    @property
+    def key(self) -> tuple[int, float]:
+        """The id as an ordered pair: ``P.K`` is (P, K), a bare ``P`` is (P, inf) (it is
+        the position's last event)."""
+        assert self.id is not None, "event without an id"
+        p, _, k = self.id.partition(".")
+        return int(p), (int(k) if k else float("inf"))
 
     def json(self) -> Any:
         return json.loads(self.data)
