@@ -238,7 +238,9 @@ class RelayClient:
         pending commands once the stream is open, knowing that anything
         requested after that arrives on the stream. The read timeout is well
         above the relay's 15 s keep-alive comments: longer silence means a
-        dead connection.
+        dead connection. ``last_event_id`` goes back exactly as the relay sent
+        it: ``P``, or ``P.K`` for an event before the last of position P (ADR
+        0007); it is never parsed as a number, so no event of a position is lost.
         """
         url = f"{self.base_url}/api/events?orchestrator={quote(self.orchestrator_id, safe='')}"
         headers = self._headers(self._token)

@@ -725,6 +725,8 @@ PATHS.update(openapi_messages.PATHS)
 # -- the log, live and past (relay.http.sse, relay.http.past) ------------------------
 
 _POSITION = {"type": "integer", "minimum": 0, "maximum": 2**62}
+# An SSE event id: a log position, or P.K for an event before the position's last (ADR 0007).
+_EVENT_ID = {"type": "string", "pattern": r"^[0-9]{1,18}(\.[0-9]{1,9})?$"}
 
 
 def _log_op(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -776,11 +778,15 @@ PATHS.update(
         "/api/events": {
             "get": _log_op(
                 "streamEvents",
-                "The log's tail as Server-Sent Events. Each event has `id:` (its log position), "
-                "an `event:` name (agent.status, agent.removed, orchestrator.status, "
-                "orchestrator.removed, orchestrator.command) and the entity as JSON `data:`. "
-                "Resuming with Last-Event-ID (which wins) or ?since= gives every event after "
-                "that position once, in order, then the live tail without a seam. A comment "
+                "The log's tail as Server-Sent Events. Each event has an `event:` name "
+                "(agent.status, agent.removed, orchestrator.status, orchestrator.removed, "
+                "orchestrator.command, message.*), the entity as JSON `data:` and an `id:` of "
+                "its own that increases: a log position can carry several events, so the last "
+                "event of position P has the id `P` and the earlier ones `P.0`, `P.1`, ... (K "
+                "counts all of P's events, so ids are the same under every filter). Resuming "
+                "with Last-Event-ID (which wins) or ?since= gives every event after that id "
+                "once, in order, then the live tail without a seam: `P` means all of P was "
+                "received, `P.K` resumes with the event after P.K. A comment "
                 "arrives at least every --keepalive seconds; a stream that falls --sse-buffer "
                 "bytes behind is ended (resume to continue).",
                 {
@@ -792,13 +798,19 @@ PATHS.update(
                     "400": _err("Malformed since, Last-Event-ID, types or orchestrator."),
                     "409": _err(
                         "The resume position is after the newest position in the log, or older "
-                        "than the oldest it still holds: reload and follow without one."
+                        "than the oldest it still holds, or `P.K` names no event of position P: "
+                        "reload and follow without one."
                     ),
                     "429": _err("Too many open streams from this client address."),
                 },
                 parameters=[
-                    {"name": "since", "in": "query", "schema": _POSITION},
-                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": _EVENT_ID,
+                        "description": "An event id to resume after (as Last-Event-ID): `P` or `P.K`.",
+                    },
+                    {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
                     {
                         "name": "types",
                         "in": "query",

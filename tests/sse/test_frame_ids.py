@@ -241,3 +241,32 @@ def test_resume_from_any_frame_delivers_every_frame_once(
         reference.close()
         reader.stream.close()
         c.close()
+
+
+# -- the host daemon's resume ---------------------------------------------------------------
+
+
+def test_the_host_client_resumes_from_a_p_k_id(start: Start, connect: Connect) -> None:
+    """A registration's orchestrator record and agent record share a position; under
+    ``?orchestrator=`` the host sees only the first, ``P.0``. The host daemon stores
+    that id as it came and sends it back; the relay resumes after it."""
+    import asyncio
+
+    from relay.host.client import RelayClient
+
+    relay = start(*QUIET)
+    c = connect(relay)
+    before = c.log_head()
+    register_orchestrator(c, "oh")
+    p = c.log_head()
+    command = c.post("/api/orchestrators/oh/spawn", {"provider": "claude"}).json["command"]["id"]
+
+    async def first_event(last_event_id: str) -> tuple[str | None, str, str]:
+        async with RelayClient(relay.url, "oh") as host, host.event_stream(last_event_id) as events:
+            async for ev in events:
+                return ev.id, ev.event, ev.json()["id"]
+        raise AssertionError("the stream ended")
+
+    assert asyncio.run(first_event(str(before))) == (f"{p}.0", "orchestrator.status", "oh")
+    resumed = asyncio.run(first_event(f"{p}.0"))
+    assert resumed[1:] == ("orchestrator.command", command)

@@ -8,7 +8,8 @@
 //   the gap between "read the lists" and "listen for changes";
 // - after a drop the browser reconnects with Last-Event-ID by itself; if it
 //   gives up (a non-200 answer closes an EventSource for good) we open a new one
-//   with ?since=<last position seen>, which the relay treats the same way.
+//   with ?since=<last event id seen>, which the relay treats the same way. Ids
+//   are `P` (a position's last event) or `P.K` (an earlier one of position P).
 'use strict';
 
 const TOKEN_KEY = 'relay.token';
@@ -24,7 +25,7 @@ const state = {
   orchestrators: new Map(),
   agents: new Map(),
   commands: new Map(),
-  lastEventId: null, // highest log position seen on the stream
+  lastEventId: null, // the newest event id seen on the stream ("P" or "P.K")
   skew: 0, // server clock minus ours, in ms, from the Date header
   view: 'orchestrators',
   orchFilter: '',
@@ -363,11 +364,28 @@ async function probeStream() {
   }
 }
 
+/**
+ * An SSE id as [position, index]: "P.K" is [P, K]; a bare "P" is the position's
+ * last event, [P, Infinity]. null for anything else.
+ */
+function parseEventId(id) {
+  const m = /^(\d+)(?:\.(\d+))?$/.exec(id || '');
+  if (!m) return null;
+  return [Number(m[1]), m[2] === undefined ? Infinity : Number(m[2])];
+}
+
+function idBefore(a, b) {
+  return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
+}
+
 function onStreamEvent(ev) {
-  const pos = ev.lastEventId ? Number(ev.lastEventId) : null;
-  // One position can carry several events (an orchestrator and its agent record), all with its id.
-  if (pos != null && state.lastEventId != null && pos < state.lastEventId) return; // seen already
-  if (pos != null) state.lastEventId = pos;
+  // Every event has its own id (P.0, P.1, ..., P for one position's events), so
+  // "seen already" is an id not after the newest one seen.
+  const key = parseEventId(ev.lastEventId);
+  const seen = parseEventId(state.lastEventId);
+  if (key && seen && !idBefore(seen, key)) return; // seen already
+  if (key) state.lastEventId = ev.lastEventId;
+  const pos = key ? key[0] : null;
   let data;
   try { data = JSON.parse(ev.data); } catch { return; }
   if (buffer) buffer.push([ev.type, data]);
@@ -1167,7 +1185,7 @@ function currentPos() {
 }
 
 function renderHistory() {
-  const head = Math.max(history.head, state.lastEventId || 0);
+  const head = Math.max(history.head, (parseEventId(state.lastEventId) || [0])[0]);
   history.head = head;
   const pos = currentPos();
   const slider = $('#pos-slider');
