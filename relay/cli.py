@@ -167,12 +167,11 @@ def _add_optional_subcommands(sub: argparse._SubParsersAction) -> None:  # type:
         pass
     else:
         add_audit_parser(sub)
-    try:
-        from relay.store.migrate import add_migrate_parser
-    except ImportError:
-        pass
-    else:
-        add_migrate_parser(sub)
+    # Always listed: it imports the PostgreSQL driver only when it runs, and then
+    # says which extra to install if it is missing.
+    from relay.store.migrate import add_migrate_parser
+
+    add_migrate_parser(sub)
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
@@ -213,8 +212,15 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     from eventsourcing.persistence import PersistenceError
 
+    from relay.store import PostgresDriverMissingError, require_postgres_driver
     from relay.store.lock import DataFolderInUseError
 
+    if settings.store == "postgres":
+        try:
+            require_postgres_driver()  # before anything is opened or bound
+        except PostgresDriverMissingError as e:
+            print(f"relay: {e}", file=sys.stderr)
+            return 2
     try:
         asyncio.run(_serve(settings))
     except DataFolderInUseError as e:
@@ -268,7 +274,13 @@ async def _serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    from relay.store import PostgresDriverMissingError
+
+    try:
+        return int(args.func(args) or 0)
+    except PostgresDriverMissingError as e:  # e.g. relay audit --store postgres
+        print(f"relay: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,30 @@ from pathlib import Path
 from relay.config import Settings
 
 SQLITE_FILE = "relay.sqlite"
+POSTGRES_EXTRA = (
+    "PostgreSQL support is not installed: install relay's postgres extra "
+    "(pip install 'relay[postgres]', or pip install -e '.[postgres]' in a checkout)"
+)
+POSTGRES_MODULES = ("psycopg", "psycopg_pool")
+
+
+class PostgresDriverMissingError(Exception):
+    """Raised when ``--store postgres`` or ``relay migrate`` is asked for without psycopg;
+    the message names the extra to install."""
+
+    def __init__(self, cause: BaseException | None = None) -> None:
+        detail = f" ({cause})" if cause is not None else ""
+        super().__init__(POSTGRES_EXTRA + detail)
+
+
+def require_postgres_driver() -> None:
+    """Import the PostgreSQL driver now, so that its absence is one clear sentence at
+    start-up rather than a traceback from deep inside the store."""
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as e:  # not installed, or installed without a usable libpq
+        raise PostgresDriverMissingError(e) from e
 
 
 def store_env(settings: Settings) -> dict[str, str]:
@@ -16,6 +40,7 @@ def store_env(settings: Settings) -> dict[str, str]:
     ``synchronous=FULL``: a commit is on disk before we answer.
     """
     if settings.store == "postgres":
+        require_postgres_driver()
         from relay.store.postgres import postgres_env
 
         return postgres_env(settings)
