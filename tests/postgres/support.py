@@ -70,7 +70,9 @@ class SseStream:
             line = raw.decode().rstrip("\r\n")
             if not line:
                 if "data" in fields:
-                    return SseEvent(int(fields.get("id", "0")), fields.get("event", "message"),
+                    # The id is P, or P.K for a position's earlier events: keep P.
+                    position = int(fields.get("id", "0").partition(".")[0])
+                    return SseEvent(position, fields.get("event", "message"),
                                     orjson.loads(fields["data"]))
                 fields = {}
                 continue
