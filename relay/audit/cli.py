@@ -169,12 +169,17 @@ def _view(rm: ReadModels, kind: str, natural_id: str) -> dict[str, Any] | None:
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """One key per field; an orchestrator's commands one level deeper
+    (``commands.<id>.status``), so a command's change reads as that field's change."""
     if not isinstance(d, dict) or (prefix and not d):
         return {prefix: d}
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v and (prefix.startswith("commands") or key == "commands"):
+        if key == "commands" and isinstance(v, dict):
+            for cid, command in v.items():  # none yet: nothing to say (not "{} → null")
+                out.update(_flatten(command, f"commands.{cid}"))
+        elif isinstance(v, dict) and v and prefix.startswith("commands"):
             out.update(_flatten(v, key))
         else:
             out[key] = v
@@ -182,12 +187,19 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
+    """``{field: [old, new]}``; a command that appears or goes is one entry holding it whole."""
     if before is None and after is None:
         return {}
     if after is None:
         return {"(removed)": [True, None]}
     b, a = _flatten(before or {}), _flatten(after)
     changes = {k: [b.get(k), a.get(k)] for k in sorted(set(a) | set(b)) if b.get(k) != a.get(k)}
+    old_commands = (before or {}).get("commands") or {}
+    new_commands = after.get("commands") or {}
+    for cid in sorted(set(old_commands) ^ set(new_commands)):
+        head = f"commands.{cid}"
+        changes = {k: v for k, v in changes.items() if k != head and not k.startswith(head + ".")}
+        changes[head] = [old_commands.get(cid), new_commands.get(cid)]
     if before is None:
         return {"(created)": [None, True], **changes}
     return changes
@@ -199,31 +211,99 @@ def _fmt_time(ms: Any) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+MAX_VALUE = 72  # characters of one value on a history line; longer ones are summarised
+LINE_WIDTH = 120  # a history line wraps its changes onto indented lines past this
+
+
 def _fmt_value(key: str, value: Any) -> str:
+    """A value as one short, printable token (never raw control characters)."""
     if key.rsplit(".", 1)[-1] in TIME_FIELDS and isinstance(value, int):
         return _fmt_time(value)[11:]
-    if isinstance(value, str):
-        return value if value and " " not in value else orjson.dumps(value).decode()
-    return orjson.dumps(value).decode()
+    if isinstance(value, str) and value and value.isprintable() and " " not in value:
+        text = value
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        # Managed agents and the like: name each by its id rather than print every field.
+        names = [str(v.get("agentId") or v.get("id") or "{…}") for v in value]
+        text = "[" + ", ".join(names) + "]"
+    else:
+        text = orjson.dumps(value).decode()
+    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
 
 
-def _fmt_changes(changes: dict[str, Any]) -> str:
+def _fmt_command(cid: str, new: Any) -> list[str]:
+    """A command that appeared (summarised by the fields an operator looks for) or went."""
+    short = cid[:8]
+    if new is None:
+        return [f"command {short} removed"]
+    if not isinstance(new, dict):
+        return [f"command {short}={_fmt_value('', new)}"]
+    fields = ("kind", "action", "provider", "cwd", "status", "requestedBy")
+    parts = [f"{k}={_fmt_value(k, new[k])}" for k in fields if new.get(k) not in (None, "")]
+    return [f"command {short} added: " + (parts[0] if parts else "{}"), *parts[1:]]
+
+
+def _fmt_parts(changes: dict[str, Any]) -> list[str]:
+    """Each change as one ``key old → new`` (or ``key=value`` when new) item; the
+    changes of one command follow a single ``command <id>:`` prefix."""
     if "(removed)" in changes:
-        return "removed"
+        return ["removed"]
     parts = []
     created = "(created)" in changes
+    current_command = None
     for key, (old, new) in changes.items():
         if key == "(created)":
             continue
-        if created or old is None:
-            parts.append(f"{key}={_fmt_value(key, new)}")
+        if key.startswith("commands."):
+            cid, _, field = key[len("commands.") :].partition(".")
+            if not field:
+                parts.extend(_fmt_command(cid, new))
+                current_command = None
+                continue
+            prefix = "" if cid == current_command else f"command {cid[:8]}: "
+            current_command = cid
+            key, old_key = prefix + field, field
         else:
-            parts.append(f"{key} {_fmt_value(key, old)} → {_fmt_value(key, new)}")
-    text = ", ".join(parts) if parts else "no visible change"
-    return ("created: " + text) if created else text
+            current_command = None
+            old_key = key
+        if created or old is None:
+            parts.append(f"{key}={_fmt_value(old_key, new)}")
+        else:
+            parts.append(f"{key} {_fmt_value(old_key, old)} → {_fmt_value(old_key, new)}")
+    if not parts:
+        parts = ["no visible change"]
+    if created:
+        parts[0] = "created: " + parts[0]
+    return parts
+
+
+def _fmt_changes(changes: dict[str, Any]) -> str:
+    return ", ".join(_fmt_parts(changes))
+
+
+def _history_lines(head: str, parts: list[str], indent: int = 11) -> list[str]:
+    """``head`` and the changes, packed into lines of at most ``LINE_WIDTH`` characters
+    (a single change longer than that keeps a line of its own)."""
+    lines: list[str] = []
+    line = head
+    for i, part in enumerate(parts):
+        piece = part + ("," if i < len(parts) - 1 else "")
+        if line.strip() and len(line) + 1 + len(piece) > LINE_WIDTH and line != head:
+            lines.append(line)
+            line = " " * indent
+        line = f"{line}{piece}" if line.endswith(" ") else f"{line} {piece}"
+    lines.append(line)
+    return lines
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    try:
+        return _history(args)
+    except BrokenPipeError:  # e.g. | head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _history(args: argparse.Namespace) -> int:
     try:
         log, _ = open_log(args)
     except FileNotFoundError as e:
@@ -241,10 +321,8 @@ def cmd_history(args: argparse.Namespace) -> int:
             if first:
                 out.write(f"{kind} {natural_id}\n")
                 first = False
-            out.write(
-                f"{row['position']:>9}  {_fmt_time(row['at'])}  {row['type']:<30} "
-                f"{_fmt_changes(row['changes'])}\n"
-            )
+            head = f"{row['position']:>9}  {_fmt_time(row['at'])}  {row['type']:<30}"
+            out.write("\n".join(_history_lines(head, _fmt_parts(row["changes"]))) + "\n")
     if not found:
         return _fail(f"no agent or orchestrator {args.entity_id!r} in the log")
     return 0
@@ -368,19 +446,19 @@ class Progress:
 def export_lines(log: LogReader, out: IO[bytes], after: int = 0, bar: Progress | None = None) -> int:
     """Write every event after ``after`` as one JSON line; constant memory."""
     head = log.head()
-    entities: dict[Any, tuple[str, str]] = {}  # grows with entities, not with the log
+    # Grows with entities, not with the log. An entity created before ``after`` is
+    # named by looking its creation up, so a partial export says what a full one says.
+    entities: dict[Any, tuple[str, str] | None] = {}
     count = 0
     for n in iterate(log, after, head):
         event = log.decode(n)
         state = event.__dict__
         topic = n.topic
         if n.originator_version == 1:  # a creation names its entity by its natural id
-            for kind in ENTITY_KINDS:
-                natural = state.get(f"{kind}_id")
-                if isinstance(natural, str):
-                    entities[n.originator_id] = (kind, natural)
-                    break
-        entity = entities.get(n.originator_id)
+            entities[n.originator_id] = _named(state)
+        elif n.originator_id not in entities:
+            entities[n.originator_id] = _named_by_creation(log, n.originator_id)
+        entity = entities[n.originator_id]
         line = {
             "position": n.id,
             "type": topic,
@@ -399,6 +477,28 @@ def export_lines(log: LogReader, out: IO[bytes], after: int = 0, bar: Progress |
         bar.update(head, head)
         bar.done()
     return count
+
+
+def _named(state: dict[str, Any]) -> tuple[str, str] | None:
+    """(kind, natural id) from a creation event's fields."""
+    for kind in ENTITY_KINDS:
+        natural = state.get(f"{kind}_id")
+        if isinstance(natural, str):
+            return kind, natural
+    return None
+
+
+def _named_by_creation(log: LogReader, aggregate_id: Any) -> tuple[str, str] | None:
+    """The name an aggregate's first event gave it, read from the log (indexed on SQLite;
+    through the library's per-aggregate query on other stores)."""
+    app = getattr(log, "app", None)
+    if app is not None:
+        found = list(app.recorder.select_events(aggregate_id, lte=1, limit=1))
+    else:
+        found, _ = log.of_aggregate(aggregate_id, 0, 1)
+    if not found or found[0].originator_version != 1:
+        return None
+    return _named(log.decode(found[0]).__dict__)
 
 
 def _camel(name: str) -> str:
