@@ -22,7 +22,10 @@ event*, byte for byte what a live subscriber got then (ADR 0007).
 
 Each position's frames travel in one write: a stream the relay ends is ended
 between positions, never inside one (a position can carry two events: an
-orchestrator and its own agent record).
+orchestrator and its own agent record). A client can still stop reading
+between them, so every frame has its own id: ``P`` for a position's last,
+``P.K`` for the earlier ones (K counted over all of P's frames, so a filter
+never changes an id), and ``Last-Event-ID: P.K`` resumes with the frame after it.
 
 Authorization (tokens, ``?orchestrator=`` for orchestrator tokens, stream
 limits) is the auth middleware's; this module only parses and serves.

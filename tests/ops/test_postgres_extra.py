@@ -96,9 +96,9 @@ def test_audit_on_postgres_without_the_driver_names_the_extra(
 
 
 def test_sqlite_needs_no_driver(no_driver: dict[str, str], tmp_path: Path) -> None:
-    with RelayProcess(tmp_path / "d", ["--seal-every", "0"], env=no_driver, store="sqlite") as relay:
-        with closing(Client(relay.url)) as c:
-            assert c.post("/api/agents", {"id": "a"}).status == 201
+    relay = RelayProcess(tmp_path / "d", ["--seal-every", "0"], env=no_driver, store="sqlite")
+    with relay, closing(Client(relay.url)) as c:
+        assert c.post("/api/agents", {"id": "a"}).status == 201
 
 
 def test_the_extra_is_declared_and_documented() -> None:

@@ -118,17 +118,12 @@ def test_ids_are_the_same_under_every_filter(start: Start, connect: Connect, sse
     assert any("." in (e.id or "") for e in everything if e.event.startswith("orchestrator."))
 
 
-@pytest.mark.parametrize(
-    ("header", "status"),
-    [("5.x", 400), ("5.", 400), (".1", 400), ("5.-1", 400), ("1.2.3", 400), ("P", 400)],
-)
-def test_malformed_ids_are_refused(
-    start: Start, connect: Connect, sse: Open, header: str, status: int
-) -> None:
+def test_malformed_ids_are_refused(start: Start, sse: Open) -> None:
     relay = start(*QUIET)
-    with sse(relay, headers={"Last-Event-ID": header}) as s:
-        assert s.status == status
-        assert "Last-Event-ID" in s.body["error"]
+    for header in ("5.x", "5.", ".1", "5.-1", "1.2.3", "P", "5.0.", "1" * 19):
+        with sse(relay, headers={"Last-Event-ID": header}) as s:
+            assert s.status == 400, (header, s.status)
+            assert "Last-Event-ID" in s.body["error"]
 
 
 @pytest.mark.parametrize("where", ["ring", "store"])
