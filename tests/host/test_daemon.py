@@ -47,8 +47,10 @@ def test_spawn_runs_the_provider_in_tmux_and_reports_it(world: HostWorld) -> Non
     agent_id = world.api.commands(world.oid)[cid]["result"]["agentId"]
     assert "following commands on the event stream" in world.host_log()
 
-    # The prompt arrived as one untouched argument, in the cwd, with the env file's values.
-    assert record["argv"] == [prompt]
+    # The prompt arrived as one untouched argument after the mode's own flags,
+    # in the cwd, with the env file's values.
+    assert record["argv"] == ["--permission-mode", "bypassPermissions", "--", prompt]
+    assert record["parsed"]["prompt"] == prompt
     assert record["cwd"] == str((world.base / "proj").resolve())
     assert record["secret"] == "s3cr3t-value"
     assert record["approvalMode"] == "open"
@@ -258,8 +260,8 @@ def test_with_an_admin_token_the_daemon_keeps_its_own(token_world: HostWorld) ->
     record = _spawned(world, world.api.spawn(world.oid, provider="claude"))
     wait_for(lambda: len(world.managed()) == 1, 10, "the agent to be reported")
     assert record["secret"] == "s3cr3t-value"
-    # The daemon's environment is inherited, except its own RELAY_* settings.
-    assert record["inherited"] == "from-the-daemon"
+    # Nothing of the daemon's own environment is inherited (ADR 0017).
+    assert record["inherited"] is None
     assert record["relayToken"] is None
     assert record["term"]  # tmux's, so TUIs work
     state = json.loads(world.state.read_text())

@@ -26,7 +26,9 @@ from tests.host.conftest import requires_tmux, wait_for
 
 def test_providers_are_split_like_a_shell_but_never_run_by_one() -> None:
     providers = parse_providers(["claude=claude --model 'opus 4'", "codex=codex"])
-    assert providers == {"claude": ("claude", "--model", "opus 4"), "codex": ("codex",)}
+    assert {n: p.argv for n, p in providers.items()} == {
+        "claude": ("claude", "--model", "opus 4"), "codex": ("codex",),
+    }
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,8 @@ def test_dry_run_prints_names_not_values(tmp_path: Path) -> None:
     assert plan["register"]["envKeys"] == ["API_KEY"]
     assert plan["register"]["providers"] == ["claude"]
     assert plan["register"]["meta"]["dirs"] == ["proj"]
-    assert plan["providers"] == {"claude": ["claude", "--verbose"]}
+    assert plan["providers"]["claude"]["argv"] == ["claude", "--verbose"]
+    assert plan["providers"]["claude"]["approval"]["read-only"] == ["--permission-mode", "plan"]
     assert not (tmp_path / "s.json").exists()
 
 
