@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from relay.host.config import list_dirs
-from tests.host.conftest import HostWorld, requires_tmux, wait_for
+from tests.host.conftest import HostWorld, requires_tmux
 
 pytestmark = requires_tmux
 
@@ -45,7 +45,7 @@ def test_a_provider_that_exits_at_once_fails_with_its_status_and_last_lines(
         "print('error: OPENAI_API_KEY is not set', file=sys.stderr); sys.exit(3)",
     ])
     # The default grace of the tests is short; a crash on a busy machine needs longer.
-    world.start_host(extra=["--provider", f"codex={crash}", "--start-grace", "5"],
+    world.start_host(extra=["--provider", f"codex={crash}", "--start-grace", "3"],
                      providers=("claude",))
     cid = world.api.spawn(world.oid, provider="codex", label="dies")
     cmd = world.api.settled(world.oid, cid)
@@ -58,8 +58,3 @@ def test_a_provider_that_exits_at_once_fails_with_its_status_and_last_lines(
     assert world.tmux.sessions() == set()
     assert world.managed() == []
     assert "error: OPENAI_API_KEY is not set" in world.host_log()
-
-    # A provider that keeps running is still done.
-    ok = world.api.settled(world.oid, world.api.spawn(world.oid, provider="claude"))
-    assert ok["status"] == "done", (ok, world.host_log())
-    wait_for(lambda: len(world.managed()) == 1, 10, "the running agent to be reported")
