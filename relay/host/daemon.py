@@ -535,9 +535,12 @@ class HostDaemon:
         lines = await self.tmux.last_lines(session, LAST_LINES) if pane is not None else []
         with contextlib.suppress(TmuxError):
             await self.tmux.kill(session)
-        status = "an unknown status" if pane is None or pane.status is None else (
-            f"status {pane.status}"
-        )
+        if pane is not None and pane.status is not None:
+            status = f"status {pane.status}"
+        elif pane is not None and pane.signal is not None:
+            status = f"signal {pane.signal}"
+        else:
+            status = "an unknown status"
         text = "\n".join(_printable(line) for line in lines) or "(it printed nothing)"
         return f"{provider!r} ended with {status}; its last lines:\n{text}"
 

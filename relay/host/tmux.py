@@ -59,6 +59,7 @@ class PaneState:
     pid: int | None
     dead: bool
     status: int | None
+    signal: int | None = None
 
 
 class Tmux:
@@ -113,7 +114,7 @@ class Tmux:
         """Every session's first pane: pid, whether its program exited, and how."""
         code, out, err = await self._run(
             "list-panes", "-a", "-F",
-            "#{session_name}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}",
+            "#{session_name}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}",
         )
         if code != 0:
             if any(s in err for s in _NO_SERVER):
@@ -121,12 +122,13 @@ class Tmux:
             raise TmuxError(f"tmux list-panes failed: {err.strip()}")
         found: dict[str, PaneState] = {}
         for line in out.splitlines():
-            name, pid, dead, status = [*line.split("\t"), "", "", ""][:4]
+            name, pid, dead, status, sig = [*line.split("\t"), "", "", "", ""][:5]
             if name and name not in found:
                 found[name] = PaneState(
                     pid=int(pid) if pid.isdigit() else None,
                     dead=dead == "1",
                     status=int(status) if status.lstrip("-").isdigit() else None,
+                    signal=int(sig) if sig.isdigit() else None,
                 )
         return found
 

@@ -119,6 +119,8 @@ def test_an_agent_that_dies_is_noticed_and_reported(world: HostWorld) -> None:
     os.kill(record["pid"], signal.SIGKILL)
     wait_for(lambda: world.managed() == [], 10, "the dead agent to leave the list")
     assert world.tmux.sessions() == set()
+    # The log says how it ended, and what it printed last.
+    assert f"agent {record['agentId']} stopped: 'claude' ended with signal 9" in world.host_log()
 
 
 def test_a_cwd_escaping_through_a_symlink_fails_and_starts_nothing(
