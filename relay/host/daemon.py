@@ -155,6 +155,16 @@ class HostDaemon:
             self.config.tmux_socket or "(default)", self.state_file.path,
         )
         async with self.client:
+            with contextlib.suppress(TmuxError):
+                removed = await self.tmux.scrub_global_env()
+                if removed:
+                    log.warning(
+                        "the tmux server on socket %s was started with a wider environment; "
+                        "removed %s from its global environment. Its own process still holds "
+                        "them: once its agents are done, run tmux -L %s kill-server",
+                        self.config.tmux_socket or "(default)", ", ".join(sorted(removed)),
+                        self.config.tmux_socket or "default",
+                    )
             await self._refresh_agents()
             await self._recover_started()
             tasks = [

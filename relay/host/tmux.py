@@ -212,6 +212,26 @@ class Tmux:
             return False
         raise TmuxError(f"tmux kill-session failed: {err.strip()}")
 
+    async def scrub_global_env(self) -> list[str]:
+        """Unset global variables a running server has beyond the clean list.
+
+        A server started before the daemon ran tmux with a clean environment
+        (an older version, or a person's own ``tmux -L relay``) may hold a
+        token; new panes must not see it there. Returns the names removed.
+        """
+        code, out, _ = await self._run("show-environment", "-g")
+        if code != 0:
+            return []  # no server yet: the next client starts a clean one
+        extra = []
+        for line in out.splitlines():
+            name = line.lstrip("-").partition("=")[0]
+            # tmux itself puts PWD there when it starts.
+            if name and name not in self.env and name not in (*launch.PANE_VARS, "PWD"):
+                extra.append(name)
+        for name in extra:
+            await self._run("set-environment", "-g", "-u", name)
+        return extra
+
     async def kill_server(self) -> None:
         """Stop this socket's tmux server (tests use it to clean up)."""
         await self._run("kill-server")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -79,21 +80,32 @@ def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
     assert "s3cret-host-token" not in out.stdout
 
 
-@pytest.mark.parametrize("via", ["env", "file"])
+@pytest.mark.parametrize("via", ["env", "file", "dirty-server"])
 def test_no_relay_token_reaches_the_tmux_server_or_an_agent(
     token_world: HostWorld, via: str
 ) -> None:
-    """``tmux show-environment -g`` and the agent's /proc/PID/environ hold nothing of ours."""
+    """``tmux show-environment -g`` and the agent's /proc/PID/environ hold nothing of ours.
+
+    ``dirty-server``: a tmux server already runs on the socket, started by
+    someone with the token in their environment; the daemon cleans its
+    global environment before any agent starts.
+    """
     world = token_world
+    token = world.token or ""
+    if via == "dirty-server":
+        subprocess.run(
+            ["tmux", "-L", world.tmux.socket, "new-session", "-d", "-s", "someone", "sleep 600"],
+            check=True, env={**os.environ, "RELAY_TOKEN": token, "HOST_MARKER": "x"},
+        )
     if via == "file":
         token_file = world.root / "token"
-        token_file.write_text(world.token or "")
+        token_file.write_text(token)
         token_file.chmod(0o600)
         host = world.start_host(extra=["--token-file", str(token_file)])
     else:
         host = world.start_host()  # RELAY_TOKEN (and HOST_MARKER) in its environment
     assert host.proc is not None
-    assert (world.token or "") not in Path(f"/proc/{host.proc.pid}/cmdline").read_text()
+    assert token not in Path(f"/proc/{host.proc.pid}/cmdline").read_text()
 
     record = _started(world, world.api.spawn(world.oid, provider="claude"))
     shown = subprocess.run(
@@ -104,13 +116,22 @@ def test_no_relay_token_reaches_the_tmux_server_or_an_agent(
         ["tmux", "-L", world.tmux.socket, "display-message", "-p", "#{pid}"],
         capture_output=True, text=True, check=True,
     ).stdout)
-    for name, environ in (
-        ("tmux show-environment -g", shown),
-        ("the tmux server's environ", "\n".join(f"{k}={v}" for k, v in _environ(server_pid).items())),
-        ("the agent's environ", "\n".join(f"{k}={v}" for k, v in _environ(record["pid"]).items())),
-    ):
+    places = {
+        "tmux show-environment -g": shown,
+        "the agent's environ": "\n".join(f"{k}={v}" for k, v in _environ(record["pid"]).items()),
+    }
+    if via == "dirty-server":
+        removed = re.search(r"removed (.*) from its global environment", world.host_log())
+        assert removed, world.host_log()
+        assert {"HOST_MARKER", "RELAY_TOKEN"} <= set(removed.group(1).split(", "))
+        assert token not in world.host_log()  # names only, never values
+    else:
+        places["the tmux server's environ"] = "\n".join(
+            f"{k}={v}" for k, v in _environ(server_pid).items()
+        )
+    for name, environ in places.items():
         assert "RELAY_TOKEN" not in environ, name
-        assert (world.token or "") not in environ, name
+        assert token not in environ, name
         assert "HOST_MARKER" not in environ, name  # a daemon-only variable
     agent_env = _environ(record["pid"])
     assert agent_env["STUB_SECRET"] == "s3cr3t-value"  # the env file still reaches it
