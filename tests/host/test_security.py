@@ -297,3 +297,21 @@ def test_plain_http_to_another_machine_is_refused_without_insecure(tmp_path: Pat
         assert out.returncode == 0, (url, out.stderr)
         assert "INSECURE" not in out.stderr
         assert json.loads(out.stdout)["relay"] == url
+
+
+# -- control characters in the daemon's log -------------------------------------------------
+
+
+def test_log_lines_escape_control_characters() -> None:
+    import logging
+
+    from relay.host.cli import OneLineFormatter
+
+    record = logging.LogRecord(
+        "relay.host", logging.INFO, __file__, 1, "command %s: spawn label=%s",
+        ("c1", "evil\n2026-01-01 INFO relay.host: forged\x1b[2J\u2028"), None,
+    )
+    line = OneLineFormatter("%(levelname)s %(message)s").format(record)
+    assert line == (
+        "INFO command c1: spawn label=evil\\n2026-01-01 INFO relay.host: forged\\x1b[2J\\u2028"
+    )
