@@ -9,10 +9,12 @@ import re
 import signal
 import sys
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from relay.host.state import ManagedAgent
 from relay.host.tmux import Tmux, session_name
 from tests.host.conftest import STUB, HostWorld, requires_tmux, wait_for
 
@@ -230,6 +232,12 @@ def test_commands_interrupted_by_a_crash_are_settled_not_rerun(world: HostWorld)
 
     state = json.loads(world.state.read_text())
     state["startedCommands"] = {c: commands[c] for c in (lost, made, died)}
+    # "died" was killed during its grace period: already in the agent list.
+    died_session = session_name("died", "claude", died)
+    state["agents"] = [asdict(ManagedAgent(
+        died_session.removeprefix("relay-"), "claude", died_session, str(world.base),
+        "guarded", 1, label="died", command_id=died,
+    ))]
     world.state.write_text(json.dumps(state))
     session = session_name("made", "claude", made)
     agent_id = session.removeprefix("relay-")
@@ -244,7 +252,7 @@ def test_commands_interrupted_by_a_crash_are_settled_not_rerun(world: HostWorld)
         )
         # One whose provider exited while the daemon was down: its pane stays.
         await tmux.start(
-            session_name("died", "claude", died), world.base,
+            died_session, world.base,
             [sys.executable, "-c", "print('bad credentials'); raise SystemExit(4)"],
             {}, world.root / "spec",
         )
