@@ -35,6 +35,7 @@ def add_token_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     """``relay enroll`` and ``relay token {rotate,revoke}``."""
     enroll = sub.add_parser(
         "enroll",
+        allow_abbrev=False,
         help="enroll a host: grant it a base dir and its own orchestrator token",
         description="Enroll a host with a running relay: grant orchestrator ID a base dir and "
         "its own token, printed on stdout (or written to --out, mode 0600). Give that token to "
@@ -54,6 +55,7 @@ def add_token_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 
     token = sub.add_parser(
         "token",
+        allow_abbrev=False,
         help="rotate or revoke an orchestrator's token",
         description="Rotate or revoke an orchestrator's token on a running relay (admin only).",
     )
@@ -82,9 +84,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", required=True, metavar="ID", help="the orchestrator id")
     p.add_argument("--token-file", type=Path, default=None, metavar="PATH",
                    help="file holding the admin token (else RELAY_TOKEN; never on the command line)")
+    # Caught to refuse it by name (argparse would otherwise read '--token X' as an
+    # abbreviation of --token-file, and echo the secret in its error).
+    p.add_argument("--token", dest="argv_token", default=None, help=argparse.SUPPRESS)
 
 
 def _admin_token(args: argparse.Namespace, env: dict[str, str]) -> str | None:
+    if args.argv_token is not None:
+        raise TokenCliError(
+            "--token is not accepted: a command line is visible to every local user "
+            "(/proc/<pid>/cmdline); use --token-file PATH or RELAY_TOKEN"
+        )
     if args.token_file is not None:
         try:
             token = args.token_file.read_text(encoding="utf-8").strip()
