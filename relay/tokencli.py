@@ -84,6 +84,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", required=True, metavar="ID", help="the orchestrator id")
     p.add_argument("--token-file", type=Path, default=None, metavar="PATH",
                    help="file holding the admin token (else RELAY_TOKEN; never on the command line)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a plain http:// relay URL to another machine (tokens in clear)")
     # Caught to refuse it by name (argparse would otherwise read '--token X' as an
     # abbreviation of --token-file, and echo the secret in its error).
     p.add_argument("--token", dest="argv_token", default=None, help=argparse.SUPPRESS)
@@ -112,6 +114,12 @@ def _base_url(args: argparse.Namespace, env: dict[str, str]) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TokenCliError(f"--relay {url!r}: expected an http:// or https:// URL")
     if parts.scheme == "http" and not _loopback(parts.hostname):
+        if not args.insecure:
+            raise TokenCliError(
+                f"--relay {url!r} is plain http to another machine: the admin token and the new "
+                "token would cross the network in clear; use https (or --insecure on a network "
+                "you trust)"
+            )
         print(
             f"relay: warning: {url} is plain http to another machine; tokens cross the network "
             "in clear (use https)",

@@ -285,6 +285,9 @@ def test_relay_enroll_says_why_it_failed(secured: RelayProcess, tmp_path: Path) 
     missing = _relay_cli(["token", "rotate", "--relay", secured.url, "--id", "x",
                           "--token-file", str(tmp_path / "absent")])
     assert missing.returncode == 1 and "--token-file" in missing.stderr
+    clear = _relay_cli(["enroll", "--relay", "http://relay.invalid:4850", "--id", "x",
+                        "--base-dir", "/srv/x"], {"RELAY_TOKEN": ADMIN_TOKEN})
+    assert clear.returncode == 1 and "--insecure" in clear.stderr, clear.stderr
     on_argv = _relay_cli(["enroll", "--relay", secured.url, "--id", "x", "--base-dir", "/srv/x",
                           "--token", ADMIN_TOKEN])
     assert on_argv.returncode == 1 and "--token-file" in on_argv.stderr, on_argv.stderr
