@@ -24,7 +24,12 @@ from relay.domain.agent import Agent
 from relay.domain.errors import NotFoundError, StoreUnavailableError
 from relay.domain.message import Message
 from relay.domain.orchestrator import Orchestrator
-from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, confine_cwd, orchestrator_agent_id
+from relay.domain.rules import (
+    ORCHESTRATOR_AGENT_PREFIX,
+    PROVIDERS,
+    confine_cwd,
+    orchestrator_agent_id,
+)
 from relay.domain.seal import LogSeal  # noqa: F401  (its stored topics must resolve)
 from relay.store.transcoder import OrjsonTranscoder
 
@@ -193,6 +198,59 @@ class RelayApp(Application):
         else:
             agg.reregister(**fields)
         return None, [agg]
+
+    def reregister_own_orchestrator(
+        self, cmd: c.ReregisterOwnOrchestrator
+    ) -> tuple[Any, list[Any]]:
+        """A host re-registering itself: confined to the baseDir an admin granted it."""
+        agg = self.orchestrator(cmd.orchestrator_id)
+        agg.reregister_by_host(
+            cmd.hostname,
+            cmd.base_dir,
+            cmd.providers,
+            cmd.env_keys,
+            cmd.meta,
+            cmd.token_hash,
+            cmd.at,
+        )
+        return None, [agg]
+
+    def enroll_orchestrator(self, cmd: c.EnrollOrchestrator) -> tuple[Any, list[Any]]:
+        """Grant a host a baseDir and a fresh token; a known one keeps what is not given."""
+        agg = self._get(Orchestrator, cmd.orchestrator_id)
+        if agg is None:
+            agg = Orchestrator.enroll_new(
+                orchestrator_id=cmd.orchestrator_id,
+                hostname=cmd.hostname or cmd.orchestrator_id,
+                base_dir=cmd.base_dir,
+                providers=cmd.providers or list(PROVIDERS),
+                token_hash=cmd.token_hash,
+                at=cmd.at,
+            )
+            self.live[agg.id] = agg
+            return None, [agg]
+        fresh = agg.removed
+        agg.reenroll(
+            hostname=cmd.hostname or (cmd.orchestrator_id if fresh else agg.hostname),
+            base_dir=cmd.base_dir,
+            providers=cmd.providers or (list(PROVIDERS) if fresh else agg.providers),
+            token_hash=cmd.token_hash,
+            at=cmd.at,
+        )
+        return None, [agg]
+
+    def rotate_orchestrator_token(
+        self, cmd: c.RotateOrchestratorToken
+    ) -> tuple[Any, list[Any]]:
+        agg = self.orchestrator(cmd.orchestrator_id)
+        agg.rotate_token(cmd.token_hash, cmd.at)
+        return None, [agg]
+
+    def revoke_orchestrator_token(
+        self, cmd: c.RevokeOrchestratorToken
+    ) -> tuple[Any, list[Any]]:
+        agg = self.orchestrator(cmd.orchestrator_id)
+        return None, [agg] if agg.revoke_token(cmd.at) else []
 
     def heartbeat_orchestrator(self, cmd: c.HeartbeatOrchestrator) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
@@ -417,6 +475,10 @@ class RelayApp(Application):
 
 _HANDLERS: dict[type, Any] = {
     c.RegisterOrchestrator: RelayApp.register_orchestrator,
+    c.ReregisterOwnOrchestrator: RelayApp.reregister_own_orchestrator,
+    c.EnrollOrchestrator: RelayApp.enroll_orchestrator,
+    c.RotateOrchestratorToken: RelayApp.rotate_orchestrator_token,
+    c.RevokeOrchestratorToken: RelayApp.revoke_orchestrator_token,
     c.HeartbeatOrchestrator: RelayApp.heartbeat_orchestrator,
     c.ReportManagedAgents: RelayApp.report_managed_agents,
     c.RequestSpawn: RelayApp.request_spawn,

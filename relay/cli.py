@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_subcommands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Subcommands that live in their own packages register themselves here."""
+    from relay.tokencli import add_token_parsers
+
+    add_token_parsers(sub)  # relay enroll, relay token rotate|revoke (ADR 0013)
     try:
         from relay.host.cli import add_host_parser
     except ImportError:

@@ -26,6 +26,45 @@ class RegisterOrchestrator:
 
 
 @frozen
+class ReregisterOwnOrchestrator:
+    """A host re-registering itself with its orchestrator token (``token_hash`` is that token's)."""
+
+    orchestrator_id: str
+    hostname: str
+    base_dir: str
+    providers: list[str]
+    env_keys: list[str]
+    meta: dict[str, Any]
+    token_hash: str
+    at: int
+
+
+@frozen
+class EnrollOrchestrator:
+    """An admin grants a host a baseDir and a token; None keeps (or defaults) the field."""
+
+    orchestrator_id: str
+    hostname: str | None
+    base_dir: str
+    providers: list[str] | None
+    token_hash: str
+    at: int
+
+
+@frozen
+class RotateOrchestratorToken:
+    orchestrator_id: str
+    token_hash: str
+    at: int
+
+
+@frozen
+class RevokeOrchestratorToken:
+    orchestrator_id: str
+    at: int
+
+
+@frozen
 class HeartbeatOrchestrator:
     orchestrator_id: str
     at: int
@@ -193,6 +232,10 @@ class DeleteMessage:
 
 Command = (
     RegisterOrchestrator
+    | ReregisterOwnOrchestrator
+    | EnrollOrchestrator
+    | RotateOrchestratorToken
+    | RevokeOrchestratorToken
     | HeartbeatOrchestrator
     | ReportManagedAgents
     | RequestSpawn

@@ -2,6 +2,8 @@
 
     RelayError                      anything the relay refuses, with a message a person can act on
     ├── InvalidInputError   (400)   a field is missing, malformed or breaks a rule
+    ├── ForbiddenError      (403)   the caller is known, but may not do this (a host token
+    │                               widening its baseDir, a rotated token racing a write)
     ├── NotFoundError       (404)   no such agent, orchestrator, command or managed agent
     ├── ConflictError       (409)   the request fits, but not the entity's current state
     └── StoreUnavailableError (503) the log could not be written; nothing was acknowledged
@@ -31,6 +33,12 @@ class InvalidInputError(RelayError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
+class ForbiddenError(RelayError):
+    """Raised when the caller is known but may not do this (a host token beyond its grant)."""
+
+    status = 403
 
 
 class NotFoundError(RelayError):

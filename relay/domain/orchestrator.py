@@ -7,22 +7,46 @@ load or a cross-aggregate transaction.
 
 Public methods decide (and run once); the ``@event`` methods only record, and
 re-run on every replay, so they are plain assignments.
+
+Tokens (ADR 0013): an admin grants a host its orchestrator token and the
+``baseDir`` it may use (by registering it, or by enrolling it); the host may
+re-register *itself* with that token but only inside that grant. Every token
+fact holds a SHA-256, never a token.
 """
 
 from __future__ import annotations
 
+import hmac
+import posixpath
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from relay.domain.errors import ConflictError, InvalidInputError, NotFoundError
+from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from relay.domain.rules import MAX_PROMPT_CHARS, confine_cwd
 
 ONLINE = "online"
 OFFLINE = "offline"
 REMOVED = "removed"
 PENDING = "pending"
+
+
+def path_inside(base: str, path: str) -> bool:
+    """Whether ``path`` is ``base`` or below it, by normalised components.
+
+    Never a string prefix: ``/srv/a2`` is not inside ``/srv/a``, and
+    ``/srv/a/../b`` is not either. Symlinks live on the host; the host
+    resolves them (docs/host.md), the relay judges the words.
+    """
+
+    def parts(p: str) -> list[str]:
+        return [x for x in posixpath.normpath(p).split("/") if x]
+
+    if not posixpath.isabs(base) or not posixpath.isabs(path):
+        return False
+    b = parts(base)
+    return parts(path)[: len(b)] == b
 
 
 class Orchestrator(Aggregate):
@@ -32,6 +56,24 @@ class Orchestrator(Aggregate):
 
     class Event(Aggregate.Event):
         TOPIC = "OrchestratorEvent"
+
+    class Enrolled(Aggregate.Created, Event):
+        """An admin enrolled a host that never registered: known, offline, holding a token."""
+
+        TOPIC = "OrchestratorEnrolled"
+        orchestrator_id: str
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        env_keys: list[str]
+        meta: dict[str, Any]
+        token_hash: str
+        at: int
+
+        def apply(self, aggregate: Any) -> None:
+            # __init__ ran with these fields (the library's creation path); the
+            # host has not shown up yet, so it is not online.
+            aggregate.status = OFFLINE
 
     @staticmethod
     def create_id(orchestrator_id: str, **_: Any) -> UUID:
@@ -65,6 +107,7 @@ class Orchestrator(Aggregate):
     ) -> None:
         self.hostname = hostname
         self.base_dir = base_dir
+        self.granted_base_dir = base_dir
         self.providers = providers
         self.env_keys = env_keys
         self.meta = meta
@@ -75,9 +118,42 @@ class Orchestrator(Aggregate):
         self.managed_agents: list[dict[str, Any]] = []
         self.commands: dict[str, str] = {}
 
+    @classmethod
+    def enroll_new(
+        cls,
+        orchestrator_id: str,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        token_hash: str,
+        at: int,
+    ) -> Orchestrator:
+        """A host the admin enrolled before it ever registered."""
+        return cls._create(
+            cls.Enrolled,
+            id=cls.create_id(orchestrator_id),
+            orchestrator_id=orchestrator_id,
+            hostname=hostname,
+            base_dir=base_dir,
+            providers=providers,
+            env_keys=[],
+            meta={},
+            token_hash=token_hash,
+            at=at,
+        )
+
     @property
     def removed(self) -> bool:
         return self.status == REMOVED
+
+    @property
+    def grant(self) -> str:
+        """The baseDir an admin granted; a host token may narrow its baseDir, never widen it.
+
+        Snapshots taken before grants existed lack the attribute: their last
+        admin registration set both, so the base dir is the grant.
+        """
+        return self.__dict__.get("granted_base_dir") or self.base_dir
 
     def _require_present(self) -> None:
         if self.status == REMOVED:
@@ -128,12 +204,113 @@ class Orchestrator(Aggregate):
             return
         self.hostname = hostname
         self.base_dir = base_dir
+        self.granted_base_dir = base_dir
         self.providers = providers
         self.env_keys = env_keys
         self.meta = meta
         self.token_hash = token_hash
         self.status = ONLINE
         self.last_seen = max(self.last_seen, at)
+
+    def reenroll(
+        self, hostname: str, base_dir: str, providers: list[str], token_hash: str, at: int
+    ) -> None:
+        """Enroll again: a new grant and a new token (the old one stops); after removal, afresh."""
+        self._reenrolled(
+            hostname=hostname, base_dir=base_dir, providers=providers, token_hash=token_hash, at=at
+        )
+
+    @event("Reenrolled", topic="OrchestratorReenrolled")
+    def _reenrolled(
+        self, hostname: str, base_dir: str, providers: list[str], token_hash: str, at: int
+    ) -> None:
+        if self.status == REMOVED:
+            self._start_afresh(hostname, base_dir, providers, [], {}, token_hash, at)
+            self.status = OFFLINE
+            return
+        self.hostname = hostname
+        self.base_dir = base_dir
+        self.granted_base_dir = base_dir
+        self.providers = providers
+        self.token_hash = token_hash
+
+    def reregister_by_host(
+        self,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        env_keys: list[str],
+        meta: dict[str, Any],
+        token_hash: str,
+        at: int,
+    ) -> None:
+        """The host, with its own token, says what it offers now; only inside its grant.
+
+        ``token_hash`` is the presented token's: checked here too, so a token
+        rotated or revoked after the edge let the request in cannot slip by.
+        """
+        self._require_present()
+        if not self.token_hash or not hmac.compare_digest(self.token_hash, token_hash):
+            raise ForbiddenError(
+                f"the token of orchestrator {self.orchestrator_id!r} was rotated or revoked; "
+                "ask an admin for the current one"
+            )
+        if not path_inside(self.grant, base_dir):
+            raise ForbiddenError(
+                f"baseDir: {base_dir!r} is not inside {self.grant!r}, the baseDir an admin "
+                f"granted orchestrator {self.orchestrator_id!r}; a host token may narrow it, "
+                "never widen it (an admin can enroll the host again with another baseDir)"
+            )
+        self._reregistered_by_host(
+            hostname=hostname,
+            base_dir=base_dir,
+            providers=providers,
+            env_keys=env_keys,
+            meta=meta,
+            at=at,
+        )
+
+    @event("ReregisteredByHost", topic="OrchestratorReregisteredByHost")
+    def _reregistered_by_host(
+        self,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        env_keys: list[str],
+        meta: dict[str, Any],
+        at: int,
+    ) -> None:
+        self.hostname = hostname
+        self.base_dir = base_dir
+        self.providers = providers
+        self.env_keys = env_keys
+        self.meta = meta
+        self.status = ONLINE
+        self.last_seen = max(self.last_seen, at)
+
+    def rotate_token(self, token_hash: str, at: int) -> None:
+        """A new token for the host; the previous one stops working with this event."""
+        self._require_present()
+        self._token_rotated(token_hash=token_hash, at=at)
+
+    @event("TokenRotated", topic="OrchestratorTokenRotated")
+    def _token_rotated(self, token_hash: str, at: int) -> None:
+        self.token_hash = token_hash
+
+    def revoke_token(self, at: int) -> bool:
+        """No token works for it until an admin rotates, enrolls or registers it again.
+
+        False (nothing recorded) when it holds no token already.
+        """
+        self._require_present()
+        if not self.token_hash:
+            return False
+        self._token_revoked(at=at)
+        return True
+
+    @event("TokenRevoked", topic="OrchestratorTokenRevoked")
+    def _token_revoked(self, at: int) -> None:
+        self.token_hash = ""
 
     def heartbeat(self, at: int) -> None:
         """Proof of life, judged on the server's receive time ``at``."""

@@ -10,6 +10,9 @@ One middleware decides, after routing and before any handler runs::
                                                         stream; as agent orchestrator-X: send,
                                                         claim, ack, release, its inbox (the
                                                         handler checks the agent named);
+                                                        POST /api/orchestrators for X itself
+                                                        (the handler checks the id, the domain
+                                                        keeps baseDir inside the admin's grant);
                                                         anything else is 403
     any other token             nobody                  nothing: 401
     no token                    "operator" when the relay has no admin token (it then listens
@@ -63,10 +66,13 @@ ORCHESTRATOR_ROUTES = frozenset(
     }
 )
 
-# Routes where an orchestrator token may act as its own agent (orchestrator-<id>):
-# the handler checks that the agent named in the request is that one (messaging.act_as).
+# Routes where an orchestrator token may act as itself with the id in the body: as
+# its own agent (orchestrator-<id>; messaging.act_as checks the agent named), and
+# re-registering itself (routes.register_orchestrator checks the id; the domain
+# confines baseDir to what an admin granted, ADR 0013).
 DELEGATED_ROUTES = frozenset(
     {
+        ("POST", "/api/orchestrators"),
         ("POST", "/api/messages"),
         ("POST", "/api/messages/{id}/claim"),
         ("POST", "/api/messages/{id}/ack"),
@@ -81,8 +87,9 @@ _NEEDS_TOKEN = (
     f"'{TOKEN_HEADER}: <token>'"
 )
 _WRONG_TOKEN = (
-    "the token is not valid here (a wrong admin token, or an orchestrator token "
-    "that was replaced when the orchestrator registered again or was removed)"
+    "the token is not valid here (a wrong admin token, or an orchestrator token that was "
+    "rotated or revoked by an admin, or replaced when the orchestrator was enrolled or "
+    "registered again by an admin, or removed)"
 )
 
 
@@ -159,8 +166,9 @@ def authorize(request: web.Request, admin_token: bytes | None) -> str | web.Resp
     return error_response(
         403,
         f"this token belongs to orchestrator {holder!r}: it is valid only for that orchestrator's "
-        "heartbeat, agent reports, commands, command results and event stream "
-        f"(?orchestrator={holder}); use the admin token for anything else",
+        "heartbeat, agent reports, commands, command results, event stream "
+        f"(?orchestrator={holder}) and its own re-registration; use the admin token for "
+        "anything else",
     )
 
 

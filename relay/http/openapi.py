@@ -17,7 +17,7 @@ from relay.domain.rules import (
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
 )
-from relay.http import openapi_messages
+from relay.http import openapi_messages, openapi_tokens
 from relay.http.openapi_parts import EPOCH_MS, ID, NO_NUL, NULLABLE_STR
 from relay.http.openapi_parts import body as _body
 from relay.http.openapi_parts import err as _err
@@ -94,7 +94,7 @@ def _op(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any
     op: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
-        "responses": {**responses, **COMMON_ERRORS},
+        "responses": {**COMMON_ERRORS, **responses},  # an operation may say more about 401/403
     }
     op.update(extra)
     return op
@@ -514,8 +514,10 @@ PATHS: dict[str, Any] = {
     "/api/orchestrators": {
         "post": _op(
             "registerOrchestrator",
-            "Register an orchestrator (again: updates it, sets it online, rotates its token). "
-            "Needs the admin token.",
+            "Register an orchestrator. With the admin token: (again) updates it, sets it "
+            "online, grants its baseDir and rotates its token. With the orchestrator's own "
+            "token: re-registers itself only, keeps its token (answered back), and its baseDir "
+            "must stay inside the one an admin granted (ADR 0013).",
             {
                 "201": _ok(
                     {
@@ -542,6 +544,10 @@ PATHS: dict[str, Any] = {
                 ),
                 **BODY_ERRORS,
                 **WRITE_ERRORS,
+                "403": _err(
+                    "An orchestrator token registering another id, or widening its baseDir "
+                    "beyond the one an admin granted; nothing is recorded."
+                ),
             },
             requestBody=_body(_ref("OrchestratorRegistration")),
         ),
@@ -720,6 +726,8 @@ PATHS: dict[str, Any] = {
 # Messaging (ADR 0010) keeps its part of the document in its own module.
 SCHEMAS.update(openapi_messages.SCHEMAS)
 PATHS.update(openapi_messages.PATHS)
+SCHEMAS.update(openapi_tokens.SCHEMAS)
+PATHS.update(openapi_tokens.PATHS)
 
 
 # -- the log, live and past (relay.http.sse, relay.http.past) ------------------------
@@ -733,7 +741,7 @@ def _log_op(operation_id: str, summary: str, responses: dict[str, Any], **extra:
     return {
         "operationId": operation_id,
         "summary": summary,
-        "responses": {**responses, **COMMON_ERRORS},
+        "responses": {**COMMON_ERRORS, **responses},  # an operation may say more about 401/403
         **extra,
     }
 

@@ -7,6 +7,7 @@ answer already include it.
 
 from __future__ import annotations
 
+import posixpath
 import secrets
 import uuid
 from typing import Any
@@ -15,10 +16,10 @@ import orjson
 from aiohttp import web
 
 from relay import commands as c
-from relay.domain.errors import ConflictError, NotFoundError
-from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, check_id
+from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, PROVIDERS, check_id
 from relay.http import parse, past
-from relay.http.auth import hash_token, principal
+from relay.http.auth import OPERATOR, hash_token, presented_token, principal
 from relay.http.keys import SERVICE
 from relay.service import RelayService
 
@@ -177,13 +178,87 @@ def _orchestrator(s: RelayService, orchestrator_id: str) -> dict[str, Any]:
 
 @routes.post("/api/orchestrators")
 async def register_orchestrator(request: web.Request) -> web.Response:
+    """The admin registers (and rotates the token); a host token re-registers only itself."""
     s = svc(request)
     fields = parse.orchestrator_registration(await parse.read_json(request))
-    token, token_hash = new_token()
-    await s.execute(c.RegisterOrchestrator(**fields, token_hash=token_hash, at=s.now()))
-    body = dict(_orchestrator(s, fields["orchestrator_id"]))
+    oid = fields["orchestrator_id"]
+    who = principal(request)
+    if who == OPERATOR:
+        token, token_hash = new_token()
+        await s.execute(c.RegisterOrchestrator(**fields, token_hash=token_hash, at=s.now()))
+    else:
+        holder = who.removeprefix("orchestrator:")
+        if oid != holder:
+            raise ForbiddenError(
+                f"id: this token belongs to orchestrator {holder!r}; it may re-register only "
+                f"itself, not {oid!r}"
+            )
+        # The host keeps its token (the one it was enrolled with, in its token file).
+        token = presented_token(request) or ""
+        await s.execute(
+            c.ReregisterOwnOrchestrator(**fields, token_hash=hash_token(token), at=s.now())
+        )
+    body = dict(_orchestrator(s, oid))
     body["orchestratorToken"] = token
     return json(body, status=201)
+
+
+def _enrollment(body: dict[str, Any]) -> dict[str, Any]:
+    """``{baseDir, hostname?, providers?}``: what an admin grants a host."""
+    base_dir = parse.req_str(body, "baseDir", parse.MAX_PATH)
+    if not posixpath.isabs(base_dir):
+        raise InvalidInputError("baseDir", "must be an absolute path")
+    hostname = parse.opt_str(body, "hostname")
+    if hostname is not None and not hostname.strip():
+        raise InvalidInputError("hostname", "must not be blank")
+    providers = parse.str_list(body, "providers", max_items=len(PROVIDERS))
+    if providers is not None:
+        if not providers:
+            raise InvalidInputError("providers", f"must name at least one of {', '.join(PROVIDERS)}")
+        for p in providers:
+            if p not in PROVIDERS:
+                raise InvalidInputError("providers", f"must be a subset of {', '.join(PROVIDERS)}")
+    return {
+        "hostname": hostname,
+        "base_dir": posixpath.normpath(base_dir),
+        "providers": providers,
+    }
+
+
+@routes.post("/api/orchestrators/{id}/enroll")
+async def enroll_orchestrator(request: web.Request) -> web.Response:
+    """Grant a host its baseDir and its own token (admin only; ADR 0013)."""
+    s = svc(request)
+    oid = path_id(request)
+    fields = _enrollment(await parse.read_json(request))
+    token, token_hash = new_token()
+    await s.execute(
+        c.EnrollOrchestrator(orchestrator_id=oid, token_hash=token_hash, at=s.now(), **fields)
+    )
+    body = dict(_orchestrator(s, oid))
+    body["orchestratorToken"] = token
+    return json(body, status=201)
+
+
+@routes.post("/api/orchestrators/{id}/token/rotate")
+async def rotate_token(request: web.Request) -> web.Response:
+    """A new token for the host; the old one is refused from this write on (admin only)."""
+    s = svc(request)
+    oid = path_id(request)
+    await parse.read_json(request, required=False)
+    token, token_hash = new_token()
+    await s.execute(c.RotateOrchestratorToken(oid, token_hash, s.now()))
+    return json({"orchestratorId": oid, "orchestratorToken": token})
+
+
+@routes.post("/api/orchestrators/{id}/token/revoke")
+async def revoke_token(request: web.Request) -> web.Response:
+    """No token works for the host until an admin rotates it or enrolls it again."""
+    s = svc(request)
+    oid = path_id(request)
+    await parse.read_json(request, required=False)
+    await s.execute(c.RevokeOrchestratorToken(oid, s.now()))
+    return json({"ok": True})
 
 
 @routes.get("/api/orchestrators")

@@ -128,6 +128,49 @@ class ReadModels:
         self._sorted_orchestrators = None
         self._orchestrator_changed(oid, changes)
 
+    def _orchestrator_enrolled(self, ev: Any, changes: list[Change] | None) -> None:
+        """Known before its host ever registered: listed offline, with its token's hash."""
+        self._named(ev, "orchestrator", ev.orchestrator_id)
+        self._orchestrator_fresh(ev.orchestrator_id, ev, None)
+        self.orchestrators[ev.orchestrator_id]["status"] = "offline"
+        self._orchestrator_changed(ev.orchestrator_id, changes)
+
+    def _orchestrator_reenrolled(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        o = self.orchestrators.get(oid)
+        if o is None:  # enrolled again after removal: afresh, offline
+            fresh = {**ev.__dict__, "env_keys": [], "meta": {}}
+            self._orchestrator_fresh(oid, _Fields(fresh), None)
+            self.orchestrators[oid]["status"] = "offline"
+            self._orchestrator_changed(oid, changes)
+            return
+        o["hostname"] = ev.hostname
+        o["baseDir"] = ev.base_dir
+        o["providers"] = ev.providers
+        self._set_token_hash(oid, ev.token_hash)
+        self._sorted_orchestrators = None
+        self._orchestrator_changed(oid, changes)
+
+    def _orchestrator_reregistered_by_host(self, ev: Any, changes: list[Change] | None) -> None:
+        """Like a registration, but the token (and the admin's grant) stay as they were."""
+        oid = self._entity(ev)[1]
+        o = self.orchestrators[oid]
+        o["hostname"] = ev.hostname
+        o["providers"] = ev.providers
+        o["baseDir"] = ev.base_dir
+        o["envKeys"] = ev.env_keys
+        o["meta"] = ev.meta
+        o["status"] = "online"
+        o["lastSeen"] = max(o["lastSeen"], ev.at)
+        self._sorted_orchestrators = None
+        self._orchestrator_changed(oid, changes)
+
+    def _orchestrator_token_rotated(self, ev: Any, changes: list[Change] | None) -> None:
+        self._set_token_hash(self._entity(ev)[1], ev.token_hash)
+
+    def _orchestrator_token_revoked(self, ev: Any, changes: list[Change] | None) -> None:
+        self._set_token_hash(self._entity(ev)[1], None)
+
     def _orchestrator_heartbeat(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
         o = self.orchestrators[oid]
@@ -422,9 +465,21 @@ class ReadModels:
         return {k: v for k, v in s.items() if k != "format"}
 
 
+class _Fields:
+    """Attribute access over a dict, to fold an event's fields with a default added."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.__dict__.update(fields)
+
+
 _HANDLERS: dict[str, Handler] = {
     "OrchestratorRegistered": ReadModels._orchestrator_registered,
     "OrchestratorReregistered": ReadModels._orchestrator_reregistered,
+    "OrchestratorEnrolled": ReadModels._orchestrator_enrolled,
+    "OrchestratorReenrolled": ReadModels._orchestrator_reenrolled,
+    "OrchestratorReregisteredByHost": ReadModels._orchestrator_reregistered_by_host,
+    "OrchestratorTokenRotated": ReadModels._orchestrator_token_rotated,
+    "OrchestratorTokenRevoked": ReadModels._orchestrator_token_revoked,
     "OrchestratorHeartbeatReceived": ReadModels._orchestrator_heartbeat,
     "ManagedAgentsReported": ReadModels._managed_agents_reported,
     "SpawnRequested": ReadModels._spawn_requested,

@@ -40,6 +40,13 @@ MEANING: dict[str, str] = {
     "AgentRemoved": "removed",
     "OrchestratorReaped": "reaped",
     "AgentReaped": "reaped",
+    # ADR 0013: an enrolled host is known but offline until it registers; a host
+    # re-registering itself is a proof of life; token facts change no status.
+    "OrchestratorEnrolled": "enrolled",
+    "OrchestratorReenrolled": "reenrolled",
+    "OrchestratorReregisteredByHost": "reregistered",
+    "OrchestratorTokenRotated": "report",
+    "OrchestratorTokenRevoked": "report",
 }
 PROOFS_OF_LIFE = frozenset({"registered", "reregistered", "heartbeat"})
 # Facts about other things (messages, the log's own seals): no rule here is about
@@ -158,8 +165,23 @@ class LogAudit:
             self.facts[e.key] = f = Facts("online", e.at)
             self._status(f, e)
             return
+        if m == "enrolled":
+            if f is not None:
+                self._bad(0, e, "enrolled as new twice (the id is derived, so this cannot be)")
+            self.facts[e.key] = f = Facts("offline", e.at)
+            self._status(f, e)
+            return
         if f is None:
             self._bad(7, e, "an event for an entity that was never registered")
+            return
+        if m == "reenrolled":
+            if f.status == "removed":  # afresh, offline until its host registers
+                f.life += 1
+                f.reaps_in_life = 0
+                f.commands = {}
+                f.last_seen = e.at
+                f.status = "offline"
+                self._status(f, e)
             return
         if m == "reregistered":
             if f.status == "removed":
