@@ -94,7 +94,8 @@ def _storm(url: str, worker: int, ledger: Ledger, stop: threading.Event, seed: i
                 if api.post(f"/api/orchestrators/{oid}/heartbeat").status == 200:
                     ledger.heartbeat("orchestrator", oid)
             elif op == "report":
-                agents = [{"agentId": f"m{worker}", "provider": "claude", "label": nonce}]
+                agents = [{"agentId": f"m{worker}", "provider": "claude", "label": nonce,
+                           "tmuxSession": f"relay-m{worker}"}]
                 if api.patch(f"/api/orchestrators/{oid}/agents", {"agents": agents}).status == 200:
                     ledger.nonce("report", nonce)
             elif op == "spawn":
