@@ -102,7 +102,7 @@ class Orchestrator(Aggregate):
         if stale_after_ms is not None and is_silent(self.last_seen, at, stale_after_ms, grace_from):
             silent_s = (at - max(self.last_seen, grace_from)) / 1000
             raise ConflictError(
-                f"orchestrator {self.orchestrator_id!r} is offline: silent for {silent_s:.1f} s, "
+                f"orchestrator {self.orchestrator_id!r} is offline: silent for {silent_s:g} s, "
                 f"longer than stale-after ({stale_after_ms / 1000:g} s); "
                 "it must heartbeat or register again first"
             )

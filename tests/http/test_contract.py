@@ -160,7 +160,7 @@ def test_a_silent_but_unreaped_orchestrator_takes_no_commands(
         assert c.get("/api/orchestrators/o1").json["status"] == "online"
         # ...but by the rule it is offline, and every command says why.
         spawn = refused(c, lambda: c.post("/api/orchestrators/o1/spawn", {"provider": "claude"}),
-                        409, "'o1'", "offline", "silent for 91.0 s", "stale-after (90 s)")
+                        409, "'o1'", "offline", "silent for 91.001 s", "stale-after (90 s)")
         assert "heartbeat" in spawn.json["error"]
         refused(c, lambda: c.post("/api/orchestrators/o1/actions", {"action": "restart"}),
                 409, "'o1'", "offline", "stale-after")
