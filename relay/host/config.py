@@ -158,6 +158,22 @@ def resolve_inside(base_dir: Path, cwd: str | None) -> Path:
     return real
 
 
+def as_registered(base_dir: Path, cwd: str) -> str:
+    """``cwd`` written under ``base_dir`` as the host registered it, when it is inside.
+
+    The host starts agents in resolved paths; the relay checks a reported cwd
+    against the registered baseDir by path components, without symlinks. So a
+    base dir reached through a symlink reports ``<base-dir>/<rest>``.
+    """
+    base_real = Path(os.path.realpath(base_dir))
+    path = Path(cwd)
+    inside_registered = path == base_dir or path.is_relative_to(base_dir)
+    inside_real = path == base_real or path.is_relative_to(base_real)
+    if path.is_absolute() and inside_real and not inside_registered:
+        return str(base_dir / path.relative_to(base_real))
+    return cwd
+
+
 def list_dirs(base_dir: Path, limit: int = 500) -> tuple[list[str], bool]:
     """Directories up to two levels under ``base_dir`` (relative, sorted, capped).
 
