@@ -130,10 +130,16 @@ def agent_base_env(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def check_id(value: str, option: str) -> str:
+# The relay's rule: its agent id ``orchestrator-<id>`` must fit 120 characters too.
+MAX_ORCHESTRATOR_ID = 120 - len("orchestrator-")
+
+
+def check_id(value: str, option: str, max_len: int = 120) -> str:
     """Ids follow the relay's rule (1-120 printable, no ``/`` or whitespace)."""
-    if not _ID.fullmatch(value) or not value.isprintable():
-        raise HostConfigError(f"{option} {value!r}: 1-120 printable characters without / or spaces")
+    if not _ID.fullmatch(value) or not value.isprintable() or len(value) > max_len:
+        raise HostConfigError(
+            f"{option} {value!r}: 1-{max_len} printable characters without / or spaces"
+        )
     return value
 
 
