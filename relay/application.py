@@ -273,6 +273,8 @@ class RelayApp(Application):
             cmd.prompt,
             cmd.requested_by,
             cmd.at,
+            cmd.stale_after_ms,
+            cmd.grace_from,
         )
         control = {
             "action": "spawn",
@@ -290,7 +292,15 @@ class RelayApp(Application):
 
     def request_action(self, cmd: c.RequestAction) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
-        agg.request_action(cmd.command_id, cmd.action, cmd.agent_id, cmd.requested_by, cmd.at)
+        agg.request_action(
+            cmd.command_id,
+            cmd.action,
+            cmd.agent_id,
+            cmd.requested_by,
+            cmd.at,
+            cmd.stale_after_ms,
+            cmd.grace_from,
+        )
         control = {
             "action": cmd.action,
             "commandId": cmd.command_id,

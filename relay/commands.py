@@ -88,6 +88,9 @@ class RequestSpawn:
     prompt: str | None
     requested_by: str
     at: int
+    # Liveness judged at ``at`` (None: by the recorded status alone).
+    stale_after_ms: int | None = None
+    grace_from: int = 0
 
 
 @frozen
@@ -98,6 +101,8 @@ class RequestAction:
     agent_id: str | None
     requested_by: str
     at: int
+    stale_after_ms: int | None = None
+    grace_from: int = 0
 
 
 @frozen

@@ -24,7 +24,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from relay.domain.rules import MAX_PROMPT_CHARS, confine_cwd
+from relay.domain.rules import MAX_PROMPT_CHARS, check_managed_agents, confine_cwd, is_silent
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -164,6 +164,22 @@ class Orchestrator(Aggregate):
         if self.status != ONLINE:
             raise ConflictError(
                 f"orchestrator {self.orchestrator_id!r} is offline; "
+                "it must heartbeat or register again first"
+            )
+
+    def _require_available(self, at: int, stale_after_ms: int | None, grace_from: int) -> None:
+        """Online, and heard from within stale-after at ``at``.
+
+        The reaper marks a silent host offline only on its next run (up to
+        --reap-every later); a command must not be queued for a host that is
+        already offline by the rule, only not yet by the record.
+        """
+        self._require_online()
+        if stale_after_ms is not None and is_silent(self.last_seen, at, stale_after_ms, grace_from):
+            silent_s = (at - max(self.last_seen, grace_from)) / 1000
+            raise ConflictError(
+                f"orchestrator {self.orchestrator_id!r} is offline: silent for {silent_s:g} s, "
+                f"longer than stale-after ({stale_after_ms / 1000:g} s); "
                 "it must heartbeat or register again first"
             )
 
@@ -323,8 +339,9 @@ class Orchestrator(Aggregate):
         self.last_seen = max(self.last_seen, at)
 
     def report_managed_agents(self, agents: list[dict[str, Any]], at: int) -> None:
-        """The host's list replaces the previous one."""
+        """The host's list replaces the previous one; every agent works inside baseDir."""
         self._require_present()
+        check_managed_agents(self.base_dir, agents)
         self._managed_agents_reported(agents=agents, at=at)
 
     @event("ManagedAgentsReported", topic="ManagedAgentsReported")
@@ -341,9 +358,15 @@ class Orchestrator(Aggregate):
         prompt: str | None,
         requested_by: str,
         at: int,
+        stale_after_ms: int | None = None,
+        grace_from: int = 0,
     ) -> None:
-        """Ask the host to start an agent; refused unless the host could do it now."""
-        self._require_online()
+        """Ask the host to start an agent; refused unless the host could do it now.
+
+        ``stale_after_ms`` (with ``grace_from``, the relay's start) judges
+        liveness at ``at``; None judges by the recorded status alone.
+        """
+        self._require_available(at, stale_after_ms, grace_from)
         if provider not in self.providers:
             raise InvalidInputError(
                 "provider",
@@ -381,10 +404,17 @@ class Orchestrator(Aggregate):
         self.commands[command_id] = PENDING
 
     def request_action(
-        self, command_id: str, action: str, agent_id: str | None, requested_by: str, at: int
+        self,
+        command_id: str,
+        action: str,
+        agent_id: str | None,
+        requested_by: str,
+        at: int,
+        stale_after_ms: int | None = None,
+        grace_from: int = 0,
     ) -> None:
         """Restart or shut down one managed agent, or all of them when no agent is named."""
-        self._require_online()
+        self._require_available(at, stale_after_ms, grace_from)
         if agent_id is not None and not any(
             a.get("agentId") == agent_id for a in self.managed_agents
         ):
@@ -441,7 +471,7 @@ class Orchestrator(Aggregate):
 
     def is_stale(self, now: int, stale_after_ms: int, grace_from: int) -> bool:
         """Online and silent for longer than stale-after (never counting relay downtime)."""
-        return self.status == ONLINE and now - max(self.last_seen, grace_from) > stale_after_ms
+        return self.status == ONLINE and is_silent(self.last_seen, now, stale_after_ms, grace_from)
 
     def reap(self, now: int, judged_last_seen: int, stale_after_ms: int, grace_from: int) -> bool:
         """Mark offline if still stale *and* unchanged since the reaper judged it.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from typing import Any
 
 from relay.domain.errors import InvalidInputError
 
@@ -19,6 +20,9 @@ RESULT_STATUSES: tuple[str, ...] = ("done", "failed")
 MAX_PROMPT_CHARS = 4000
 MAX_ID_CHARS = 120
 ORCHESTRATOR_AGENT_PREFIX = "orchestrator-"
+# An orchestrator is also the agent ``orchestrator-<id>``, and that id must fit
+# the id limit too; so orchestrator ids leave room for the prefix.
+MAX_ORCHESTRATOR_ID_CHARS = MAX_ID_CHARS - len(ORCHESTRATOR_AGENT_PREFIX)
 
 _ID = re.compile(r"[\x21-\x2e\x30-\x7e\u00a1-\U0010ffff]{1,120}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -37,6 +41,18 @@ def check_id(field: str, value: object) -> str:
     return value
 
 
+def check_orchestrator_id(field: str, value: object) -> str:
+    """An id, short enough that its agent id ``orchestrator-<id>`` is one too."""
+    oid = check_id(field, value)
+    if len(oid) > MAX_ORCHESTRATOR_ID_CHARS:
+        raise InvalidInputError(
+            field,
+            f"an orchestrator id must be at most {MAX_ORCHESTRATOR_ID_CHARS} characters "
+            f"(its agent id {ORCHESTRATOR_AGENT_PREFIX}<id> must fit {MAX_ID_CHARS})",
+        )
+    return oid
+
+
 def check_env_key(field: str, value: object) -> str:
     """Only names of variables travel; a value smuggled in as 'K=V' is refused."""
     if not isinstance(value, str) or not _ENV_KEY.fullmatch(value) or len(value) > 256:
@@ -51,7 +67,16 @@ def orchestrator_agent_id(orchestrator_id: str) -> str:
     return ORCHESTRATOR_AGENT_PREFIX + orchestrator_id
 
 
-def confine_cwd(base_dir: str, cwd: str | None) -> str:
+def is_silent(last_seen: int, now: int, stale_after_ms: int, grace_from: int) -> bool:
+    """Silent for longer than stale-after at ``now``: the one staleness rule.
+
+    Silence that overlapped the relay's own downtime never counts, so the
+    clock starts no earlier than ``grace_from`` (when this relay started).
+    """
+    return now - max(last_seen, grace_from) > stale_after_ms
+
+
+def confine_cwd(base_dir: str, cwd: str | None, field: str = "cwd") -> str:
     """Resolve ``cwd`` against ``base_dir`` and refuse anything outside it.
 
     Compares normalised path components, never string prefixes: ``..`` and a
@@ -62,7 +87,7 @@ def confine_cwd(base_dir: str, cwd: str | None) -> str:
     if cwd is None or cwd == "":
         return base
     if "\x00" in cwd:
-        raise InvalidInputError("cwd", "must not contain NUL characters")
+        raise InvalidInputError(field, "must not contain NUL characters")
     joined = cwd if posixpath.isabs(cwd) else posixpath.join(base, cwd)
     path = posixpath.normpath(joined)
     # normpath keeps a leading '//' (POSIX allows it a meaning); treat it as '/'.
@@ -71,5 +96,24 @@ def confine_cwd(base_dir: str, cwd: str | None) -> str:
     base_parts = [p for p in base.split("/") if p]
     path_parts = [p for p in path.split("/") if p]
     if path_parts[: len(base_parts)] != base_parts:
-        raise InvalidInputError("cwd", f"must be inside the orchestrator's baseDir {base}")
+        raise InvalidInputError(field, f"must be inside the orchestrator's baseDir {base}")
     return path
+
+
+def check_managed_agents(base_dir: str, agents: list[dict[str, Any]]) -> None:
+    """A host may only report agents working inside its base dir (the spawn rule).
+
+    The relay compares path components lexically; the host resolved symlinks
+    when it started the agent (relay/host/config.py ``resolve_inside``).
+    """
+    for i, agent in enumerate(agents):
+        cwd = agent.get("cwd")
+        if not cwd:
+            continue  # not reported: nothing to confine
+        try:
+            confine_cwd(base_dir, cwd, f"agents[{i}].cwd")
+        except InvalidInputError as e:
+            raise InvalidInputError(
+                e.field, f"managed agent {agent.get('agentId')!r} works in {cwd!r}, "
+                f"which is not inside the orchestrator's baseDir {posixpath.normpath(base_dir)}"
+            ) from None

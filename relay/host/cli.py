@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.host.config import (
+    MAX_ORCHESTRATOR_ID,
     HostConfig,
     HostConfigError,
     agent_base_env,
@@ -151,7 +152,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
         )
     if not args.orchestrator_id:
         raise HostConfigError("--id is needed (or RELAY_HOST_ID)")
-    orchestrator_id = check_id(args.orchestrator_id, "--id")
+    orchestrator_id = check_id(args.orchestrator_id, "--id", MAX_ORCHESTRATOR_ID)
     if not args.base_dir:
         raise HostConfigError("--base-dir DIR is needed (or RELAY_BASE_DIR)")
     base_dir = Path(os.path.abspath(os.path.expanduser(args.base_dir)))

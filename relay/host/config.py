@@ -318,10 +318,16 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-def check_id(value: str, option: str) -> str:
+# The relay's rule: its agent id ``orchestrator-<id>`` must fit 120 characters too.
+MAX_ORCHESTRATOR_ID = 120 - len("orchestrator-")
+
+
+def check_id(value: str, option: str, max_len: int = 120) -> str:
     """Ids follow the relay's rule (1-120 printable, no ``/`` or whitespace)."""
-    if not _ID.fullmatch(value) or not value.isprintable():
-        raise HostConfigError(f"{option} {value!r}: 1-120 printable characters without / or spaces")
+    if not _ID.fullmatch(value) or not value.isprintable() or len(value) > max_len:
+        raise HostConfigError(
+            f"{option} {value!r}: 1-{max_len} printable characters without / or spaces"
+        )
     return value
 
 
@@ -344,6 +350,22 @@ def resolve_inside(base_dir: Path, cwd: str | None) -> Path:
     if not real.is_dir():
         raise HostConfigError(f"cwd {str(requested)!r} is not an existing directory on this host")
     return real
+
+
+def as_registered(base_dir: Path, cwd: str) -> str:
+    """``cwd`` written under ``base_dir`` as the host registered it, when it is inside.
+
+    The host starts agents in resolved paths; the relay checks a reported cwd
+    against the registered baseDir by path components, without symlinks. So a
+    base dir reached through a symlink reports ``<base-dir>/<rest>``.
+    """
+    base_real = Path(os.path.realpath(base_dir))
+    path = Path(cwd)
+    inside_registered = path == base_dir or path.is_relative_to(base_dir)
+    inside_real = path == base_real or path.is_relative_to(base_real)
+    if path.is_absolute() and inside_real and not inside_registered:
+        return str(base_dir / path.relative_to(base_real))
+    return cwd
 
 
 def list_dirs(base_dir: Path, limit: int = 500) -> tuple[list[str], bool]:

@@ -49,6 +49,7 @@ from relay.host.config import (
     APPROVAL_MODES,
     HostConfig,
     HostConfigError,
+    as_registered,
     list_dirs,
     resolve_inside,
 )
@@ -679,6 +680,8 @@ class HostDaemon:
             return
         self._agents_dirty = False
         agents = [a.to_wire() for a in self.state.agents]
+        for wire in agents:
+            wire["cwd"] = as_registered(self.config.base_dir, wire["cwd"])
         try:
             await self._registered_call(lambda: self.client.report_agents(agents))
         except RelayClientError as exc:

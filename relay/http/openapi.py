@@ -13,6 +13,8 @@ from relay import __version__
 from relay.domain.rules import (
     APPROVAL_MODES,
     DEFAULT_APPROVAL_MODE,
+    MAX_ID_CHARS,
+    MAX_ORCHESTRATOR_ID_CHARS,
     MAX_PROMPT_CHARS,
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
@@ -53,6 +55,20 @@ HOSTNAME = {
     "maxLength": 200,
     "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$",
     "description": "Not blank.",
+}
+ORCHESTRATOR_ID = {
+    **ID,
+    "maxLength": MAX_ORCHESTRATOR_ID_CHARS,
+    "description": f"1-{MAX_ORCHESTRATOR_ID_CHARS} printable characters without '/' or "
+    f"whitespace: an orchestrator is also the agent {ORCHESTRATOR_AGENT_PREFIX}<id>, and that "
+    f"id must fit the {MAX_ID_CHARS}-character limit of every id.",
+}
+TMUX_SESSION = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$",
+    "description": "The tmux session the agent runs in (socket relay); not blank.",
 }
 BASE_DIR = {
     "type": "string",
@@ -164,13 +180,17 @@ SCHEMAS: dict[str, Any] = {
     },
     "ManagedAgentReport": {
         "type": "object",
-        "required": ["agentId", "provider"],
+        "required": ["agentId", "provider", "tmuxSession"],
         "description": "One agent the host runs; agentIds are unique within a report.",
         "properties": {
             "agentId": ID,
             "provider": PROVIDER,
-            "tmuxSession": OPT_NAME,
-            "cwd": OPT_PATH,
+            "tmuxSession": TMUX_SESSION,
+            "cwd": {
+                **OPT_PATH,
+                "description": "Inside the orchestrator's baseDir (compared component by "
+                "component, as for a spawn); a report naming a cwd outside it is 400.",
+            },
             "label": OPT_NAME,
             "approvalMode": _nullable(APPROVAL_MODE),
             "pid": OPT_COUNT,
@@ -197,10 +217,10 @@ SCHEMAS: dict[str, Any] = {
             "meta", "managedAgents", "lastSeen", "createdAt",
         ],
         "properties": {
-            "id": ID,
+            "id": ORCHESTRATOR_ID,
             "hostname": STR,
             "status": {"enum": ["online", "offline"]},
-            "agentId": {"type": "string", "description": f"{ORCHESTRATOR_AGENT_PREFIX}<id>"},
+            "agentId": {**ID, "description": f"{ORCHESTRATOR_AGENT_PREFIX}<id>"},
             "providers": {"type": "array", "items": PROVIDER},
             "baseDir": STR,
             "envKeys": {"type": "array", "items": STR, "description": "Names only, never values."},
@@ -215,7 +235,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "hostname", "baseDir"],
         "description": "Unknown fields are ignored; null means not given.",
         "properties": {
-            "id": ID,
+            "id": ORCHESTRATOR_ID,
             "hostname": HOSTNAME,
             "baseDir": BASE_DIR,
             "providers": {
@@ -471,7 +491,10 @@ PATHS: dict[str, Any] = {
                     "Invalid input, or the chosen orchestrator refuses it (cwd outside its "
                     "baseDir); the message names the field."
                 ),
-                "409": _err("No online orchestrator offers the provider."),
+                "409": _err(
+                    "No online orchestrator offers the provider (online: not marked offline, "
+                    "and heard from within --stale-after)."
+                ),
                 **WRITE_ERRORS,
             },
             requestBody=_body(_ref("SpawnRequest")),
@@ -617,7 +640,10 @@ PATHS: dict[str, Any] = {
                     "the message names the field."
                 ),
                 "404": _err("No such orchestrator."),
-                "409": _err("The orchestrator is offline."),
+                "409": _err(
+                    "The orchestrator is offline: marked so, or silent for longer than "
+                    "--stale-after though not yet reaped."
+                ),
                 **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
@@ -650,7 +676,10 @@ PATHS: dict[str, Any] = {
                 ),
                 **BODY_ERRORS,
                 "404": _err("No such orchestrator or managed agent."),
-                "409": _err("The orchestrator is offline."),
+                "409": _err(
+                    "The orchestrator is offline: marked so, or silent for longer than "
+                    "--stale-after though not yet reaped."
+                ),
                 **WRITE_ERRORS,
             },
             parameters=[PATH_ID],

@@ -25,6 +25,7 @@ from relay.domain.rules import (
     RESULT_STATUSES,
     check_env_key,
     check_id,
+    check_orchestrator_id,
 )
 from relay.http.keys import SETTINGS
 from relay.projections.messages import BROADCAST_ALL, LABEL_PREFIX, TAG_PREFIX, is_broadcast
@@ -157,7 +158,7 @@ def one_of(body: dict[str, Any], field: str, allowed: tuple[str, ...], default: 
 
 
 def orchestrator_registration(body: dict[str, Any]) -> dict[str, Any]:
-    oid = check_id("id", body.get("id"))
+    oid = check_orchestrator_id("id", body.get("id"))
     hostname = req_str(body, "hostname")
     base_dir = req_str(body, "baseDir", MAX_PATH)
     if not posixpath.isabs(base_dir):
@@ -228,7 +229,7 @@ def managed_agents(body: dict[str, Any], at: int) -> list[dict[str, Any]]:
         agent: dict[str, Any] = {
             "agentId": aid,
             "provider": provider,
-            "tmuxSession": opt_str(item, "tmuxSession") or "",
+            "tmuxSession": _tmux_session(item, where, aid),
             "cwd": opt_str(item, "cwd", MAX_PATH) or "",
             "approvalMode": one_of(item, "approvalMode", APPROVAL_MODES, DEFAULT_APPROVAL_MODE),
             "startedAt": opt_int(item, "startedAt") or at,
@@ -241,6 +242,22 @@ def managed_agents(body: dict[str, Any], at: int) -> list[dict[str, Any]]:
             agent["pid"] = pid
         out.append(agent)
     return out
+
+
+def _tmux_session(item: dict[str, Any], where: str, agent_id: str) -> str:
+    """Required: without it nobody can find (or attach to) the agent on its host."""
+    value = item.get("tmuxSession")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(
+            f"{where}.tmuxSession",
+            f"is required for managed agent {agent_id!r}: the tmux session it runs in",
+        )
+    if len(value) > MAX_NAME or "\x00" in value:
+        raise InvalidInputError(
+            f"{where}.tmuxSession",
+            f"of managed agent {agent_id!r} must be at most {MAX_NAME} characters, without NUL",
+        )
+    return value
 
 
 def spawn(body: dict[str, Any]) -> dict[str, Any]:

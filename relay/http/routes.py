@@ -17,7 +17,7 @@ from aiohttp import web
 
 from relay import commands as c
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, PROVIDERS, check_id
+from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, PROVIDERS, check_id, is_silent
 from relay.http import parse, past
 from relay.http.auth import OPERATOR, hash_token, presented_token, principal
 from relay.http.keys import SERVICE
@@ -103,16 +103,22 @@ async def list_agents(request: web.Request) -> web.Response:
 async def spawn_anywhere(request: web.Request) -> web.Response:
     s = svc(request)
     fields = parse.spawn(await parse.read_json(request))
+    now = s.now()
     target = next(
         (
             o
             for o in s.rm.orchestrators_sorted()
-            if o["status"] == "online" and fields["provider"] in o["providers"]
+            if o["status"] == "online"
+            and not is_silent(o["lastSeen"], now, s.settings.stale_after_ms, s.started_at)
+            and fields["provider"] in o["providers"]
         ),
         None,
     )
     if target is None:
-        raise ConflictError(f"no online orchestrator offers provider {fields['provider']!r}")
+        raise ConflictError(
+            f"no online orchestrator offers provider {fields['provider']!r} "
+            f"(online: heard from within stale-after, {s.settings.stale_after:g} s)"
+        )
     command = await _spawn(s, target["id"], fields, principal(request))
     return json(
         {
@@ -308,6 +314,8 @@ async def _spawn(
             command_id=command_id,
             requested_by=requested_by,
             at=s.now(),
+            stale_after_ms=s.settings.stale_after_ms,
+            grace_from=s.started_at,
             **fields,
         )
     )
@@ -335,6 +343,8 @@ async def act(request: web.Request) -> web.Response:
             command_id=command_id,
             requested_by=principal(request),
             at=s.now(),
+            stale_after_ms=s.settings.stale_after_ms,
+            grace_from=s.started_at,
             **fields,
         )
     )

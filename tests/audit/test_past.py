@@ -45,8 +45,15 @@ def scripted(c: Client) -> list[Callable[[], Any]]:
 
     spawned: list[str] = []
 
+    def fresh(oid: str, path: str, body: dict[str, Any]) -> Any:
+        """A command right after a heartbeat: silent longer than stale-after, a host takes none."""
+        assert c.post(f"/api/orchestrators/{oid}/heartbeat").status == 200
+        r = c.post(f"/api/orchestrators/{oid}/{path}", body)
+        assert r.status == 202, r
+        return r.json
+
     def spawn() -> None:
-        cmd = c.post("/api/orchestrators/o1/spawn", {"provider": "codex", "cwd": "x"}).json
+        cmd = fresh("o1", "spawn", {"provider": "codex", "cwd": "x"})
         spawned.append(cmd["command"]["id"])
 
     def fail_it() -> None:
@@ -59,10 +66,10 @@ def scripted(c: Client) -> list[Callable[[], Any]]:
         lambda: register_agent(c, "a1", tags=["x"], label="first"),
         lambda: c.post("/api/orchestrators/o1/heartbeat"),
         lambda: c.patch("/api/orchestrators/o1/agents", {"agents": [managed("m1"), managed("m2")]}),
-        lambda: c.post("/api/orchestrators/o1/spawn", {"provider": "claude", "cwd": "w"}),
+        lambda: fresh("o1", "spawn", {"provider": "claude", "cwd": "w"}),
         spawn,
         fail_it,
-        lambda: c.post("/api/orchestrators/o2/actions", {"action": "restart"}),
+        lambda: fresh("o2", "actions", {"action": "restart"}),
         lambda: register_agent(c, "a1", tags=["y"], label="again"),
         lambda: c.post("/api/agents/a1/heartbeat"),
         reap_until_someone_is,

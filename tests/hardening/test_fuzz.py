@@ -22,8 +22,6 @@ import pytest
 from tests.support.client import Client
 from tests.support.server import RelayProcess
 
-pytest.importorskip("schemathesis", reason="schemathesis is in the test extras")
-
 ROOT = Path(__file__).parents[2]
 TOKEN = "fuzz-admin-token"
 EXAMPLES = {"ci": 20, "dev": 10, "thorough": 300}

@@ -152,6 +152,19 @@ def test_dry_run_prints_names_not_values(tmp_path: Path) -> None:
     assert not (tmp_path / "s.json").exists()
 
 
+def test_an_orchestrator_id_too_long_for_its_agent_id_is_refused(tmp_path: Path) -> None:
+    """The relay refuses ids whose ``orchestrator-<id>`` would pass 120 characters."""
+    (tmp_path / "base").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "relay.host", "--once", "--relay", "http://127.0.0.1:9",
+         "--id", "h" * 108, "--base-dir", str(tmp_path / "base"), "--provider", "claude=claude",
+         "--state", str(tmp_path / "s.json")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert out.returncode == 2, out
+    assert "1-107 printable characters" in out.stderr
+
+
 def test_bad_options_exit_2_with_a_reason(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "relay.host", "--relay", "http://127.0.0.1:9", "--id", "h1",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from relay.clock import FakeClock
 from tests.http.helpers import managed, register_orchestrator
+from tests.property.inprocess import InProcessRelay
 from tests.support.client import Client
 
 
@@ -45,12 +49,25 @@ def test_list_sorted_by_hostname(client: Client) -> None:
     assert [o["id"] for o in client.get("/api/orchestrators").json] == ["o3", "o1", "o2"]
 
 
-def test_heartbeat(client: Client) -> None:
-    o = register_orchestrator(client, "o1").json
-    assert client.post("/api/orchestrators/o1/heartbeat").json == {"ok": True}
-    after = client.get("/api/orchestrators/o1").json
-    assert after["lastSeen"] >= o["lastSeen"]
-    assert client.get("/api/agents/orchestrator-o1").json["lastSeen"] == after["lastSeen"]
+def test_heartbeat(tmp_path: Path) -> None:
+    """lastSeen moves to the heartbeat's receive time (a clock the test holds)."""
+    clock = FakeClock()
+    with InProcessRelay(tmp_path / "d", clock, reap_every=3600.0) as relay:
+        client = Client(relay.url)
+        try:
+            o = register_orchestrator(client, "o1").json
+            assert o["lastSeen"] == clock.now
+            at = clock.advance(5_000)
+            assert client.post("/api/orchestrators/o1/heartbeat").json == {"ok": True}
+            after = client.get("/api/orchestrators/o1").json
+            assert after["lastSeen"] == at == o["lastSeen"] + 5_000
+            assert client.get("/api/agents/orchestrator-o1").json["lastSeen"] == at
+            # The orchestrator's own agent record heartbeats the orchestrator.
+            at = clock.advance(7_000)
+            assert client.post("/api/agents/orchestrator-o1/heartbeat").json == {"ok": True}
+            assert client.get("/api/orchestrators/o1").json["lastSeen"] == at
+        finally:
+            client.close()
 
 
 def test_report_managed_agents_replaces_the_list(client: Client) -> None:

@@ -32,7 +32,14 @@ def sqlite_log(
             register_agent(c, f"a{i}{tag}")
             assert c.post(f"/api/agents/a{i}{tag}/heartbeat").status == 200
         assert c.patch(f"/api/orchestrators/o1{tag}/agents", {"agents": [managed("m1")]}).status == 200
-        assert c.post(f"/api/orchestrators/o1{tag}/spawn", {"provider": "claude"}).status == 202
+        # stale-after is 50 ms: a spawn is accepted only right after a heartbeat.
+        for _ in range(50):
+            assert c.post(f"/api/orchestrators/o1{tag}/heartbeat").status == 200
+            r = c.post(f"/api/orchestrators/o1{tag}/spawn", {"provider": "claude"})
+            if r.status == 202:
+                break
+            assert r.status == 409 and "silent" in r.json["error"], r
+        assert r.status == 202, r
         assert c.delete(f"/api/agents/a0{tag}").status == 200
         assert c.post("/api/system/reap").status == 200
         return full_log(c), snapshot(c)

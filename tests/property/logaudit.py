@@ -206,6 +206,9 @@ class LogAudit:
         elif m == "command":
             if f.status != "online":
                 self._bad(12, e, f"a command was recorded for a {f.status} orchestrator")
+            elif e.at - max(f.last_seen, self.grace_at(e.position)) > self.stale_after_ms:
+                self._bad(12, e, "a command was recorded for an orchestrator silent for "
+                          "longer than stale-after (offline by the rule, not yet reaped)")
             if e.command_id in f.commands:
                 self._bad(12, e, f"command {e.command_id} requested twice")
             f.commands[str(e.command_id)] = "pending"

@@ -482,14 +482,21 @@ class ReaperMachine(RuleBasedStateMachine):
 
     # -- rules: commands ---------------------------------------------------------------
 
+    def _available(self, life: Any) -> bool:
+        """Online, and not silent for longer than stale-after now (reaped or not yet)."""
+        return bool(life.status == "online" and self.now - max(life.last_seen, self.grace) <= STALE_MS)
+
     @rule(oid=st.sampled_from(ORCHESTRATORS), provider=st.sampled_from(PROVIDERS))
     def spawn(self, oid: str, provider: str) -> None:
         cid = self._new_command_id()
-        cmd = c.RequestSpawn(oid, cid, provider, None, None, "guarded", None, "operator", self.now)
+        cmd = c.RequestSpawn(
+            oid, cid, provider, None, None, "guarded", None, "operator", self.now,
+            stale_after_ms=STALE_MS, grace_from=self.grace,
+        )
         life = self.model.present(("orchestrator", oid))
         if life is None:
             self._refused(cmd, NotFoundError)
-        elif life.status != "online":
+        elif not self._available(life):
             self._refused(cmd, ConflictError)
         elif provider not in life.providers:
             self._refused(cmd, InvalidInputError)
@@ -506,11 +513,14 @@ class ReaperMachine(RuleBasedStateMachine):
     )
     def act(self, oid: str, action: str, agent: str | None) -> None:
         cid = self._new_command_id()
-        cmd = c.RequestAction(oid, cid, action, agent, "operator", self.now)
+        cmd = c.RequestAction(
+            oid, cid, action, agent, "operator", self.now,
+            stale_after_ms=STALE_MS, grace_from=self.grace,
+        )
         life = self.model.present(("orchestrator", oid))
         if life is None:
             self._refused(cmd, NotFoundError)
-        elif life.status != "online":
+        elif not self._available(life):
             self._refused(cmd, ConflictError)
         elif agent is not None and agent not in life.managed:
             self._refused(cmd, NotFoundError)
