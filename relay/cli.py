@@ -35,6 +35,9 @@ _METAVARS = {
 }
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay",
@@ -138,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"resumes with Last-Event-ID) [RELAY_SSE_BUFFER] ({d.sse_buffer})",
     )
     serve.add_argument(
-        "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)"
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=None,
+        help=f"least severe log lines written: {', '.join(LOG_LEVELS)} [RELAY_LOG_LEVEL] (INFO)",
     )
     serve.add_argument(
         "--log-format",
@@ -205,7 +212,14 @@ def run_serve(args: argparse.Namespace) -> int:
     if log_format not in ("text", "json"):
         print(f"relay: RELAY_LOG_FORMAT must be text or json, not {log_format!r}", file=sys.stderr)
         return 2
-    jsonlog.configure(args.log_level, log_format)
+    log_level = (args.log_level or os.environ.get("RELAY_LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        print(
+            f"relay: RELAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}",
+            file=sys.stderr,
+        )
+        return 2
+    jsonlog.configure(log_level, log_format)
     try:
         settings = settings_from(args, dict(os.environ))
     except SettingsError as e:
@@ -236,12 +250,10 @@ def _store_problem(settings: Settings) -> str | None:
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
-    from relay.http.app import create_app
+    from relay.http.app import create_app, make_runner
 
     app = create_app(settings)
-    from relay.http.app import server_options
-
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, **server_options(settings))
+    runner = make_runner(app, settings)
     await runner.setup()  # starts the service: read models loaded, writer running
     from relay.http.app import tune_gc
 
