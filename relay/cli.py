@@ -32,6 +32,7 @@ _METAVARS = {
     "seal_every": "EVENTS",
     "max_streams_per_client": "N",
     "log_level": "LEVEL",
+    "public_url": "URL",
 }
 
 
@@ -141,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"resumes with Last-Event-ID) [RELAY_SSE_BUFFER] ({d.sse_buffer})",
     )
     serve.add_argument(
+        "--public-url",
+        default=None,
+        help="the URL people and hosts use to reach this relay when it is not a loopback one "
+        "(behind a proxy, or a DNS name); without --token the relay answers only loopback "
+        "Host names and this one [RELAY_PUBLIC_URL]",
+    )
+    serve.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=None,
+        help="serve /metrics without the token, for a Prometheus scraper on a private network "
+        "(by default /metrics needs the admin token when --token is set) [RELAY_METRICS_PUBLIC=1]",
+    )
+    serve.add_argument(
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
@@ -201,6 +216,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "sse_buffer": args.sse_buffer,
         "max_streams_per_client": args.max_streams_per_client,
         "client_timeout": args.client_timeout,
+        "public_url": args.public_url,
+        "metrics_public": args.metrics_public,
     }
     return evolve(s, **{k: v for k, v in flags.items() if v is not None}).checked()
 

@@ -16,6 +16,7 @@ from relay.config import Settings
 from relay.http import messaging, openapi, sse
 from relay.http.auth import auth_middleware
 from relay.http.errors import RelayRunner, allowed_methods, error_middleware
+from relay.http.guard import guard_middleware
 from relay.http.keys import ALLOWED_METHODS, SERVICE, SETTINGS
 from relay.http.routes import routes
 from relay.service import RelayService
@@ -26,7 +27,8 @@ STATIC_DIR = Path(str(importlib.resources.files("relay.http") / "static"))
 def create_app(settings: Settings, service: RelayService | None = None) -> web.Application:
     """The relay's web application; starts and stops the service with it."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(settings)], client_max_size=settings.max_body
+        middlewares=[error_middleware, guard_middleware(settings), auth_middleware(settings)],
+        client_max_size=settings.max_body,
     )
     app[SETTINGS] = settings
     app[SERVICE] = service or RelayService(settings)

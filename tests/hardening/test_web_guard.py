@@ -1,0 +1,152 @@
+"""What a web page, a local user and a log reader can do to a relay (issue 17, Low).
+
+Every test plays the attack over a real socket against a real relay process:
+a page's cross-site request or DNS-rebound ``Host``, a dashboard framed by
+another site, an anonymous scrape of ``/metrics``, a label that writes
+terminal escapes into the log, and a local user reading the data folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.client import Client, Response
+from tests.support.server import RelayProcess
+
+
+@pytest.fixture(scope="module")
+def open_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """A relay without a token (loopback only), told its public URL."""
+    proc = RelayProcess(
+        tmp_path_factory.mktemp("open") / "data",
+        ["--stale-after", "3600", "--public-url", "https://relay.example.net"],
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def local(open_relay: RelayProcess) -> Iterator[Client]:
+    c = Client(open_relay.url)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def port_of(relay: RelayProcess) -> int:
+    return int(relay.url.rsplit(":", 1)[1])
+
+
+def heartbeat(c: Client, oid: str, headers: dict[str, str]) -> Response:
+    return c.post(f"/api/orchestrators/{oid}/heartbeat", headers=headers)
+
+
+# -- Host (DNS rebinding) --------------------------------------------------------------------
+
+
+def test_a_rebound_host_name_is_421_and_changes_nothing(open_relay: RelayProcess, local: Client) -> None:
+    port = port_of(open_relay)
+    assert local.post("/api/orchestrators", {"id": "g1", "hostname": "h", "baseDir": "/srv/g1"}).status == 201
+    head = local.log_head()
+    rebound = (
+        f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", "relay.example.net.evil"
+    )
+    for host in rebound:
+        for call in (
+            lambda h=host: heartbeat(local, "g1", {"Host": h}),
+            lambda h=host: local.post("/api/system/reap", headers={"Host": h}),
+            lambda h=host: local.get("/api/orchestrators", headers={"Host": h}),
+            lambda h=host: local.get("/", headers={"Host": h}),
+        ):
+            r = call()
+            assert r.status == 421, (host, r)
+            assert host in r.json["error"] and "--public-url" in r.json["error"]
+    assert local.log_head() == head
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "relay.example.net", "LOCALHOST"):
+        assert heartbeat(local, "g1", {"Host": host}).status == 200, host
+
+
+def test_with_a_token_any_host_name_reaches_the_relay(admin: Client) -> None:
+    assert admin.get("/api/agents", headers={"Host": "relay.internal:4850"}).status == 200
+
+
+# -- cross-site requests (CSRF) ---------------------------------------------------------------
+
+
+def test_cross_site_browser_requests_are_403_and_change_nothing(
+    open_relay: RelayProcess, local: Client
+) -> None:
+    port = port_of(open_relay)
+    assert local.post("/api/orchestrators", {"id": "g2", "hostname": "h", "baseDir": "/srv/g2"}).status == 201
+    head = local.log_head()
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": f"http://localhost:{port + 1}"},  # another local web app: same site, other origin
+        {"Origin": f"http://127.0.0.1:{port}", "Host": f"localhost:{port}"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"},  # a form POST
+    ):
+        r = heartbeat(local, "g2", headers)
+        assert r.status == 403, (headers, r)
+        assert "cross-site" in r.json["error"]
+        r = local.post("/api/system/reap", headers=headers)
+        assert r.status == 403, (headers, r)
+        r = local.get("/api/orchestrators", headers={**headers, "Sec-Fetch-Mode": "cors"})
+        assert r.status == 403, (headers, r)
+    assert local.log_head() == head
+
+
+def test_what_real_clients_send_still_works(open_relay: RelayProcess, local: Client) -> None:
+    port = port_of(open_relay)
+    assert local.post("/api/orchestrators", {"id": "g3", "hostname": "h", "baseDir": "/srv/g3"}).status == 201
+    # curl: Host, no Origin, no Sec-Fetch-*.
+    assert heartbeat(local, "g3", {}).status == 200
+    # The dashboard: same-origin fetches (Origin is sent on POST).
+    dashboard = {
+        "Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"
+    }
+    assert heartbeat(local, "g3", dashboard).status == 200
+    # Behind the public URL's proxy.
+    proxied = {
+        "Host": "relay.example.net", "Origin": "https://relay.example.net", "Sec-Fetch-Site": "same-origin"
+    }
+    assert heartbeat(local, "g3", proxied).status == 200
+    # A person following a link to the dashboard from another site.
+    link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    assert local.get("/", headers=link).status == 200
+
+    # The host daemon: aiohttp's client.
+    async def as_a_host() -> int:
+        url = f"{open_relay.url}/api/orchestrators/g3/heartbeat"
+        async with aiohttp.ClientSession() as session, session.post(url) as r:
+            return r.status
+
+    assert asyncio.run(as_a_host()) == 200
+
+
+def test_cross_site_is_refused_with_a_token_too(admin: Client) -> None:
+    r = admin.post("/api/system/reap", headers={"Origin": "https://evil.example"})
+    assert r.status == 403, r
+
+
+def test_public_url_must_be_an_origin(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--data", str(tmp_path / "d"), "--public-url", "ftp://x/y"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "http(s)" in proc.stderr, proc
