@@ -16,7 +16,7 @@ from relay.config import Settings
 from relay.http import messaging, openapi, sse
 from relay.http.auth import auth_middleware
 from relay.http.errors import RelayRunner, allowed_methods, error_middleware
-from relay.http.guard import guard_middleware
+from relay.http.guard import guard_middleware, security_headers
 from relay.http.keys import ALLOWED_METHODS, SERVICE, SETTINGS
 from relay.http.routes import routes
 from relay.service import RelayService
@@ -54,6 +54,7 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     app.router.add_get("/", index)
     app.router.add_get("/static/{name:.+}", _static_handler(STATIC_DIR))
     app.on_response_prepare.append(_revalidate_static)
+    app.on_response_prepare.append(security_headers)
     metrics.install(app, app[SERVICE].metrics)
     app.cleanup_ctx.append(_service_lifetime)
     sse.setup(app)  # after the service: the hub starts after it and stops before it

@@ -9,6 +9,7 @@ terminal escapes into the log, and a local user reading the data folder.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +151,40 @@ def test_public_url_must_be_an_origin(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "http(s)" in proc.stderr, proc
+
+
+# -- security headers ---------------------------------------------------------------------------
+
+
+def test_every_answer_forbids_sniffing_and_framing(local: Client) -> None:
+    for method, path in [
+        ("GET", "/"),
+        ("GET", "/static/app.js"),
+        ("GET", "/static/app.css"),
+        ("GET", "/static/missing.js"),
+        ("GET", "/api/health"),
+        ("GET", "/api/agents"),
+        ("GET", "/api/nothing-here"),
+        ("PUT", "/api/agents"),
+        ("POST", "/api/agents"),  # 400/415: an error answer
+        ("GET", "/metrics"),
+        ("GET", "/api/openapi.json"),
+    ]:
+        r = local.request(method, path)
+        assert r.headers.get("x-content-type-options") == "nosniff", (method, path, r.headers)
+        assert "frame-ancestors 'none'" in r.headers.get("content-security-policy", ""), (method, path)
+
+
+def test_the_dashboard_runs_only_its_own_files(local: Client) -> None:
+    r = local.get("/")
+    assert r.status == 200
+    csp = {
+        d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split(";") if d.strip()
+    }
+    assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"], csp
+    assert csp["frame-ancestors"] == ["'none'"]
+    page = r.body.decode()
+    # No inline script or style (the policy would block it, and the page would break).
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), "inline <script> in index.html"
+    assert "<style" not in page and " style=" not in page
+    assert not re.search(r"\son[a-z]+=", page), "inline event handler in index.html"
