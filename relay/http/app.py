@@ -55,7 +55,7 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     app.router.add_get("/static/{name:.+}", _static_handler(STATIC_DIR))
     app.on_response_prepare.append(_revalidate_static)
     app.on_response_prepare.append(security_headers)
-    metrics.install(app, app[SERVICE].metrics)
+    metrics.install(app, app[SERVICE].metrics, settings)
     app.cleanup_ctx.append(_service_lifetime)
     sse.setup(app)  # after the service: the hub starts after it and stops before it
     return app

@@ -394,6 +394,19 @@ PATHS: dict[str, Any] = {
     "/api/openapi.json": {
         "get": _op("openapi", "This document.", {"200": _ok({"type": "object"})})
     },
+    "/metrics": {
+        "get": _op(
+            "metrics",
+            "Operations metrics in Prometheus text format. Needs the admin token when the relay "
+            "has one, unless it was started with --metrics-public (a scraper on a private network).",
+            {
+                "200": {
+                    "description": "Prometheus exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        )
+    },
     "/api/log": {
         "get": _op(
             "readLog",

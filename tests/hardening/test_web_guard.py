@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.hardening.conftest import ADMIN_TOKEN, Connect, register
 from tests.support.client import Client, Response
 from tests.support.server import RelayProcess
 
@@ -188,3 +189,36 @@ def test_the_dashboard_runs_only_its_own_files(local: Client) -> None:
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), "inline <script> in index.html"
     assert "<style" not in page and " style=" not in page
     assert not re.search(r"\son[a-z]+=", page), "inline event handler in index.html"
+
+
+# -- /metrics behind the token ------------------------------------------------------------------
+
+
+def test_metrics_need_the_admin_token_when_the_relay_has_one(
+    secured: RelayProcess, admin: Client, connect: Connect
+) -> None:
+    assert admin.get("/metrics").status == 200
+    assert b"relay_http_requests_total" in admin.get("/metrics").body
+    orchestrator = register(admin, "metrics-o1")
+    for token in (None, "wrong", orchestrator):
+        who = connect(secured.url, token)
+        r = who.get("/metrics")
+        assert r.status == 401, r
+        assert b"relay_" not in r.body
+        assert "--metrics-public" in r.json["error"]
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    # The document says so.
+    doc = admin.get("/api/openapi.json").json
+    assert "401" in doc["paths"]["/metrics"]["get"]["responses"]
+
+
+def test_metrics_public_opens_them_for_a_private_scraper(tmp_path: Path) -> None:
+    args = ["--token", ADMIN_TOKEN, "--metrics-public"]
+    with RelayProcess(tmp_path / "data", args) as relay:
+        anonymous = Client(relay.url)
+        try:
+            r = anonymous.get("/metrics")
+            assert r.status == 200 and b"relay_http_requests_total" in r.body
+            assert anonymous.get("/api/agents").status == 401  # the API stays closed
+        finally:
+            anonymous.close()
