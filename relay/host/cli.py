@@ -139,11 +139,9 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, str(level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from relay import jsonlog  # labels and paths in log lines come from the relay: escape them
+
+    jsonlog.configure(level, "text")
 
 
 def run_host(args: argparse.Namespace) -> int:

@@ -9,7 +9,11 @@ terminal escapes into the log, and a local user reading the data folder.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,9 @@ import aiohttp
 import pytest
 
 from tests.hardening.conftest import ADMIN_TOKEN, Connect, register
+from tests.host.conftest import TMUX_REQUIRED, HostWorld, wait_for
+from tests.host.conftest import tmux_socket as tmux_socket  # the host daemon's fixtures
+from tests.host.conftest import world as world
 from tests.support.client import Client, Response
 from tests.support.server import RelayProcess
 
@@ -142,9 +149,6 @@ def test_cross_site_is_refused_with_a_token_too(admin: Client) -> None:
 
 
 def test_public_url_must_be_an_origin(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     proc = subprocess.run(
         [sys.executable, "-m", "relay", "serve", "--data", str(tmp_path / "d"), "--public-url", "ftp://x/y"],
         capture_output=True,
@@ -222,3 +226,58 @@ def test_metrics_public_opens_them_for_a_private_scraper(tmp_path: Path) -> None
             assert anonymous.get("/api/agents").status == 401  # the API stays closed
         finally:
             anonymous.close()
+
+
+# -- log lines escape control characters -------------------------------------------------------
+
+FORGED = "worker\n2026-01-01 00:00:00,000 INFO relay.host: forged line\x1b[2J\x1b[31m\u009b1m\u202e"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_relay_log_lines_escape_control_characters(fmt: str) -> None:
+    """The relay's formatters, in a child process writing to a real pipe as ``relay serve`` does."""
+    script = (
+        "import logging, sys\n"
+        "from relay import jsonlog\n"
+        f"jsonlog.configure('INFO', {fmt!r})\n"
+        "label = sys.argv[1]\n"
+        "log = logging.getLogger('relay.test')\n"
+        "log.info('spawned %s', label, extra={'label': label})\n"
+        "try:\n"
+        "    raise ValueError(label)\n"
+        "except ValueError:\n"
+        "    log.exception('failed on %s', label)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, FORGED], capture_output=True, text=True, timeout=60, check=True
+    )
+    err = proc.stderr
+    assert "\x1b" not in err and "\u009b" not in err and "\u202e" not in err, repr(err)
+    lines = err.splitlines()
+    assert not any("forged line" in ln and ln.startswith("2026-01-01") for ln in lines), err
+    if fmt == "json":
+        records = [json.loads(ln) for ln in lines]
+        assert len(records) == 2
+        assert records[0]["msg"] == "spawned " + (
+            "worker\\n2026-01-01 00:00:00,000 INFO relay.host: forged line\\x1b[2J\\x1b[31m\\x9b1m\\u202e"
+        )
+        assert "\x1b" not in records[0]["label"] and "\n" not in records[0]["label"]
+        assert "\x1b" not in records[1]["exc"]
+    else:
+        records = [ln for ln in lines if not ln.startswith("  ")]
+        assert len(records) == 2, err  # a traceback's lines are indented under its record
+        assert records[0].endswith("spawned worker\\n2026-01-01 00:00:00,000 INFO relay.host: "
+                                   "forged line\\x1b[2J\\x1b[31m\\x9b1m\\u202e"), records[0]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None and not TMUX_REQUIRED, reason="tmux is not installed")
+def test_a_label_cannot_forge_host_log_lines(world: HostWorld) -> None:
+    """The reported attack: a spawn's label with a newline and ANSI escapes, in the host's log."""
+    world.start_host()
+    command = world.api.spawn(world.oid, provider="claude", cwd=str(world.base / "proj"), label=FORGED)
+    world.api.settled(world.oid, command)
+    log = wait_for(lambda: world.hosts[0].log() if "forged line" in world.hosts[0].log() else None,
+                   what="the label in the host log")
+    assert "\x1b" not in log and "\u009b" not in log and "\u202e" not in log, repr(log[-2000:])
+    assert not any(ln.startswith("2026-01-01") for ln in log.splitlines()), log[-2000:]
+    assert "forged line\\x1b[2J" in log
