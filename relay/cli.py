@@ -237,6 +237,9 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return 2
     jsonlog.configure(log_level, log_format)
+    # Everything the relay writes (the SQLite log and its -wal/-shm, checkpoints, anchors) is
+    # this user's alone: the log holds every label, prompt and message.
+    os.umask(0o077)
     try:
         settings = settings_from(args, dict(os.environ))
     except SettingsError as e:

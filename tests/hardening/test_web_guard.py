@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -281,3 +282,28 @@ def test_a_label_cannot_forge_host_log_lines(world: HostWorld) -> None:
     assert "\x1b" not in log and "\u009b" not in log and "\u202e" not in log, repr(log[-2000:])
     assert not any(ln.startswith("2026-01-01") for ln in log.splitlines()), log[-2000:]
     assert "forged line\\x1b[2J" in log
+
+
+# -- the data folder is this user's alone -------------------------------------------------------
+
+
+def test_the_data_folder_and_its_files_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "fresh" / "data"
+
+    def assert_private() -> set[str]:
+        for p in data.rglob("*"):
+            want = 0o700 if p.is_dir() else 0o600
+            assert stat.S_IMODE(p.stat().st_mode) == want, (p, oct(p.stat().st_mode))
+        return {p.name for p in data.rglob("*")}
+
+    relay = RelayProcess(data).start()
+    try:
+        c = Client(relay.url)
+        assert c.post("/api/agents", {"id": "private-a"}).status == 201
+        c.close()
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        running = assert_private()  # the log is open: its WAL and shared memory exist
+        assert {"relay.sqlite", "relay.sqlite-wal", "relay.sqlite-shm"} <= running, running
+    finally:
+        assert relay.stop() == 0  # a clean stop writes the read-model checkpoint
+    assert "readmodels.json" in assert_private()
