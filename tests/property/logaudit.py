@@ -47,6 +47,8 @@ PROOFS_OF_LIFE = frozenset({"registered", "reregistered", "heartbeat"})
 OTHER_TOPICS = frozenset(
     {
         "MessageSent",
+        "MessageDelivered",
+        "BroadcastSent",
         "MessageClaimed",
         "MessageAcked",
         "MessageClaimReleased",
