@@ -141,7 +141,7 @@ def snapshot(rm: ReadModels) -> dict[str, Any]:
         "agents": rm.agents_sorted(),
         "managedAgents": rm.managed_agents(),
         "commands": commands,
-        "messages": rm.messages.to_state(),
+        "messages": rm.messages.all(),
     }
 
 

@@ -127,6 +127,10 @@ class Messages:
             out.append(m)
         return out, None
 
+    def all(self) -> list[dict[str, Any]]:
+        """Every message as the API shows it, in send order."""
+        return list(self.by_id.values())
+
     def claimed_ids(self) -> list[str]:
         return list(self._claimed)
 

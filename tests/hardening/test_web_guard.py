@@ -131,6 +131,9 @@ def test_what_real_clients_send_still_works(open_relay: RelayProcess, local: Cli
         "Host": "relay.example.net", "Origin": "https://relay.example.net", "Sec-Fetch-Site": "same-origin"
     }
     assert heartbeat(local, "g3", proxied).status == 200
+    # ... and behind a proxy that rewrites Host to its upstream's name.
+    rewritten = {"Host": "127.0.0.1", "Origin": "https://relay.example.net", "Sec-Fetch-Site": "same-origin"}
+    assert heartbeat(local, "g3", rewritten).status == 200
     # A person following a link to the dashboard from another site.
     link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
     assert local.get("/", headers=link).status == 200
