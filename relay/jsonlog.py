@@ -62,6 +62,10 @@ def _escape_value(value: Any) -> Any:
         return escape(value)
     if isinstance(value, (int, float, bool)) or value is None:
         return value
+    if isinstance(value, dict):
+        return {escape(str(k)): _escape_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_value(v) for v in value]
     return escape(str(value))
 
 

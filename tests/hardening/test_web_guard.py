@@ -310,3 +310,18 @@ def test_the_data_folder_and_its_files_are_private(tmp_path: Path) -> None:
     finally:
         assert relay.stop() == 0  # a clean stop writes the read-model checkpoint
     assert "readmodels.json" in assert_private()
+
+
+def test_an_existing_folder_open_to_others_is_named_in_a_warning(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    relay = RelayProcess(data).start()
+    try:
+        log = "".join(relay.output)
+        assert f"the data folder {data} is open to other users" in log, log
+        assert "chmod -R go-rwx" in log
+        assert stat.S_IMODE(data.stat().st_mode) == 0o755  # the operator's choice is left alone
+        assert stat.S_IMODE((data / "relay.sqlite").stat().st_mode) == 0o600
+    finally:
+        relay.stop()
