@@ -73,7 +73,13 @@ COMMON_ERRORS = {
         "does not know.",
         {"WWW-Authenticate": {"schema": STR}},
     ),
-    "403": _err("An orchestrator token used outside that orchestrator's own resources."),
+    "403": _err(
+        "An orchestrator token used outside that orchestrator's own resources, or a browser "
+        "request from another site (`Origin`, `Sec-Fetch-Site`)."
+    ),
+    "421": _err(
+        "A relay without an admin token answers only loopback Host names and --public-url's."
+    ),
 }
 BODY_ERRORS = {
     "400": _err("Invalid input; the message names the field."),

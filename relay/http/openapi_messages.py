@@ -50,7 +50,11 @@ AUTH_ERRORS = {
     "401": _err("Missing or wrong token (when the relay has one)."),
     "403": _err(
         "The token does not speak for this agent: an orchestrator token acts only as "
-        "`orchestrator-<id>`, and only the admin token may delete."
+        "`orchestrator-<id>`, and only the admin token may delete; or a browser request from "
+        "another site (`Origin`, `Sec-Fetch-Site`)."
+    ),
+    "421": _err(
+        "A relay without an admin token answers only loopback Host names and --public-url's."
     ),
 }
 BODY_ERRORS = {
