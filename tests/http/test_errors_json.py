@@ -140,3 +140,9 @@ def test_unknown_log_level_is_refused(tmp_path: Path) -> None:
         timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
+    for option, env in [
+        ("--log-level", "RELAY_LOG_LEVEL"),
+        ("--public-url", "RELAY_PUBLIC_URL"),
+        ("--metrics-public", "RELAY_METRICS_PUBLIC"),
+    ]:
+        assert option in ok.stdout and env in ok.stdout, option
