@@ -325,3 +325,15 @@ def test_an_existing_folder_open_to_others_is_named_in_a_warning(tmp_path: Path)
         assert stat.S_IMODE((data / "relay.sqlite").stat().st_mode) == 0o600
     finally:
         relay.stop()
+
+
+def test_the_new_settings_read_from_the_environment() -> None:
+    from relay.config import Settings, SettingsError
+
+    s = Settings.from_env({"RELAY_METRICS_PUBLIC": "yes", "RELAY_PUBLIC_URL": "https://r.example:8443"})
+    assert s.metrics_public is True and s.public_url == "https://r.example:8443"
+    assert Settings.from_env({"RELAY_METRICS_PUBLIC": "0"}).metrics_public is False
+    with pytest.raises(SettingsError, match="RELAY_METRICS_PUBLIC"):
+        Settings.from_env({"RELAY_METRICS_PUBLIC": "maybe"})
+    with pytest.raises(SettingsError, match="--public-url"):
+        Settings.from_env({"RELAY_PUBLIC_URL": "https://r.example/dashboard"})
