@@ -299,7 +299,7 @@ def test_the_data_folder_and_its_files_are_private(tmp_path: Path) -> None:
             assert stat.S_IMODE(p.stat().st_mode) == want, (p, oct(p.stat().st_mode))
         return {p.name for p in data.rglob("*")}
 
-    relay = RelayProcess(data).start()
+    relay = RelayProcess(data, store="sqlite").start()
     try:
         c = Client(relay.url)
         assert c.post("/api/agents", {"id": "private-a"}).status == 201
@@ -316,7 +316,7 @@ def test_an_existing_folder_open_to_others_is_named_in_a_warning(tmp_path: Path)
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
     data.chmod(0o755)
-    relay = RelayProcess(data).start()
+    relay = RelayProcess(data, store="sqlite").start()
     try:
         log = "".join(relay.output)
         assert f"the data folder {data} is open to other users" in log, log

@@ -1,5 +1,7 @@
 """A broadcast stores its content once (issue 17, Medium; ADR 0014).
 
+On SQLite whatever ``RELAY_TEST_STORE`` says: the figures are read from its file.
+
 Measured on the real SQLite file of a real relay: what a broadcast adds per
 recipient, what the reply weighs, that an over-large fan-out is refused
 before anything is written, and that logs written before the change (one
@@ -46,7 +48,7 @@ def stored_bytes_after(data: Path, position: int) -> tuple[int, int]:
 def test_a_broadcast_stores_its_body_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     ids = [f"a{i:03d}" for i in range(RECIPIENTS)]
-    with RelayProcess(data) as relay:
+    with RelayProcess(data, store="sqlite") as relay:
         c = Client(relay.url)
         agents(c, ["sender", *ids], "crew")
         head = c.log_head()
@@ -76,7 +78,7 @@ def test_a_broadcast_stores_its_body_once(tmp_path: Path) -> None:
     # The checkpoint holds the body once, too, and a restart reads the same.
     checkpoint = (data / "readmodels.json").stat().st_size
     assert checkpoint < 2 * BODY_BYTES, checkpoint
-    with RelayProcess(data) as relay:
+    with RelayProcess(data, store="sqlite") as relay:
         c = Client(relay.url)
         assert c.get(f"/api/messages?broadcastId={sent['broadcastId']}&limit=1000").json == before
         c.close()
@@ -130,7 +132,7 @@ def test_logs_from_before_still_read_the_same(tmp_path: Path) -> None:
     def listing(c: Client) -> list[dict[str, Any]]:
         return c.get("/api/messages?broadcastId=bcast-old").json["messages"]
 
-    with RelayProcess(data) as relay:
+    with RelayProcess(data, store="sqlite") as relay:
         c = Client(relay.url)
         copies = listing(c)
         assert [m["recipient"] for m in copies] == recipients
@@ -148,12 +150,12 @@ def test_logs_from_before_still_read_the_same(tmp_path: Path) -> None:
         assert [m["body"] for m in before[1]["messages"]] == ["new", "new"]
         c.close()
     # From the checkpoint, and rebuilt from position 0: the same.
-    with RelayProcess(data) as relay:
+    with RelayProcess(data, store="sqlite") as relay:
         c = Client(relay.url)
         assert (listing(c), c.get(f"/api/messages?broadcastId={new['id']}").json) == before
         c.close()
     (data / "readmodels.json").unlink()
-    with RelayProcess(data) as relay:
+    with RelayProcess(data, store="sqlite") as relay:
         c = Client(relay.url)
         assert (listing(c), c.get(f"/api/messages?broadcastId={new['id']}").json) == before
         c.close()
