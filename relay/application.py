@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from uuid import UUID
 
+import orjson
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import PersistenceError, Transcoder
@@ -22,7 +23,7 @@ from eventsourcing.utils import EnvType
 from relay import commands as c
 from relay.domain.agent import Agent
 from relay.domain.errors import NotFoundError, StoreUnavailableError
-from relay.domain.message import Message
+from relay.domain.message import Broadcast, Message, check_fanout
 from relay.domain.orchestrator import Orchestrator
 from relay.domain.rules import (
     ORCHESTRATOR_AGENT_PREFIX,
@@ -35,7 +36,7 @@ from relay.store.transcoder import OrjsonTranscoder
 
 log = logging.getLogger(__name__)
 
-AnyAggregate = Orchestrator | Agent | Message
+AnyAggregate = Orchestrator | Agent | Message | Broadcast
 
 
 class RelayApp(Application):
@@ -429,12 +430,13 @@ class RelayApp(Application):
     # -- messages --------------------------------------------------------------------
 
     def send_message(self, cmd: c.SendMessage) -> tuple[list[str], list[Any]]:
-        """One Message per recipient, all in one transaction (ADR 0010).
+        """A direct message is one Message; a broadcast is its content once (a Broadcast)
+        and a small Message per recipient naming it, all in one transaction (ADR 0010, 0014).
 
         The HTTP edge resolved ``to`` into recipients from the read model; we
         re-check each here. A direct message to a missing agent is refused; a
         broadcast skips recipients removed since, and is refused only when
-        none is left.
+        none is left, or when its copies together are over the fan-out limit.
         """
         present = [d for d in cmd.deliveries if self.agent_present(d.recipient)]
         if not present:
@@ -443,8 +445,8 @@ class RelayApp(Application):
             raise NotFoundError(f"no agent matches {cmd.to!r}")
         if cmd.broadcast_id is None and len(present) != len(cmd.deliveries):
             raise NotFoundError(f"no agent {cmd.deliveries[0].recipient!r}")
-        messages: list[Message] = []
-        for d in present:
+        if cmd.broadcast_id is None:
+            d = present[0]
             msg = Message(
                 message_id=d.message_id,
                 sender=cmd.sender,
@@ -454,13 +456,27 @@ class RelayApp(Application):
                 subject=cmd.subject,
                 body=cmd.body,
                 meta=cmd.meta,
-                broadcast_id=cmd.broadcast_id,
+                broadcast_id=None,
                 at=cmd.at,
             )
-            messages.append(msg)
-        for msg in messages:
             self.live[msg.id] = msg
-        return [d.message_id for d in present], messages
+            return [d.message_id], [msg]
+        check_fanout(len(present), content_bytes(cmd))
+        broadcast = Broadcast(
+            broadcast_id=cmd.broadcast_id,
+            sender=cmd.sender,
+            to=cmd.to,
+            message_type=cmd.message_type,
+            subject=cmd.subject,
+            body=cmd.body,
+            meta=cmd.meta,
+            recipient_count=len(present),
+            at=cmd.at,
+        )
+        copies = [Message.deliver(d.message_id, d.recipient, cmd.broadcast_id, cmd.at) for d in present]
+        for agg in (broadcast, *copies):  # the Broadcast first: its event precedes the copies'
+            self.live[agg.id] = agg
+        return [d.message_id for d in present], [broadcast, *copies]
 
     def claim_message(self, cmd: c.ClaimMessage) -> tuple[Any, list[Any]]:
         msg = self.message(cmd.message_id)
@@ -481,6 +497,11 @@ class RelayApp(Application):
         msg = self.message(cmd.message_id)
         msg.delete(cmd.requested_by, cmd.at)
         return cmd.message_id, [msg]
+
+
+def content_bytes(cmd: c.SendMessage) -> int:
+    """What one copy of a message carries: body, subject and meta, as encoded in JSON."""
+    return len(orjson.dumps([cmd.body, cmd.subject, cmd.meta]))
 
 
 _HANDLERS: dict[type, Any] = {

@@ -32,7 +32,11 @@ _METAVARS = {
     "seal_every": "EVENTS",
     "max_streams_per_client": "N",
     "log_level": "LEVEL",
+    "public_url": "URL",
 }
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
         f"resumes with Last-Event-ID) [RELAY_SSE_BUFFER] ({d.sse_buffer})",
     )
     serve.add_argument(
-        "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)"
+        "--public-url",
+        default=None,
+        help="the URL people and hosts use to reach this relay when it is not a loopback one "
+        "(behind a proxy, or a DNS name); without --token the relay answers only loopback "
+        "Host names and this one [RELAY_PUBLIC_URL]",
+    )
+    serve.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=None,
+        help="serve /metrics without the token, for a Prometheus scraper on a private network "
+        "(by default /metrics needs the admin token when --token is set) [RELAY_METRICS_PUBLIC=1]",
+    )
+    serve.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=None,
+        help=f"least severe log lines written: {', '.join(LOG_LEVELS)} [RELAY_LOG_LEVEL] (INFO)",
     )
     serve.add_argument(
         "--log-format",
@@ -196,6 +218,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "sse_buffer": args.sse_buffer,
         "max_streams_per_client": args.max_streams_per_client,
         "client_timeout": args.client_timeout,
+        "public_url": args.public_url,
+        "metrics_public": args.metrics_public,
     }
     return evolve(s, **{k: v for k, v in flags.items() if v is not None}).checked()
 
@@ -207,7 +231,17 @@ def run_serve(args: argparse.Namespace) -> int:
     if log_format not in ("text", "json"):
         print(f"relay: RELAY_LOG_FORMAT must be text or json, not {log_format!r}", file=sys.stderr)
         return 2
-    jsonlog.configure(args.log_level, log_format)
+    log_level = (args.log_level or os.environ.get("RELAY_LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        print(
+            f"relay: RELAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}",
+            file=sys.stderr,
+        )
+        return 2
+    jsonlog.configure(log_level, log_format)
+    # Everything the relay writes (the SQLite log and its -wal/-shm, checkpoints, anchors) is
+    # this user's alone: the log holds every label, prompt and message.
+    os.umask(0o077)
     try:
         settings = settings_from(args, dict(os.environ))
     except SettingsError as e:
@@ -250,12 +284,10 @@ def _store_problem(settings: Settings) -> str | None:
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
-    from relay.http.app import create_app
+    from relay.http.app import create_app, make_runner
 
     app = create_app(settings)
-    from relay.http.app import server_options
-
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, **server_options(settings))
+    runner = make_runner(app, settings)
     await runner.setup()  # starts the service: read models loaded, writer running
     from relay.http.app import tune_gc
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from attrs import evolve, frozen
 
@@ -40,6 +41,8 @@ class Settings:
     replay_every: int = 10_000  # positions between the replayer's anchors (relay.audit.replay)
     max_streams_per_client: int = 32
     client_timeout: float = 30.0
+    public_url: str | None = None  # the URL browsers use when it is not a loopback one (guard.py)
+    metrics_public: bool = False  # /metrics without the token, for a scraper on a private network
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -63,6 +66,8 @@ class Settings:
             "RELAY_REPLAY_EVERY": ("replay_every", int),
             "RELAY_MAX_STREAMS_PER_CLIENT": ("max_streams_per_client", int),
             "RELAY_CLIENT_TIMEOUT": ("client_timeout", float),
+            "RELAY_PUBLIC_URL": ("public_url", str),
+            "RELAY_METRICS_PUBLIC": ("metrics_public", _flag),
         }
         changes: dict[str, object] = {}
         for key, (name, kind) in conv.items():
@@ -72,7 +77,8 @@ class Settings:
             try:
                 changes[name] = kind(raw)
             except ValueError:
-                raise SettingsError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
+                what = "boolean (1/0, true/false)" if kind is _flag else kind.__name__
+                raise SettingsError(f"{key}={raw!r} is not a valid {what}") from None
         return evolve(s, **changes).checked()
 
     def checked(self) -> Settings:
@@ -99,6 +105,12 @@ class Settings:
             raise SettingsError("RELAY_REPLAY_EVERY must be at least 1")
         if self.max_body < 1024:
             raise SettingsError("the body limit must be at least 1024 bytes")
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                raise SettingsError(
+                    f"--public-url must be http(s)://HOST[:PORT], not {self.public_url!r}"
+                )
         if not self.token and not is_loopback(self.host):
             raise SettingsError(
                 f"refusing to listen on {self.host} without a token: "
@@ -109,6 +121,16 @@ class Settings:
     @property
     def stale_after_ms(self) -> int:
         return int(self.stale_after * 1000)
+
+
+def _flag(raw: str) -> bool:
+    """A boolean variable: 1/true/yes/on or 0/false/no/off."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def is_loopback(host: str) -> bool:

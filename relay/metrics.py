@@ -23,6 +23,7 @@ increment.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 
 if TYPE_CHECKING:
+    from relay.config import Settings
     from relay.service import RelayService
 
 _LATENCY_BUCKETS = (
@@ -238,10 +240,31 @@ def metrics_middleware(metrics: Metrics) -> Callable[[web.Request, Handler], Awa
     return middleware
 
 
-def install(app: web.Application, metrics: Metrics) -> None:
-    """``GET /metrics`` and the request-counting middleware, on an app not yet started."""
+def install(app: web.Application, metrics: Metrics, settings: Settings | None = None) -> None:
+    """``GET /metrics`` and the request-counting middleware, on an app not yet started.
 
-    async def serve_metrics(_: web.Request) -> web.Response:
+    With an admin token the scrape needs it too (``Authorization: Bearer``, as
+    Prometheus's ``authorization`` setting sends it): route names, request
+    counts and the log head tell an outsider what the fleet is doing.
+    ``--metrics-public`` opens it again for a scraper on a private network.
+    """
+    from relay.http.auth import presented_token  # not at import time: auth imports the service
+    from relay.http.errors import error_response
+
+    admin = settings.token if settings is not None and not settings.metrics_public else None
+    admin_raw = admin.encode("utf-8", "surrogateescape") if admin else None
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        if admin_raw is not None:
+            token = presented_token(request)
+            raw = token.encode("utf-8", "surrogateescape") if token is not None else b""
+            if not hmac.compare_digest(raw, admin_raw):
+                return error_response(
+                    401,
+                    "/metrics needs the admin token on this relay: send 'Authorization: Bearer <token>' "
+                    "(or start it with --metrics-public for a scraper on a private network)",
+                    {"WWW-Authenticate": 'Bearer realm="relay"'},
+                )
         body = metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -141,7 +141,7 @@ def snapshot(rm: ReadModels) -> dict[str, Any]:
         "agents": rm.agents_sorted(),
         "managedAgents": rm.managed_agents(),
         "commands": commands,
-        "messages": rm.messages.to_state(),
+        "messages": rm.messages.all(),
     }
 
 
@@ -160,7 +160,7 @@ KEEP_ON_DISK = 4
 def save_anchor(data_dir: Path, position: int, blob: bytes, identity: list[Any]) -> None:
     """Write one anchor (atomically) and drop the oldest beyond ``KEEP_ON_DISK``."""
     folder = data_dir / ANCHOR_DIR
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
     body = blob[:-1] + b',"anchor":' + orjson.dumps(identity) + b"}"
     write_checkpoint(folder / f"anchor-{position:015d}.json", body)
     for old in sorted(folder.glob("anchor-*.json"))[:-KEEP_ON_DISK]:

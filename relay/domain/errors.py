@@ -6,6 +6,7 @@
     │                               widening its baseDir, a rotated token racing a write)
     ├── NotFoundError       (404)   no such agent, orchestrator, command or managed agent
     ├── ConflictError       (409)   the request fits, but not the entity's current state
+    ├── TooLargeError       (413)   what the request would make others hold is over a limit
     └── StoreUnavailableError (503) the log could not be written; nothing was acknowledged
 
 The HTTP layer maps each to its status in one middleware; nothing else decides
@@ -51,6 +52,12 @@ class ConflictError(RelayError):
     """Raised when a request is well formed but the entity's state forbids it."""
 
     status = 409
+
+
+class TooLargeError(RelayError):
+    """Raised when a request is within the body limit but what it fans out to is not."""
+
+    status = 413
 
 
 class StoreUnavailableError(RelayError):

@@ -2,7 +2,10 @@
 
 A broadcast (``*``, ``tag:X``, ``label:X``) becomes one Message per recipient,
 all sharing a ``broadcast_id`` (ADR 0010), so every rule here is about one
-recipient's copy and needs no second aggregate.
+recipient's copy. Since ADR 0014 the content of a broadcast is stored once,
+in a ``Broadcast`` (``BroadcastSent``), and each copy starts with a small
+``MessageDelivered`` naming it; logs written before that hold one full
+``MessageSent`` per copy, and both read the same.
 
 Lifecycle::
 
@@ -23,7 +26,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from relay.domain.errors import ConflictError
+from relay.domain.errors import ConflictError, TooLargeError
 
 PENDING = "pending"
 CLAIMED = "claimed"
@@ -33,6 +36,9 @@ STATUSES: tuple[str, ...] = (PENDING, CLAIMED, ACKED, DELETED)
 MESSAGE_TYPES: tuple[str, ...] = ("message", "system")
 PRIORITIES: tuple[str, ...] = ("normal", "urgent")
 MAX_LEASE_SECONDS = 86_400
+# Recipients times content bytes a broadcast may reach. The log stores the content once, but
+# every inbox, list page and stream frame still carries each copy's body (ADR 0014).
+MAX_FANOUT_BYTES = 16 * 1024 * 1024
 
 
 class Message(Aggregate):
@@ -48,19 +54,30 @@ class Message(Aggregate):
         """Derived from the message id, so no lookup index is needed."""
         return uuid5(NAMESPACE_URL, "relay:message:" + message_id)
 
+    class Delivered(Aggregate.Created):
+        """A broadcast's copy reached one recipient's inbox; the content is the Broadcast's."""
+
+        TOPIC = "MessageDelivered"
+        message_id: str
+        recipient: str
+        broadcast_id: str
+        at: int
+
+    # The content parameters have defaults only for ``Delivered``, which names the
+    # Broadcast that holds them; ``Sent`` always records every one of them.
     @event("Sent", topic="MessageSent")
     def __init__(
         self,
         message_id: str,
-        sender: str,
-        to: str,
-        recipient: str,
-        message_type: str,
-        subject: str | None,
-        body: str,
-        meta: dict[str, Any],
-        broadcast_id: str | None,
-        at: int,
+        sender: str = "",
+        to: str = "",
+        recipient: str = "",
+        message_type: str = "message",
+        subject: str | None = None,
+        body: str = "",
+        meta: dict[str, Any] | None = None,
+        broadcast_id: str | None = None,
+        at: int = 0,
     ) -> None:
         self.message_id = message_id
         self.sender = sender
@@ -72,6 +89,14 @@ class Message(Aggregate):
         self.claim_id: str | None = None
         self.claimed_by: str | None = None
         self.lease_until: int | None = None
+        self.broadcast_id = broadcast_id
+
+    @classmethod
+    def deliver(cls, message_id: str, recipient: str, broadcast_id: str, at: int) -> Message:
+        """One recipient's copy of a broadcast: its own claims and acks, the content by reference."""
+        return cls._create(
+            cls.Delivered, message_id=message_id, recipient=recipient, broadcast_id=broadcast_id, at=at
+        )
 
     # -- rules -------------------------------------------------------------------
 
@@ -216,3 +241,47 @@ class Message(Aggregate):
 def broadcast_copy_id(broadcast_id: str, recipient: str) -> str:
     """The id of one recipient's copy of a broadcast: derived, so a retry finds the same copy."""
     return str(uuid5(NAMESPACE_URL, f"relay:broadcast:{broadcast_id}:{recipient}"))
+
+
+class Broadcast(Aggregate):
+    """A broadcast's content, stored once for all its recipients (ADR 0014).
+
+    Immutable once sent: each recipient's copy (a ``Message`` started by
+    ``MessageDelivered``) carries the claims, acks and deletes.
+    """
+
+    TOPIC = "Broadcast"
+
+    class Event(Aggregate.Event):
+        TOPIC = "BroadcastEvent"
+
+    @staticmethod
+    def create_id(broadcast_id: str, **_: Any) -> UUID:
+        return uuid5(NAMESPACE_URL, "relay:broadcast:" + broadcast_id)
+
+    @event("Sent", topic="BroadcastSent")
+    def __init__(
+        self,
+        broadcast_id: str,
+        sender: str,
+        to: str,
+        message_type: str,
+        subject: str | None,
+        body: str,
+        meta: dict[str, Any],
+        recipient_count: int,
+        at: int,
+    ) -> None:
+        self.broadcast_id = broadcast_id
+        self.recipient_count = recipient_count
+
+
+def check_fanout(recipients: int, content_bytes: int, limit: int = MAX_FANOUT_BYTES) -> None:
+    """Refuse a broadcast whose copies together would be over ``limit`` bytes (413)."""
+    if recipients * content_bytes > limit:
+        raise TooLargeError(
+            f"this broadcast would put {recipients} copies of {content_bytes} bytes "
+            f"({recipients * content_bytes} bytes) in inboxes, over the limit of {limit} bytes "
+            "(recipients times the size of body, subject and meta); send a smaller body, or address "
+            "fewer agents (a tag or label)"
+        )

@@ -214,11 +214,9 @@ def escape_controls(text: str) -> str:
 
 
 def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(
-        level=getattr(logging, str(level).upper(), logging.INFO), handlers=[handler]
-    )
+    from relay import jsonlog  # labels and paths in log lines come from the relay: escape them
+
+    jsonlog.configure(level, "text")
 
 
 def run_host(args: argparse.Namespace) -> int:

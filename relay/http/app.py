@@ -15,8 +15,9 @@ from relay import metrics
 from relay.config import Settings
 from relay.http import messaging, openapi, sse
 from relay.http.auth import auth_middleware
-from relay.http.errors import error_middleware
-from relay.http.keys import SERVICE, SETTINGS
+from relay.http.errors import RelayRunner, allowed_methods, error_middleware
+from relay.http.guard import guard_middleware, security_headers
+from relay.http.keys import ALLOWED_METHODS, SERVICE, SETTINGS
 from relay.http.routes import routes
 from relay.service import RelayService
 
@@ -26,13 +27,16 @@ STATIC_DIR = Path(str(importlib.resources.files("relay.http") / "static"))
 def create_app(settings: Settings, service: RelayService | None = None) -> web.Application:
     """The relay's web application; starts and stops the service with it."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(settings)], client_max_size=settings.max_body
+        middlewares=[error_middleware, guard_middleware(settings), auth_middleware(settings)],
+        client_max_size=settings.max_body,
     )
     app[SETTINGS] = settings
     app[SERVICE] = service or RelayService(settings)
     app.router.add_routes(routes)
     app.router.add_routes(messaging.routes)
-    doc = orjson.dumps(openapi.document())
+    document = openapi.document()
+    app[ALLOWED_METHODS] = allowed_methods(document)
+    doc = orjson.dumps(document)
 
     async def openapi_json(_: web.Request) -> web.Response:
         return web.Response(body=doc, content_type="application/json")
@@ -48,12 +52,40 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
 
     app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    app.router.add_get("/static/{name:.+}", _static_handler(STATIC_DIR))
     app.on_response_prepare.append(_revalidate_static)
-    metrics.install(app, app[SERVICE].metrics)
+    app.on_response_prepare.append(security_headers)
+    metrics.install(app, app[SERVICE].metrics, settings)
     app.cleanup_ctx.append(_service_lifetime)
     sse.setup(app)  # after the service: the hub starts after it and stops before it
     return app
+
+
+def _static_handler(folder: Path) -> Any:
+    """Serve the dashboard's files: only those present at start, never via a symlink.
+
+    The names are listed once, so no request path is ever joined onto a
+    folder (no traversal to reason about), and a name that is not there is the
+    contract's JSON 404 (aiohttp's static route answers an empty one).
+    """
+    files = {
+        p.relative_to(folder).as_posix(): p
+        for p in (folder.rglob("*") if folder.is_dir() else ())
+        if p.is_file() and not p.is_symlink()
+    }
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        path = files.get(request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    return static
+
+
+def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner ``relay serve`` uses: JSON answers even for requests aiohttp cannot parse."""
+    return RelayRunner(app, handle_signals=False, access_log=None, **server_options(settings))
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -64,7 +96,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
     request head has arrived: so ``keepalive_timeout`` bounds both idle time
     and how long a client may take to send its headers. The body has its own
     deadline in ``parse.read_json``. Header sizes stay at aiohttp's limits
-    (8190-byte lines and fields, 128 headers), answered 400 past them.
+    (8190-byte lines and fields, 128 headers), answered 414 (request line) or
+    431 (headers) past them, as JSON (``errors.JsonErrorProtocol``).
     """
     return {"keepalive_timeout": settings.client_timeout}
 

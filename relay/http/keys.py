@@ -16,6 +16,8 @@ SERVICE = web.AppKey("service", RelayService)
 SETTINGS = web.AppKey("settings", Settings)
 # The event stream's hub (relay.http.sse); it also answers ?at= (relay.http.past).
 HUB: web.AppKey[EventHub] = web.AppKey("hub")
+# Path template → the methods the served OpenAPI document gives it (a 405's Allow header).
+ALLOWED_METHODS: web.AppKey[dict[str, str]] = web.AppKey("allowed_methods")
 
 # Who is calling: "operator" or "orchestrator:<id>"; set by the auth middleware.
 PRINCIPAL = web.RequestKey("principal", str)

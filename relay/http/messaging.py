@@ -84,25 +84,20 @@ async def send(request: web.Request) -> web.Response:
     ids: list[str] = await s.execute(
         c.SendMessage(**fields, broadcast_id=broadcast_id, deliveries=deliveries, at=s.now())
     )
-    copies = [s.rm.messages.by_id[i] for i in ids]
     if broadcast_id is None:
-        return json(copies[0], status=201)
-    first = copies[0]
+        return json(s.rm.messages.by_id[ids[0]], status=201)
+    # The message once, and who got it: not every copy (ADR 0014).
+    content = s.rm.messages.broadcasts[broadcast_id]["content"]
     return json(
         {
             "id": broadcast_id,
             "broadcastId": broadcast_id,
-            "from": first["from"],
+            **content,
             "to": to,
-            "type": first["type"],
-            "subject": first["subject"],
-            "body": first["body"],
-            "meta": first["meta"],
-            "priority": first["priority"],
             "status": "pending",
-            "createdAt": first["createdAt"],
-            "recipients": [m["recipient"] for m in copies],
-            "messages": copies,
+            "recipientCount": len(ids),
+            "recipients": [s.rm.messages.by_id[i]["recipient"] for i in ids],
+            "messageIds": ids,
         },
         status=201,
     )

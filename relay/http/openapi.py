@@ -89,7 +89,13 @@ COMMON_ERRORS = {
         "does not know.",
         {"WWW-Authenticate": {"schema": STR}},
     ),
-    "403": _err("An orchestrator token used outside that orchestrator's own resources."),
+    "403": _err(
+        "An orchestrator token used outside that orchestrator's own resources, or a browser "
+        "request from another site (`Origin`, `Sec-Fetch-Site`)."
+    ),
+    "421": _err(
+        "A relay without an admin token answers only loopback Host names and --public-url's."
+    ),
 }
 BODY_ERRORS = {
     "400": _err("Invalid input; the message names the field."),
@@ -413,6 +419,19 @@ PATHS: dict[str, Any] = {
     },
     "/api/openapi.json": {
         "get": _op("openapi", "This document.", {"200": _ok({"type": "object"})})
+    },
+    "/metrics": {
+        "get": _op(
+            "metrics",
+            "Operations metrics in Prometheus text format. Needs the admin token when the relay "
+            "has one, unless it was started with --metrics-public (a scraper on a private network).",
+            {
+                "200": {
+                    "description": "Prometheus exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        )
     },
     "/api/log": {
         "get": _op(

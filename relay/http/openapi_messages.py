@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.domain.message import MAX_LEASE_SECONDS, MESSAGE_TYPES, PRIORITIES, STATUSES
+from relay.domain.message import (
+    MAX_FANOUT_BYTES,
+    MAX_LEASE_SECONDS,
+    MESSAGE_TYPES,
+    PRIORITIES,
+    STATUSES,
+)
 from relay.http.openapi_parts import EPOCH_MS, ID, NO_NUL, NULLABLE_STR
 from relay.http.openapi_parts import body as _body
 from relay.http.openapi_parts import err as _err
@@ -44,7 +50,11 @@ AUTH_ERRORS = {
     "401": _err("Missing or wrong token (when the relay has one)."),
     "403": _err(
         "The token does not speak for this agent: an orchestrator token acts only as "
-        "`orchestrator-<id>`, and only the admin token may delete."
+        "`orchestrator-<id>`, and only the admin token may delete; or a browser request from "
+        "another site (`Origin`, `Sec-Fetch-Site`)."
+    ),
+    "421": _err(
+        "A relay without an admin token answers only loopback Host names and --public-url's."
     ),
 }
 BODY_ERRORS = {
@@ -167,14 +177,36 @@ SCHEMAS: dict[str, Any] = {
     },
     "Broadcast": {
         "type": "object",
-        "description": "The answer to a broadcast: the message as sent, and each recipient's copy.",
-        "required": ["id", "broadcastId", "to", "recipients", "messages"],
+        "description": "The answer to a broadcast: the message as sent once, the number of "
+        "recipients, and each recipient's copy id (the copies are in each inbox and in "
+        "`GET /api/messages?broadcastId=`). The log stores the content once (ADR 0014).",
+        "required": [
+            "id", "broadcastId", "from", "to", "type", "body", "recipientCount", "recipients",
+            "messageIds",
+        ],
         "properties": {
             "id": {"type": "string", "description": "The broadcast id."},
             "broadcastId": {"type": "string"},
+            "from": {"type": "string"},
             "to": {"type": "string"},
-            "recipients": {"type": "array", "items": {"type": "string"}},
-            "messages": {"type": "array", "items": _ref("Message")},
+            "type": {"enum": list(MESSAGE_TYPES)},
+            "subject": {"type": ["string", "null"]},
+            "body": {"type": "string"},
+            "meta": {"type": "object"},
+            "priority": {"enum": list(PRIORITIES)},
+            "status": {"const": "pending"},
+            "createdAt": {"type": "integer"},
+            "recipientCount": {"type": "integer", "minimum": 1},
+            "recipients": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The recipients' agent ids, sorted.",
+            },
+            "messageIds": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Each recipient's copy, in the order of `recipients`.",
+            },
         },
     },
     "ClaimRequest": {
@@ -198,14 +230,20 @@ PATHS: dict[str, Any] = {
         "post": _op(
             "sendMessage",
             "Send a message to an agent, or broadcast it (`label:X`, `tag:X`, `*`): each "
-            "recipient gets its own copy, all recorded in one transaction.",
+            "recipient gets its own copy, all recorded in one transaction. A broadcast's "
+            "recipients times the size of its body, subject and meta (as JSON) may be at most "
+            f"{MAX_FANOUT_BYTES} bytes (413 above).",
             {
                 "201": _ok(
                     {"oneOf": [_ref("Message"), _ref("Broadcast")]},
-                    "Sent: the message, or for a broadcast every copy.",
+                    "Sent: the message, or for a broadcast the message once and its recipients.",
                     _ON_MESSAGE,
                 ),
                 **BODY_ERRORS,
+                "413": _err(
+                    "Body over the limit (--max-body), or a broadcast whose recipients times its "
+                    "size is over the fan-out limit."
+                ),
                 "404": _err("`to` names no agent, or the broadcast matches none."),
             },
             requestBody=_body(_ref("MessageRequest")),

@@ -44,7 +44,8 @@ def write_checkpoint(path: Path, data: bytes) -> None:
     import os
 
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
+    tmp.unlink(missing_ok=True)  # a leftover keeps its old mode; O_CREAT's 0600 is for new files
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -9,6 +9,13 @@ no clock. Indexes (open messages per recipient, claimed messages) are derived
 and rebuilt from the messages on a checkpoint load, so a checkpoint only
 holds the messages themselves.
 
+A broadcast's content (``BroadcastSent``) is kept once, in ``broadcasts``;
+each copy (``MessageDelivered``) is a message dict whose content fields are
+the very same objects, so a body is held in memory once, and a checkpoint
+writes it once (``to_state`` leaves the shared fields out of each copy).
+Copies from logs written before ADR 0014 (full ``MessageSent`` each) read the
+same, and are checkpointed whole, as before.
+
 Also here, because the HTTP edge, the reaper and the property tests all need
 the same answer: who a ``to`` reaches (``recipients``) and which claims have
 run out (``expired_claims``). The stream's ``?agent=<id>`` scope (relay.http.sse)
@@ -48,6 +55,10 @@ class Messages:
         self._open: dict[str, dict[str, None]] = {}
         # message ids currently claimed (the reaper's candidates come from here).
         self._claimed: dict[str, None] = {}
+        # broadcast id -> its content, shared by every copy that names it (ADR 0014).
+        self.broadcasts: dict[str, dict[str, Any]] = {}
+        # ids of copies whose content lives in ``broadcasts``.
+        self._shared: dict[str, None] = {}
 
     # -- folding -------------------------------------------------------------------
 
@@ -116,6 +127,10 @@ class Messages:
             out.append(m)
         return out, None
 
+    def all(self) -> list[dict[str, Any]]:
+        """Every message as the API shows it, in send order."""
+        return list(self.by_id.values())
+
     def claimed_ids(self) -> list[str]:
         return list(self._claimed)
 
@@ -128,14 +143,29 @@ class Messages:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def to_state(self) -> list[dict[str, Any]]:
-        """The messages in send order; every index is derived from them."""
-        return list(self.by_id.values())
+    def to_state(self) -> dict[str, Any]:
+        """Broadcasts' content once, then the messages in send order (a copy without the
+        content it shares); every index is derived from them."""
+        shared = self._shared
+        return {
+            "broadcasts": self.broadcasts,
+            "messages": [
+                {k: v for k, v in m.items() if k not in SHARED_FIELDS} if m["id"] in shared else m
+                for m in self.by_id.values()
+            ],
+        }
 
     @classmethod
-    def from_state(cls, state: list[dict[str, Any]]) -> Messages:
+    def from_state(cls, state: dict[str, Any] | list[dict[str, Any]]) -> Messages:
+        """The inverse of ``to_state``; also reads the list written before ADR 0014."""
         ms = cls()
-        for m in state:
+        if isinstance(state, list):
+            state = {"broadcasts": {}, "messages": state}
+        ms.broadcasts = state["broadcasts"]
+        for m in state["messages"]:
+            if "body" not in m:  # a copy: its content is its broadcast's
+                m.update(ms.broadcasts[m["broadcastId"]]["content"])
+                ms._shared[m["id"]] = None
             ms._index(m)
         return ms
 
@@ -147,23 +177,35 @@ def _message(rm: ReadModels, ev: Any) -> dict[str, Any]:
     return rm.messages.by_id[rm._entity(ev)[1]]
 
 
-def _sent(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
-    rm._named(ev, "message", ev.message_id)
-    meta = ev.meta
-    m: dict[str, Any] = {
-        "id": ev.message_id,
-        "seq": rm.position_applying,
-        "from": ev.sender,
-        "to": ev.to,
-        "recipient": ev.recipient,
-        "type": ev.message_type,
-        "subject": ev.subject,
-        "body": ev.body,
+def _content(sender: str, to: str, message_type: str, subject: str | None, body: str,
+             meta: dict[str, Any], at: int) -> dict[str, Any]:
+    """What every copy of a message shows the same: who, to what, what, when."""
+    return {
+        "from": sender,
+        "to": to,
+        "type": message_type,
+        "subject": subject,
+        "body": body,
         "meta": meta,
         "priority": "urgent" if meta.get("priority") == "urgent" else "normal",
-        "broadcastId": ev.broadcast_id,
+        "createdAt": at,
+    }
+
+
+# The fields a broadcast's copies share (left out of each copy in a checkpoint).
+SHARED_FIELDS = frozenset(_content("", "", "", None, "", {}, 0))
+
+
+def _new_message(
+    rm: ReadModels, message_id: str, recipient: str, broadcast_id: str | None, content: dict[str, Any]
+) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "id": message_id,
+        "seq": rm.position_applying,
+        **content,
+        "recipient": recipient,
+        "broadcastId": broadcast_id,
         "status": PENDING,
-        "createdAt": ev.at,
         "claimId": None,
         "claimedBy": None,
         "claimedAt": None,
@@ -176,6 +218,30 @@ def _sent(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
         "deletedBy": None,
     }
     rm.messages._index(m)
+    return m
+
+
+def _sent(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    rm._named(ev, "message", ev.message_id)
+    content = _content(ev.sender, ev.to, ev.message_type, ev.subject, ev.body, ev.meta, ev.at)
+    m = _new_message(rm, ev.message_id, ev.recipient, ev.broadcast_id, content)
+    if changes is not None:
+        changes.append(("message.new", m))
+
+
+def _broadcast_sent(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    rm._named(ev, "broadcast", ev.broadcast_id)
+    rm.messages.broadcasts[ev.broadcast_id] = {
+        "recipientCount": ev.recipient_count,
+        "content": _content(ev.sender, ev.to, ev.message_type, ev.subject, ev.body, ev.meta, ev.at),
+    }
+
+
+def _delivered(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    rm._named(ev, "message", ev.message_id)
+    content = rm.messages.broadcasts[ev.broadcast_id]["content"]
+    m = _new_message(rm, ev.message_id, ev.recipient, ev.broadcast_id, content)
+    rm.messages._shared[ev.message_id] = None
     if changes is not None:
         changes.append(("message.new", m))
 
@@ -245,6 +311,8 @@ def _deleted(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
 
 HANDLERS: dict[str, Any] = {
     "MessageSent": _sent,
+    "BroadcastSent": _broadcast_sent,
+    "MessageDelivered": _delivered,
     "MessageClaimed": _claimed,
     "MessageClaimReleased": _claim_released,
     "MessageClaimExpired": _claim_expired,

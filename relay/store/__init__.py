@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from pathlib import Path
 
 from relay.config import Settings
@@ -32,6 +35,35 @@ def require_postgres_driver() -> None:
     except ImportError as e:  # not installed, or installed without a usable libpq
         raise PostgresDriverMissingError(e) from e
 
+log = logging.getLogger(__name__)
+
+
+def private_folder(path: Path) -> Path:
+    """Create ``path`` (and missing parents) readable by this user only: the log holds every
+    label, prompt and message. An existing folder open to others is left as the operator
+    made it, with a warning naming the fix."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode is masked by the umask; this one is not
+        return path
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning(
+            "the data folder %s is open to other users (mode %o); run: chmod -R go-rwx %s",
+            path, mode, path,
+        )
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 when it is missing, so that what opens it next
+    (SQLite, which gives its -wal and -shm files the database's mode) keeps it private."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
 
 def store_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing ``env`` for the store named in ``settings``.
@@ -44,8 +76,8 @@ def store_env(settings: Settings) -> dict[str, str]:
         from relay.store.postgres import postgres_env
 
         return postgres_env(settings)
-    data = Path(settings.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    data = private_folder(Path(settings.data_dir))
+    private_file(data / SQLITE_FILE)
     return prefixed(
         {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",

@@ -222,7 +222,7 @@ def test_serve_refuses_a_non_loopback_host_without_a_token(
 def _stream_status(url: str, target: str, headers: dict[str, str] | None = None) -> int:
     """The status of GET ``target`` on the event stream (read the head, then hang up)."""
     parts = urlsplit(url)
-    lines = [f"GET {target} HTTP/1.1", "Host: relay", "Accept: text/event-stream"]
+    lines = [f"GET {target} HTTP/1.1", "Host: localhost", "Accept: text/event-stream"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

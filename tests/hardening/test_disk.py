@@ -53,7 +53,7 @@ def _stream_replays(url: str) -> bytes:
     """Open GET /api/events from position 0 and read the first events."""
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
-        s.sendall(b"GET /api/events?since=0 HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        s.sendall(b"GET /api/events?since=0 HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
         got = b""
         while b"\nid: " not in got:
             chunk = s.recv(65536)

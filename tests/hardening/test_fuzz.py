@@ -52,16 +52,12 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                 f"Authorization: Bearer {TOKEN}",
                 "--checks",
                 "all",
-                # /api/agents/{id} also matches /api/agents/spawn, so the Allow header aiohttp
-                # builds from its routing table truthfully adds GET and DELETE there (the agent
-                # whose id is "spawn"), which no OpenAPI path item can say; schemathesis checks
-                # Allow per path, so this one check is off.
                 # use_after_free: an entity's history, and a deleted message (status "deleted"),
                 # stay readable after DELETE by design; schemathesis ignores per-operation
                 # switches for it in its stateful phase. tests/http and tests/messaging check
                 # every read of a removed entity by hand.
                 "--exclude-checks",
-                "allow_header_conformance,use_after_free",
+                "use_after_free",
                 "--max-examples",
                 str(examples),
                 "--seed",

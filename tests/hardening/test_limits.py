@@ -148,7 +148,7 @@ def test_a_client_that_sends_its_headers_slowly_is_cut_off(strict: RelayProcess,
     """Slowloris: one header byte at a time never completes a request; the deadline closes it."""
     slow = _sock(strict.url)
     try:
-        slow.sendall(b"GET /api/health HTTP/1.1\r\nHost: relay\r\nX-Slow: ")
+        slow.sendall(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         started = time.monotonic()
         closed = False
         served_meanwhile = 0
@@ -189,7 +189,7 @@ def test_a_stalled_body_gets_408_and_appends_nothing(strict: RelayProcess, api: 
     stalled = _sock(strict.url)
     try:
         stalled.sendall(
-            b"POST /api/agents HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            b"POST /api/agents HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b'Content-Length: 1000\r\n\r\n{"id": "stalled"'
         )
         started = time.monotonic()
@@ -209,7 +209,7 @@ def test_a_stalled_body_gets_408_and_appends_nothing(strict: RelayProcess, api: 
 
 def _open_stream(url: str) -> tuple[socket.socket, bytes]:
     s = _sock(url)
-    s.sendall(b"GET /api/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+    s.sendall(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
     s.settimeout(5)
     head = b""
     while b"\r\n\r\n" not in head:

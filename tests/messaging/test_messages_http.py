@@ -131,11 +131,15 @@ def test_broadcast_by_tag_and_label_is_one_independent_copy_per_recipient(api: C
     agent(api, other, tags=["elsewhere"])
     head = api.log_head()
     sent = send(api, sender, f"tag:{team}", "all hands", meta={"priority": "urgent"})
-    assert api.log_head() == head + 3, "one MessageSent per recipient, the sender excluded"
+    assert api.log_head() == head + 4, "the content once, one delivery per recipient but the sender"
     assert sent["recipients"] == sorted([a, b, c]) and sent["to"] == f"tag:{team}"
-    copies = {m["recipient"]: m for m in sent["messages"]}
+    assert sent["recipientCount"] == 3 and sent["body"] == "all hands" and sent["priority"] == "urgent"
+    pairs = zip(sent["recipients"], sent["messageIds"], strict=True)
+    copies = {r: api.get(f"/api/messages/{i}").json for r, i in pairs}
     assert len({m["id"] for m in copies.values()}) == 3
     assert all(m["broadcastId"] == sent["broadcastId"] == sent["id"] for m in copies.values())
+    assert all(m["body"] == "all hands" and m["priority"] == "urgent" for m in copies.values())
+    assert {r for r, m in copies.items() if m["recipient"] == r} == {a, b, c}
     listed = api.get(f"/api/messages?broadcastId={sent['broadcastId']}").json["messages"]
     assert sorted(m["recipient"] for m in listed) == sorted([a, b, c])
 

@@ -96,7 +96,7 @@ class MessageAudit:
         if not topic.startswith("Message"):
             return
         key = ev.originator_id
-        if topic == "MessageSent":
+        if topic in ("MessageSent", "MessageDelivered"):  # a copy of a broadcast: ADR 0014
             self.seen[key] = Seen(ev.recipient)
             return
         s = self.seen.get(key)

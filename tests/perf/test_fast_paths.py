@@ -117,7 +117,7 @@ def test_a_body_that_arrives_in_pieces_is_still_read_whole(relay: RelayProcess, 
     body = orjson.dumps({"id": "pieces", "hostname": "host-pieces", "baseDir": "/srv/work"})
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
         s.sendall(
-            b"POST /api/orchestrators HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            b"POST /api/orchestrators HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
         )
         time.sleep(0.2)  # the handler is waiting on the body's tail (not a synchronisation stand-in)

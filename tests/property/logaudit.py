@@ -54,6 +54,8 @@ PROOFS_OF_LIFE = frozenset({"registered", "reregistered", "heartbeat"})
 OTHER_TOPICS = frozenset(
     {
         "MessageSent",
+        "MessageDelivered",
+        "BroadcastSent",
         "MessageClaimed",
         "MessageAcked",
         "MessageClaimReleased",
