@@ -196,23 +196,6 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     )
 
 
-class OneLineFormatter(logging.Formatter):
-    """Escape control characters in every message, so a record is one honest line.
-
-    Labels, paths and a provider's last lines come from outside: a newline in
-    one could forge a log line, an ANSI escape could repaint the terminal of
-    whoever reads the log. Tracebacks (added after the message) keep theirs.
-    """
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return escape_controls(super().formatMessage(record))
-
-
-def escape_controls(text: str) -> str:
-    """``\\n``, ``\\x1b``… for every non-printable character but a tab."""
-    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
-
-
 def _setup_logging(level: str) -> None:
     from relay import jsonlog  # labels and paths in log lines come from the relay: escape them
 

@@ -305,13 +305,12 @@ def test_plain_http_to_another_machine_is_refused_without_insecure(tmp_path: Pat
 def test_log_lines_escape_control_characters() -> None:
     import logging
 
-    from relay.host.cli import OneLineFormatter
+    from relay.jsonlog import TextFormatter
 
     record = logging.LogRecord(
         "relay.host", logging.INFO, __file__, 1, "command %s: spawn label=%s",
         ("c1", "evil\n2026-01-01 INFO relay.host: forged\x1b[2J\u2028"), None,
     )
-    line = OneLineFormatter("%(levelname)s %(message)s").format(record)
-    assert line == (
-        "INFO command c1: spawn label=evil\\n2026-01-01 INFO relay.host: forged\\x1b[2J\\u2028"
-    )
+    line = TextFormatter().format(record)  # what relay host logs with (relay.jsonlog.configure)
+    assert "\n" not in line and "\x1b" not in line and "\u2028" not in line, line
+    assert "command c1: spawn label=evil\\n2026-01-01 INFO relay.host: forged" in line, line
