@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from relay.domain.message import MAX_LEASE_SECONDS, MESSAGE_TYPES, PRIORITIES, STATUSES
-from relay.http.openapi_parts import EPOCH_MS, ID, NO_NUL, NULLABLE_STR
+from relay.http.openapi_parts import (
+    EPOCH_MS,
+    FREE_FORM_LIMITS,
+    ID,
+    MAX_DEPTH_EXTENSION,
+    NO_NUL,
+    NULLABLE_STR,
+)
 from relay.http.openapi_parts import body as _body
 from relay.http.openapi_parts import err as _err
 from relay.http.openapi_parts import ok as _ok
@@ -161,7 +168,9 @@ SCHEMAS: dict[str, Any] = {
             "meta": {
                 "type": ["object", "null"],
                 "properties": {"priority": {"enum": [*PRIORITIES, None]}},
-                "description": "Kept as given; `orchestratorControl` is reserved for the relay.",
+                "description": "Kept as given; `orchestratorControl` is reserved for the relay. "
+                + FREE_FORM_LIMITS,
+                **MAX_DEPTH_EXTENSION,
             },
         },
     },

@@ -84,6 +84,8 @@ async def read_json(request: web.Request, required: bool = True) -> dict[str, An
     except orjson.JSONDecodeError as e:
         if "depth limit" in e.msg or "recursion" in e.msg.lower():
             raise InvalidInputError("body", f"is nested deeper than {MAX_DEPTH} levels") from None
+        if "infinity" in e.msg:  # maybe an integer literal too long for any number type
+            _refuse_big_ints(body)
         raise InvalidInputError("body", f"not valid JSON ({e.msg})") from None
     if not isinstance(data, dict):
         raise InvalidInputError("body", "must be a JSON object")
@@ -106,11 +108,19 @@ def _check_storable(raw: bytes, data: dict[str, Any]) -> None:
         if field is not None:
             raise InvalidInputError(field, f"is nested deeper than {MAX_DEPTH} levels")
     if _LONG_DIGITS.search(raw):
+        _refuse_big_ints(raw)
+
+
+def _refuse_big_ints(raw: bytes) -> None:
+    """400 naming the first integer beyond 64 bits in ``raw``, if there is one."""
+    try:
         where = big_int_path(json.loads(raw, parse_int=parse_int))
-        if where is not None:
-            raise InvalidInputError(
-                where, "is an integer beyond 64 bits, which cannot be kept exactly; send it as a string"
-            )
+    except (ValueError, RecursionError):
+        return  # not JSON the standard library reads either: the caller's error stands
+    if where is not None:
+        raise InvalidInputError(
+            where, "is an integer beyond 64 bits, which cannot be kept exactly; send it as a string"
+        )
 
 
 def req_str(body: dict[str, Any], field: str, max_len: int = MAX_NAME) -> str:
