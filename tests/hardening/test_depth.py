@@ -159,7 +159,7 @@ class _LegacyApp(RelayApp):
         return _LegacyTranscoder()
 
 
-DEEP = 250  # as deep as orjson could write inside an event; every reader wraps it further
+DEEP = 252  # as deep as orjson could write inside an event; every reader wraps it further
 
 
 def old_log_with_deep_events(data: Path) -> int:
