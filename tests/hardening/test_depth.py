@@ -10,6 +10,7 @@ the too-deep part of that one event shown as a placeholder.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,16 @@ import pytest
 
 from relay import commands as c
 from relay.application import RelayApp
+from relay.audit.log import SqliteLog
+from relay.audit.verify import verify
 from relay.config import Settings
+from relay.domain.errors import InvalidInputError
 from relay.http.openapi import document
 from relay.nesting import MAX_DEPTH, STORED_MAX_DEPTH, TOO_DEEP
 from relay.projections.follower import CHECKPOINT_FILE
-from relay.store import store_env
+from relay.store import SQLITE_FILE, store_env
 from relay.store.transcoder import OrjsonTranscoder, _default
+from relay.writer import Writer
 from tests.http.helpers import full_log, register_agent
 from tests.sse.support import SseStream
 from tests.support.client import Client
@@ -225,3 +230,62 @@ def test_a_log_with_an_old_deep_event_starts_streams_pages_and_exports(tmp_path:
         capture_output=True, text=True, timeout=120,
     )
     assert ver.returncode == 0, ver.stdout + ver.stderr
+
+
+# -- the write path: an event too deep to store fails its command alone -----------------
+
+
+def run_batch(app: RelayApp, cmds: list[Any]) -> list[BaseException | None]:
+    """The commands through a real ``Writer`` thread as one batch; each command's error."""
+    loop = asyncio.new_event_loop()
+
+    def on_committed(recordings: list[Any], outcomes: list[Any]) -> None:
+        for out in outcomes:
+            if out.error is not None:
+                out.future.set_exception(out.error)
+            else:
+                out.future.set_result(out.result)
+
+    writer = Writer(app, loop, on_committed)
+    futures = [writer.submit(cmd) for cmd in cmds]
+    writer.start()
+    writer.stop()  # takes the whole queue as one batch
+    loop.run_until_complete(asyncio.sleep(0))
+    errors = [f.exception() for f in futures]
+    loop.close()
+    return errors
+
+
+@pytest.mark.parametrize("levels", [STORED_MAX_DEPTH, 300])
+def test_an_event_too_deep_to_store_fails_alone_and_the_log_stays_whole(
+    tmp_path: Path, levels: int
+) -> None:
+    """Issue 17's minimal case below the edge: register v; again with deep meta; heartbeat v."""
+    data = tmp_path / "data"
+    app = RelayApp(store_env(Settings(data_dir=data)))
+    at = 1_700_000_000_000
+    assert run_batch(app, [c.RegisterAgent("v", "v", None, [], None, [], {}, at)]) == [None]
+    errors = run_batch(
+        app,
+        [
+            c.RegisterAgent("v", "v", None, [], None, [], nested(levels), at + 1),
+            c.HeartbeatAgent("v", at + 2),
+            c.RegisterAgent("w", "w", None, [], None, [], {}, at + 3),
+        ],
+    )
+    assert isinstance(errors[0], InvalidInputError), errors
+    assert "cannot be recorded" in str(errors[0])
+    assert errors[1:] == [None, None]
+    assert run_batch(app, [c.HeartbeatAgent("v", at + 4)]) == [None]
+    assert app.agent("v").meta == {} and app.agent("v").version == 3
+    app.close()
+    with SqliteLog(data / SQLITE_FILE) as log:
+        report = verify(log, None, gapless=True)
+        assert report.ok, report.problems
+        assert report.events == 4
+    again = RelayApp(store_env(Settings(data_dir=data)))
+    assert run_batch(again, [c.HeartbeatAgent("v", at + 5), c.HeartbeatAgent("w", at + 5)]) == [
+        None,
+        None,
+    ]
+    again.close()
