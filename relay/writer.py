@@ -30,7 +30,12 @@ from eventsourcing.persistence import (
 
 from relay.application import RelayApp
 from relay.commands import Command
-from relay.domain.errors import InvalidInputError, RelayError, StoreUnavailableError
+from relay.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    RelayError,
+    StoreUnavailableError,
+)
 from relay.store.transcoder import UnstorableEventError
 
 log = logging.getLogger(__name__)
@@ -176,7 +181,7 @@ class Writer:
                 with exclusive() if locked else contextlib.nullcontext():
                     decided, touched = self._decide(group)
                     saved = self._save(list(touched.values())) if touched else []
-            except IntegrityError:
+            except IntegrityError as e:
                 # Another writer (another relay node) changed one of these
                 # aggregates since we loaded it. Nothing of the group was
                 # stored: forget our copies and decide the whole group again on
@@ -185,6 +190,12 @@ class Writer:
                 # attempt on, under the log's insert lock, which cannot clash.
                 self.app.forget(list(touched))
                 self.committed_head = head_before  # a locked attempt can fail after its insert
+                if locked or (exclusive is None and attempt >= 1):
+                    # No other writer can have raced us (under the lock, or a
+                    # second time on fresh copies with SQLite's one writer):
+                    # one command's events clash with the log by themselves.
+                    self._split(group, recordings, e)
+                    return
                 self.conflicts += 1
                 if not locked:
                     time.sleep(random.uniform(0, 0.001 * 2**attempt))
@@ -212,12 +223,7 @@ class Writer:
                 # of it was stored; find the command by halving the group.
                 self.app.forget(list(touched))
                 self.committed_head = head_before
-                if len(group) > 1:
-                    half = len(group) // 2
-                    self._commit(group[:half], recordings)
-                    self._commit(group[half:], recordings)
-                else:
-                    self._unstorable(e, group[0][1])
+                self._split(group, recordings, e)
                 return
             if saved:
                 self.commands += len(group)
@@ -231,6 +237,18 @@ class Writer:
             out.error = StoreUnavailableError(
                 "the write kept conflicting with other relay nodes' writes; nothing was written, retry"
             )
+
+    def _split(
+        self, group: list[tuple[Command, Outcome]], recordings: list[Any], e: BaseException
+    ) -> None:
+        """Commit each half of a group that cannot be stored whole, in order;
+        a command alone that still cannot be stored fails with ``e``."""
+        if len(group) > 1:
+            half = len(group) // 2
+            self._commit(group[:half], recordings)
+            self._commit(group[half:], recordings)
+        else:
+            self._unstorable(e, group[0][1])
 
     def _decide(
         self, group: list[tuple[Command, Outcome]]
@@ -266,6 +284,11 @@ class Writer:
         """The outcome of the one command whose events could not be stored."""
         if isinstance(e, RelayError):
             out.error = e
+        elif isinstance(e, IntegrityError):
+            log.error("a command's events clash with the log: %s", e)
+            out.error = ConflictError(
+                f"the command's events clash with what the log holds ({e}); nothing was written"
+            )
         elif isinstance(e, UnstorableEventError):
             log.warning("refused a command whose events cannot be stored: %s", e)
             out.error = InvalidInputError("body", f"cannot be recorded ({e}); nothing was written")

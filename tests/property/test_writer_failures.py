@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import IntegrityError
 from hypothesis import Phase, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -41,7 +42,7 @@ from relay.application import RelayApp
 from relay.audit.log import SqliteLog
 from relay.audit.verify import verify
 from relay.config import Settings
-from relay.domain.errors import NotFoundError
+from relay.domain.errors import ConflictError, NotFoundError
 from relay.store import SQLITE_FILE, store_env
 from relay.writer import Writer
 
@@ -86,7 +87,10 @@ def _command(kind: str, agent: str, at: int) -> c.Command:
     return c.RemoveAgent(agent, at)
 
 
-_step = st.tuples(st.sampled_from(KINDS), st.sampled_from(AGENTS), st.booleans())
+# How a marked command fails: its event cannot be encoded, or the log refuses its
+# insert as a clash (an IntegrityError no retry can cure).
+POISONS = (None, None, "encode", "clash")
+_step = st.tuples(st.sampled_from(KINDS), st.sampled_from(AGENTS), st.sampled_from(POISONS))
 
 
 class WriterFailureMachine(RuleBasedStateMachine):
@@ -94,7 +98,8 @@ class WriterFailureMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="relay-writer-"))
         self.model = Model()
-        self.poisoned: set[int] = set()
+        self.poisoned: set[int] = set()  # ats whose events cannot be encoded
+        self.clashing: set[int] = set()  # ats whose events the log refuses to insert
         self.clock = T0
         self.loop = asyncio.new_event_loop()
         self.app = self._open()
@@ -111,6 +116,16 @@ class WriterFailureMachine(RuleBasedStateMachine):
             return encode(obj)
 
         app.mapper.transcoder.encode = failing_encode  # type: ignore[method-assign]
+        insert = app.recorder.insert_events
+        clashing = self.clashing
+
+        def clashing_insert(stored_events: list[Any], **kwargs: Any) -> Any:
+            for se in stored_events:
+                if any(b'"at":%d' % at in se.state for at in clashing):
+                    raise IntegrityError("injected: the event clashes with the log")
+            return insert(stored_events, **kwargs)
+
+        app.recorder.insert_events = clashing_insert  # type: ignore[method-assign]
         if KEEP_FAILED_COPIES:
             app.forget = lambda aggregate_ids: None  # type: ignore[method-assign]
         return app
@@ -150,15 +165,17 @@ class WriterFailureMachine(RuleBasedStateMachine):
     # -- rules -------------------------------------------------------------------------
 
     @rule(steps=st.lists(_step, min_size=1, max_size=8))
-    def batch(self, steps: list[tuple[str, str, bool]]) -> None:
+    def batch(self, steps: list[tuple[str, str, str | None]]) -> None:
         cmds: list[c.Command] = []
         expected: list[str] = []
         landed_at: list[int] = []
         for kind, agent, poison in steps:
             self.clock += 1
             at = self.clock
-            if poison:
+            if poison == "encode":
                 self.poisoned.add(at)
+            elif poison == "clash":
+                self.clashing.add(at)
             cmds.append(_command(kind, agent, at))
             if self.model.would_be(kind, agent) == "refused":
                 expected.append("refused")
@@ -167,13 +184,13 @@ class WriterFailureMachine(RuleBasedStateMachine):
             else:
                 expected.append(self.model.outcome(kind, agent))
                 landed_at.append(at)
-        note(f"batch: {[(k, a, 'POISON' if p else '') for k, a, p in steps]} -> {expected}")
+        note(f"batch: {[(k, a, p or '') for k, a, p in steps]} -> {expected}")
         errors, handed = self._run_batch(cmds)
         for (kind, agent, _), want, err in zip(steps, expected, errors, strict=True):
             got = (
                 "ok" if err is None
                 else "refused" if isinstance(err, NotFoundError)
-                else "failed" if isinstance(err, InjectedFailure)
+                else "failed" if isinstance(err, InjectedFailure | ConflictError)
                 else f"unexpected {type(err).__name__}: {err}"
             )
             assert got == want, f"W1: {kind} {agent}: expected {want}, got {got}"
@@ -182,7 +199,8 @@ class WriterFailureMachine(RuleBasedStateMachine):
         # a failed command appended nothing.
         got_at = sorted(ev.at for _, ev in events)
         assert got_at == sorted(landed_at), f"W1: the log gained {got_at}, not {landed_at}"
-        assert not any(ev.at in self.poisoned for _, ev in events), "W1: a failed command landed"
+        failed = self.poisoned | self.clashing
+        assert not any(ev.at in failed for _, ev in events), "W1: a failed command landed"
         assert [r.notification.id for r in handed] == [p for p, _ in events]
         if events:
             self.head = events[-1][0]
