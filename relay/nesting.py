@@ -58,7 +58,7 @@ def clip(value: Any, limit: int) -> tuple[Any, bool]:
     Returns the value and whether anything was replaced. Containers are changed
     in place (a freshly decoded value is ours alone).
     """
-    if not isinstance(value, _CONTAINERS):
+    if not isinstance(value, dict | list):  # decoded JSON: no tuples
         return value, False
     if limit < 1:
         return TOO_DEEP, True
@@ -66,12 +66,9 @@ def clip(value: Any, limit: int) -> tuple[Any, bool]:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         v, d = stack.pop()
-        keys = v.keys() if isinstance(v, dict) else range(len(v))
-        if isinstance(v, tuple):  # decoded JSON has none; keep the walk total anyway
-            continue
-        for k in keys:
+        for k in list(v.keys()) if isinstance(v, dict) else range(len(v)):
             c = v[k]
-            if isinstance(c, _CONTAINERS):
+            if isinstance(c, dict | list):
                 if d + 1 > limit:
                     v[k] = TOO_DEEP
                     clipped = True
