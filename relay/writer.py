@@ -141,7 +141,9 @@ class Writer:
                 self._process(batch)
             except BaseException as e:  # never let the writer die silently
                 log.exception("writer failed on a batch")
-                self.app.forget_pending()  # nothing unsaved may stay ahead of the log
+                # Which copies got ahead of the log is unknown here: drop them
+                # all; each is loaded from the store again when next needed.
+                self.app.forget(list(self.app.live))
                 for _, out in batch:
                     if out.error is None:
                         out.error = e
