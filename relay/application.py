@@ -172,6 +172,14 @@ class RelayApp(Application):
         for aggregate_id in aggregate_ids:
             self.live.pop(aggregate_id, None)
 
+    def forget_pending(self) -> None:
+        """Drop every live copy that holds events not yet stored.
+
+        For when a decision failed part-way: which aggregates it had changed is
+        unknown, and a copy ahead of the log must never be decided on again.
+        """
+        self.forget([i for i, agg in self.live.items() if agg.pending_events])
+
     # -- use cases -----------------------------------------------------------
 
     def execute(self, cmd: c.Command) -> tuple[Any, list[AnyAggregate]]:

@@ -20,17 +20,39 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    PersistenceError,
+)
 
 from relay.application import RelayApp
 from relay.commands import Command
-from relay.domain.errors import RelayError, StoreUnavailableError
+from relay.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    RelayError,
+    StoreUnavailableError,
+)
+from relay.store.transcoder import UnstorableEventError
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 LOCK_AFTER_CONFLICTS = 2  # optimistic attempts before a batch is decided under the log's lock
 _STOP = object()
+# Failures of the store itself, not of one command's data: fail the group, don't split it.
+_STORE_DOWN = (OperationalError, InterfaceError, InternalError, OSError)
+
+
+class _Undecidable(Exception):
+    """Raised inside ``_decide`` when a command failed part-way through its decision."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__()
+        self.outcome = outcome
 
 
 class Outcome:
@@ -119,6 +141,9 @@ class Writer:
                 self._process(batch)
             except BaseException as e:  # never let the writer die silently
                 log.exception("writer failed on a batch")
+                # Which copies got ahead of the log is unknown here: drop them
+                # all; each is loaded from the store again when next needed.
+                self.app.forget(list(self.app.live))
                 for _, out in batch:
                     if out.error is None:
                         out.error = e
@@ -127,75 +152,151 @@ class Writer:
                 return
 
     def _process(self, batch: list[tuple[Command, Outcome]]) -> None:
-        outcomes = [out for _, out in batch]
-        decided: list[tuple[Command, Outcome, list[Any]]] = []
+        recordings: list[Any] = []
+        self._commit(batch, recordings)
+        if recordings:
+            self.batches += 1
+            if self.sealer is not None:
+                recordings = [*recordings, *self._sealed(recordings)]
+        self._hand_over(recordings, [out for _, out in batch])
+
+    def _commit(self, group: list[tuple[Command, Outcome]], recordings: list[Any]) -> None:
+        """Decide ``group`` on the live aggregates and save it in one transaction.
+
+        Appends what was stored to ``recordings`` and leaves every outcome
+        final. Whatever fails, no live aggregate is left ahead of the log: a
+        copy whose events were not stored is forgotten and loaded again when
+        next needed. A command that cannot be stored fails alone (ADR 0011):
+        the group is split in two and each half decided again, in order, until
+        the command is alone, so the others land as if it had never come.
+        """
         exclusive = getattr(self.app.recorder, "exclusive", None)  # PostgreSQL only
-        for attempt in range(self.max_conflict_retries):
+        decided: list[tuple[Command, Outcome, list[Any]]] = []
+        attempt = -1
+        while attempt + 1 < self.max_conflict_retries:
+            attempt += 1
             locked = exclusive is not None and attempt >= LOCK_AFTER_CONFLICTS
             touched: dict[Any, Any] = {}
             decided = []
             head_before = self.committed_head
             try:
                 with exclusive() if locked else contextlib.nullcontext():
-                    decided, touched = self._decide(batch)
-                    recordings = self._save(list(touched.values())) if touched else []
-            except IntegrityError:
+                    decided, touched = self._decide(group)
+                    saved = self._save(list(touched.values())) if touched else []
+            except IntegrityError as e:
                 # Another writer (another relay node) changed one of these
-                # aggregates since we loaded it. Nothing of the batch was
-                # stored: forget our copies and decide the whole batch again on
+                # aggregates since we loaded it. Nothing of the group was
+                # stored: forget our copies and decide the whole group again on
                 # fresh ones, after a short random pause so that two nodes
                 # hammering one entity do not stay in lockstep; from the third
                 # attempt on, under the log's insert lock, which cannot clash.
                 self.app.forget(list(touched))
                 self.committed_head = head_before  # a locked attempt can fail after its insert
+                if locked or (exclusive is None and attempt >= 1):
+                    # No other writer can have raced us (under the lock, or a
+                    # second time on fresh copies with SQLite's one writer):
+                    # one command's events clash with the log by themselves.
+                    self._split(group, recordings, e)
+                    return
                 self.conflicts += 1
                 if not locked:
                     time.sleep(random.uniform(0, 0.001 * 2**attempt))
                 continue
-            except (PersistenceError, OSError) as e:
+            except _Undecidable as e:
+                # A command failed half-way through its decision: any aggregate
+                # may hold part of it, so drop every copy with unsaved events
+                # and decide the others again without it.
+                self.app.forget_pending()
+                self.committed_head = head_before
+                group = [item for item in group if item[1] is not e.outcome]
+                if not group:
+                    return
+                attempt -= 1  # not a conflict: this try does not count
+                continue
+            except _STORE_DOWN as e:
+                # The store itself refused: every command would fail the same way.
                 self.app.forget(list(touched))
                 self.committed_head = head_before
-                undecided = [out for _, out in batch if out.error is None] if not decided else []
-                self._store_failed(e, [out for _, out, _ in decided] + undecided)
-                self._hand_over([], outcomes)
+                self._store_failed(e, [out for _, out, _ in decided])
                 return
-            if not touched:
-                self._hand_over([], outcomes)
+            except Exception as e:
+                # Something in this group's events cannot be stored (an event
+                # that cannot be encoded, a value the database refuses). Nothing
+                # of it was stored; find the command by halving the group.
+                self.app.forget(list(touched))
+                self.committed_head = head_before
+                self._split(group, recordings, e)
                 return
-            self.batches += 1
-            self.commands += len(batch)
-            self._mark_positions(recordings, decided)
-            if self.sealer is not None:
-                recordings = [*recordings, *self._sealed(recordings)]
-            self._hand_over(recordings, outcomes)
+            if saved:
+                self.commands += len(group)
+                self._mark_positions(saved, decided)
+                recordings.extend(saved)
             return
-        log.warning("gave up a batch of %d after %d conflicts", len(batch), self.max_conflict_retries)
+        log.warning(
+            "gave up a batch of %d after %d conflicts", len(group), self.max_conflict_retries
+        )
         for _, out, _ in decided:
             out.error = StoreUnavailableError(
                 "the write kept conflicting with other relay nodes' writes; nothing was written, retry"
             )
-        self._hand_over([], outcomes)
+
+    def _split(
+        self, group: list[tuple[Command, Outcome]], recordings: list[Any], e: BaseException
+    ) -> None:
+        """Commit each half of a group that cannot be stored whole, in order;
+        a command alone that still cannot be stored fails with ``e``."""
+        if len(group) > 1:
+            half = len(group) // 2
+            self._commit(group[:half], recordings)
+            self._commit(group[half:], recordings)
+        else:
+            self._unstorable(e, group[0][1])
 
     def _decide(
-        self, batch: list[tuple[Command, Outcome]]
+        self, group: list[tuple[Command, Outcome]]
     ) -> tuple[list[tuple[Command, Outcome, list[Any]]], dict[Any, Any]]:
         """Decide every command against the live aggregates; refusals are final outcomes."""
         decided: list[tuple[Command, Outcome, list[Any]]] = []
         touched: dict[Any, Any] = {}
-        for cmd, out in batch:
+        for cmd, out in group:
             out.result, out.error, out.position = None, None, 0
             try:
                 out.result, aggs = self.app.execute(cmd)
-            except RelayError as e:
+            except StoreUnavailableError as e:  # loading an aggregate failed, maybe mid-decision
+                self.last_error = e.message
+                out.error = e
+                raise _Undecidable(out) from e
+            except RelayError as e:  # a refusal: decided before anything changed
                 out.error = e
                 continue
-            except (PersistenceError, OSError) as e:  # loading an aggregate failed
-                self._store_failed(e, [out])
-                continue
+            except Exception as e:  # loading failed below us, or a bug in a decision
+                if isinstance(e, (PersistenceError, OSError)):
+                    self._store_failed(e, [out])
+                else:
+                    log.exception("a command failed while being decided: %r", cmd)
+                    out.error = e
+                raise _Undecidable(out) from e
             decided.append((cmd, out, aggs))
             for agg in aggs:
                 touched[agg.id] = agg
         return decided, touched
+
+    @staticmethod
+    def _unstorable(e: BaseException, out: Outcome) -> None:
+        """The outcome of the one command whose events could not be stored."""
+        if isinstance(e, RelayError):
+            out.error = e
+        elif isinstance(e, IntegrityError):
+            log.error("a command's events clash with the log: %s", e)
+            out.error = ConflictError(
+                f"the command's events clash with what the log holds ({e}); nothing was written"
+            )
+        elif isinstance(e, UnstorableEventError):
+            log.warning("refused a command whose events cannot be stored: %s", e)
+            out.error = InvalidInputError("body", f"cannot be recorded ({e}); nothing was written")
+        else:
+            log.error("a command's events could not be stored", exc_info=e)
+            out.error = e
 
     def _sealed(self, recordings: list[Any]) -> list[Any]:
         """A seal's recordings when one is due; a failed seal never fails the batch."""

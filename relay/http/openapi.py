@@ -20,7 +20,14 @@ from relay.domain.rules import (
     PROVIDERS,
 )
 from relay.http import openapi_messages, openapi_tokens
-from relay.http.openapi_parts import EPOCH_MS, ID, NO_NUL, NULLABLE_STR
+from relay.http.openapi_parts import (
+    EPOCH_MS,
+    FREE_FORM_LIMITS,
+    ID,
+    MAX_DEPTH_EXTENSION,
+    NO_NUL,
+    NULLABLE_STR,
+)
 from relay.http.openapi_parts import body as _body
 from relay.http.openapi_parts import err as _err
 from relay.http.openapi_parts import ok as _ok
@@ -46,7 +53,11 @@ OPT_NAME = _text(200)
 OPT_PATH = _text(4096)
 OPT_ID = _nullable(ID)
 OPT_COUNT = {"type": ["integer", "null"], "minimum": 0, "maximum": 2**53 - 1}
-OPT_OBJECT = {"type": ["object", "null"], "description": "Free-form; null means {}."}
+OPT_OBJECT = {
+    "type": ["object", "null"],
+    "description": "Free-form; null means {}. " + FREE_FORM_LIMITS,
+    **MAX_DEPTH_EXTENSION,
+}
 PROVIDER = {"enum": list(PROVIDERS)}
 APPROVAL_MODE = {"enum": list(APPROVAL_MODES), "default": DEFAULT_APPROVAL_MODE}
 HOSTNAME = {

@@ -16,7 +16,14 @@ from relay.domain.message import (
     PRIORITIES,
     STATUSES,
 )
-from relay.http.openapi_parts import EPOCH_MS, ID, NO_NUL, NULLABLE_STR
+from relay.http.openapi_parts import (
+    EPOCH_MS,
+    FREE_FORM_LIMITS,
+    ID,
+    MAX_DEPTH_EXTENSION,
+    NO_NUL,
+    NULLABLE_STR,
+)
 from relay.http.openapi_parts import body as _body
 from relay.http.openapi_parts import err as _err
 from relay.http.openapi_parts import ok as _ok
@@ -171,7 +178,9 @@ SCHEMAS: dict[str, Any] = {
             "meta": {
                 "type": ["object", "null"],
                 "properties": {"priority": {"enum": [*PRIORITIES, None]}},
-                "description": "Kept as given; `orchestratorControl` is reserved for the relay.",
+                "description": "Kept as given; `orchestratorControl` is reserved for the relay. "
+                + FREE_FORM_LIMITS,
+                **MAX_DEPTH_EXTENSION,
             },
         },
     },

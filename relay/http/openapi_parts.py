@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.nesting import MAX_DEPTH
+
 ID_PATTERN = "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]+$"
 ID = {
     "type": "string",
@@ -22,6 +24,12 @@ ID = {
 NO_NUL = "^[^\\x00]*$"
 EPOCH_MS = {"type": "integer", "description": "Epoch milliseconds (server receive time)."}
 NULLABLE_STR = {"type": ["string", "null"]}
+# Free-form objects (meta): the relay's one nesting limit (relay.nesting, ADR 0011).
+FREE_FORM_LIMITS = (
+    f"Nested at most {MAX_DEPTH} levels (x-maxDepth; the object itself is level 1) and holding "
+    "integers within 64 bits (-2^63 to 2^64-1); otherwise 400 naming the field."
+)
+MAX_DEPTH_EXTENSION = {"x-maxDepth": MAX_DEPTH}
 
 
 def ref(name: str) -> dict[str, str]:

@@ -104,9 +104,29 @@ def encode(position: int, changes: list[Change]) -> list[Frame]:
         elif family == "message":
             agents = tuple(a for a in (data.get("recipient"), data.get("from")) if a)
         head = b"id: %d\nevent: " % position if k == last else b"id: %d.%d\nevent: " % (position, k)
-        wire = head + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        wire = head + name.encode() + b"\ndata: " + _data_bytes(name, data) + b"\n\n"
         frames.append(Frame(family, oid, agents, wire))
     return frames
+
+
+def _data_bytes(name: str, data: dict[str, Any]) -> bytes:
+    """``data`` as JSON; a record orjson cannot write (ADR 0011) becomes a placeholder
+    naming it, so the position still reaches every stream instead of being skipped."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError as e:
+        log.warning("an SSE frame (%s) cannot be encoded (%s); sent as a placeholder", name, e)
+        return orjson.dumps({"id": str(data.get("id")), "error": f"cannot be shown as JSON: {e}"})
+
+
+def state_blob(rm: ReadModels) -> bytes | None:
+    """The read models as a replay anchor, or None (logged) when they cannot be encoded:
+    a missing anchor only makes a replay fold from an earlier one, never stops the relay."""
+    try:
+        return orjson.dumps(rm.to_state())
+    except orjson.JSONEncodeError:
+        log.warning("the read models cannot be encoded; skipping this replay anchor", exc_info=True)
+        return None
 
 
 class Filter:
@@ -235,8 +255,9 @@ class EventHub:
         self.replayer = Replayer(AppLog(s.app), every=self.settings.replay_every)
         self._past = PastModels(self.replayer)
         self._anchor_bucket = self.position // self.replayer.every
-        if self.position:
-            self.replayer.add_anchor(self.position, orjson.dumps(s.rm.to_state()))
+        blob = state_blob(s.rm) if self.position else None
+        if blob is not None:
+            self.replayer.add_anchor(self.position, blob)
         s.tail.listeners.append(self.on_applied)
         self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
 
@@ -271,9 +292,10 @@ class EventHub:
         replayer = self.replayer
         if replayer is not None and position // replayer.every > self._anchor_bucket:
             self._anchor_bucket = position // replayer.every
-            blob = orjson.dumps(self.service.rm.to_state())
-            replayer.add_anchor(position, blob)
-            self._keep_on_disk(position, blob, [event.originator_id.hex, event.originator_version])
+            blob = state_blob(self.service.rm)
+            if blob is not None:
+                replayer.add_anchor(position, blob)
+                self._keep_on_disk(position, blob, [event.originator_id.hex, event.originator_version])
         if changes:
             frames = encode(position, changes)
             self._remember(position, frames)
