@@ -59,7 +59,9 @@ def parse(text: str) -> TreeHead:
         raise ValueError(f"a checkpoint is a few lines, not {len(text)} bytes")
     body = text.split("\n\n", 1)[0]
     lines = body.split("\n")
-    if len(lines) < 3:
+    while lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) < 3 or "" in lines:
         raise ValueError("a checkpoint has an origin, a tree size and a root hash, one per line")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
     _check_origin(origin)
