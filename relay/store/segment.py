@@ -34,7 +34,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any
 from uuid import UUID
 
@@ -47,7 +47,8 @@ MAGIC = b"RLYSEG1\n"
 FORMAT = 1
 LEVEL = 19  # zstandard level: segments are written once and read often (ADR 0023)
 MAX_HEADER = 64 * 1024
-MAX_BODY = 2**31  # refuse to inflate a (corrupt) segment past 2 GiB
+MAX_BODY = 2**31  # refuse to inflate a (corrupt) part past 2 GiB
+BLOCK = 32_768  # events per independently compressed block (a reader inflates one at a time)
 
 
 class SegmentError(ValueError):
@@ -118,29 +119,35 @@ def _unzigzag(values: Iterable[int]) -> list[int]:
 
 
 def _pack_ints(values: Sequence[int]) -> bytes:
-    """Signed ints at the narrowest width that holds them all (1 byte of width tag)."""
-    zz = _zigzag(values)
-    top = max(zz, default=0)
+    """Signed ints: the first as 8 bytes, the rest at the narrowest width that holds them.
+
+    The first value of a delta column is usually absolute (a timestamp, a
+    position); keeping it apart lets the rest pack at one or two bytes.
+    """
+    if not values:
+        return b"-"
+    rest = _zigzag(values[1:])
+    top = max(rest, default=0)
     for code, limit in _WIDTHS:
         if top <= limit:
-            arr = array(code, zz)
-            if arr.itemsize != struct.calcsize(code):  # pragma: no cover - exotic platforms
-                break
-            return code.encode() + arr.tobytes()
+            return code.encode() + struct.pack(">q", values[0]) + array(code, rest).tobytes()
     raise SegmentError("an integer does not fit in 64 bits")
 
 
 def _unpack_ints(blob: bytes) -> list[int]:
-    if not blob:
-        raise SegmentError("an integer column is missing its width tag")
+    if blob == b"-":
+        return []
+    if len(blob) < 9:
+        raise SegmentError("an integer column is torn")
     code = chr(blob[0])
     if code not in "BHIQ":
         raise SegmentError(f"unknown integer width {code!r}")
     arr = array(code)
-    if (len(blob) - 1) % arr.itemsize:
+    if (len(blob) - 9) % arr.itemsize:
         raise SegmentError("an integer column is torn")
-    arr.frombytes(blob[1:])
-    return _unzigzag(arr)
+    arr.frombytes(blob[9:])
+    (head,) = struct.unpack_from(">q", blob, 1)
+    return [head, *_unzigzag(arr)]
 
 
 def _deltas(values: Sequence[int], start: int = 0) -> list[int]:
@@ -186,22 +193,29 @@ def _unframe(data: bytes) -> list[bytes]:
     return parts
 
 
-# -- the events' columns ----------------------------------------------------------------
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
 
 
-def _encode_events(events: Sequence[Any], first: int) -> list[bytes]:
-    """Column parts for ``events`` (library Notifications or the like, in position order)."""
+def _is_int(value: Any) -> bool:
+    return type(value) is int and -(2**62) < value < 2**62
+
+
+# -- one block's columns ----------------------------------------------------------------
+
+
+def _encode_block(events: Sequence[Any], oid_index: dict[UUID, int], before: int) -> bytes:
+    """Column parts for ``events`` (Notifications or the like, in position order)."""
     positions = [e.id for e in events]
-    oid_index: dict[UUID, int] = {}
     oids: list[int] = []
     topic_index: dict[str, int] = {}
     topics: list[int] = []
-    last_version: dict[UUID, int] = {}
-    version_steps: list[int] = []
+    last_version: dict[int, int] = {}
+    steps: list[int] = []
+    bases: list[int] = []  # each aggregate's first version in this block, in order of appearance
     templates: dict[tuple[str, tuple[str, ...]], int] = {}
     template_of: list[int] = []  # 0: raw state; k: templates' (k-1)th
     int_cols: dict[tuple[int, int], list[int]] = {}
-    int_last: dict[tuple[int, int], int] = {}
     other = bytearray()
     other_lens: list[int] = []
     raw = bytearray()
@@ -209,17 +223,19 @@ def _encode_events(events: Sequence[Any], first: int) -> list[bytes]:
     routing = bytearray()  # one byte per templated value: 1 int column, 0 JSON side stream
     loads, dumps = orjson.loads, orjson.dumps
     for e in events:
-        oid = e.originator_id if isinstance(e.originator_id, UUID) else UUID(str(e.originator_id))
-        k = oid_index.get(oid)
-        if k is None:
-            k = oid_index[oid] = len(oid_index)
+        k = oid_index[_uuid(e.originator_id)]
         oids.append(k)
         t = topic_index.get(e.topic)
         if t is None:
             t = topic_index[e.topic] = len(topic_index)
         topics.append(t)
-        version_steps.append(e.originator_version - last_version.get(oid, 0) - 1)
-        last_version[oid] = e.originator_version
+        prev = last_version.get(k)
+        if prev is None:
+            bases.append(e.originator_version)
+            steps.append(0)
+        else:
+            steps.append(e.originator_version - prev - 1)
+        last_version[k] = e.originator_version
         state = bytes(e.state)
         tid = 0
         try:
@@ -227,61 +243,62 @@ def _encode_events(events: Sequence[Any], first: int) -> list[bytes]:
         except orjson.JSONDecodeError:
             obj = None
         if isinstance(obj, dict) and dumps(obj) == state:
-            keys = tuple(obj)
-            tkey = (e.topic, keys)
+            tkey = (e.topic, tuple(obj))
             tid = templates.get(tkey, 0)
             if not tid:
                 tid = templates[tkey] = len(templates) + 1
-            for j, (key, value) in enumerate(obj.items()):
-                if type(value) is int and -(2**62) < value < 2**62:
-                    ck = (tid, j)
-                    col = int_cols.get(ck)
+            for j, value in enumerate(obj.values()):
+                if _is_int(value):
+                    col = int_cols.get((tid, j))
                     if col is None:
-                        col = int_cols[ck] = []
-                    col.append(value - int_last.get(ck, 0))
-                    int_last[ck] = value
+                        col = int_cols[(tid, j)] = []
+                    col.append(value)
                     routing.append(1)
                 else:
-                    routing.append(0)
                     enc = dumps(value)
                     other += enc
                     other_lens.append(len(enc))
+                    routing.append(0)
         else:
             raw += state
             raw_lens.append(len(state))
         template_of.append(tid)
-    template_list = [None] * len(templates)
+    template_list: list[Any] = [None] * len(templates)
     for (topic, keys), tid in templates.items():
-        template_list[tid - 1] = [topic, list(keys)]  # type: ignore[call-overload]
-    # Which template keys hold ints, per template: the decoder needs it to route values.
+        template_list[tid - 1] = [topic, list(keys)]
     int_keys = sorted(int_cols)
-    return [
-        _pack_ints(_deltas(positions, first - 1)),
-        b"".join(o.bytes for o in oid_index),
-        _pack_ints(_deltas(oids)),
-        dumps(list(topic_index)),
-        _pack_ints(topics),
-        _pack_ints(version_steps),
-        dumps(template_list),
-        _pack_ints(template_of),
-        dumps([list(k) for k in int_keys]),
-        _frame([_pack_ints(int_cols[k]) for k in int_keys]),
-        _pack_ints(other_lens),
-        bytes(other),
-        _pack_ints(raw_lens),
-        bytes(raw),
-        bytes(routing),
-    ]
+    return _frame(
+        [
+            _pack_ints(_deltas(positions, before)),
+            _pack_ints(_deltas(oids)),
+            dumps(list(topic_index)),
+            _pack_ints(topics),
+            _pack_ints(steps),
+            _pack_ints(bases),
+            dumps(template_list),
+            _pack_ints(template_of),
+            dumps([list(k) for k in int_keys]),
+            _frame([_pack_ints(_deltas(int_cols[k])) for k in int_keys]),
+            _pack_ints(other_lens),
+            bytes(other),
+            _pack_ints(raw_lens),
+            bytes(raw),
+            bytes(routing),
+        ]
+    )
 
 
-def _decode_events(parts: Sequence[bytes], first: int) -> list[Notification]:
+def _decode_block(data: bytes, oid_dict: Sequence[UUID], before: int) -> list[Notification]:
+    parts = _unframe(data)
+    if len(parts) != 15:
+        raise SegmentError(f"a block with {len(parts)} columns")
     (
         p_pos,
-        p_oids,
         p_oid_idx,
         p_topics,
         p_topic_idx,
-        p_versions,
+        p_steps,
+        p_bases,
         p_templates,
         p_template_of,
         p_int_keys,
@@ -292,16 +309,14 @@ def _decode_events(parts: Sequence[bytes], first: int) -> list[Notification]:
         p_raw,
         p_routing,
     ) = parts
-    positions = _undeltas(_unpack_ints(p_pos), first - 1)
+    positions = _undeltas(_unpack_ints(p_pos), before)
     n = len(positions)
-    if len(p_oids) % 16:
-        raise SegmentError("the aggregate id dictionary is torn")
-    oid_dict = [UUID(bytes=p_oids[i : i + 16]) for i in range(0, len(p_oids), 16)]
     oid_idx = _undeltas(_unpack_ints(p_oid_idx))
     topic_dict = orjson.loads(p_topics)
     topic_idx = _unpack_ints(p_topic_idx)
-    steps = _unpack_ints(p_versions)
-    template_list = orjson.loads(p_templates)
+    steps = _unpack_ints(p_steps)
+    bases = iter(_unpack_ints(p_bases))
+    templates = [(t[0], t[1]) for t in orjson.loads(p_templates)]
     template_of = _unpack_ints(p_template_of)
     int_keys = [tuple(k) for k in orjson.loads(p_int_keys)]
     int_cols = {
@@ -314,21 +329,18 @@ def _decode_events(parts: Sequence[bytes], first: int) -> list[Notification]:
         raise SegmentError("columns disagree on the number of events")
     out: list[Notification] = []
     last_version: dict[int, int] = {}
-    other_off = raw_off = 0
-    other_i = raw_i = route_i = 0
+    other_off = raw_off = other_i = raw_i = route_i = 0
     dumps, loads = orjson.dumps, orjson.loads
-    templates = [(t[0], t[1]) for t in template_list]
     try:
         for i in range(n):
             k = oid_idx[i]
-            version = last_version.get(k, 0) + 1 + steps[i]
+            prev = last_version.get(k)
+            version = next(bases) if prev is None else prev + 1 + steps[i]
             last_version[k] = version
             tid = template_of[i]
-            topic = topic_dict[topic_idx[i]]
             if tid:
-                _, keys = templates[tid - 1]
                 obj: dict[str, Any] = {}
-                for j, key in enumerate(keys):
+                for j, key in enumerate(templates[tid - 1][1]):
                     if p_routing[route_i]:
                         obj[key] = next(int_cols[(tid, j)])
                     else:
@@ -348,7 +360,7 @@ def _decode_events(parts: Sequence[bytes], first: int) -> list[Notification]:
                     id=positions[i],
                     originator_id=oid_dict[k],
                     originator_version=version,
-                    topic=topic,
+                    topic=topic_dict[topic_idx[i]],
                     state=state,
                 )
             )
@@ -360,6 +372,18 @@ def _decode_events(parts: Sequence[bytes], first: int) -> list[Notification]:
 # -- whole segments ------------------------------------------------------------------------
 
 
+@frozen
+class Block:
+    """Where one block sits in a segment, and what it covers."""
+
+    first: int  # position of its first event
+    last: int  # position of its last event
+    count: int
+    offset: int  # from the start of the segment's bytes
+    length: int
+    oids: frozenset[int]  # indexes into the segment's aggregate id dictionary
+
+
 def encode(
     *,
     epoch: int,
@@ -367,17 +391,55 @@ def encode(
     last: int,
     size: int,
     root: str,
-    events: Sequence[Any],
+    events: Iterable[Any],
     kind: str = "full",
     leaf_index: Sequence[int] | None = None,
     intervals: Sequence[Interval] = (),
     cover: Sequence[tuple[int, int, bytes]] = (),
+    block: int = BLOCK,
 ) -> bytes:
-    """The bytes of one segment (header in clear, columns compressed)."""
+    """The bytes of one segment: clear header, compressed table, compressed blocks."""
     if kind not in ("full", "thin"):
         raise ValueError(f"unknown segment kind {kind!r}")
-    if kind == "full" and len(events) != size:
-        raise ValueError(f"a full segment holds every leaf: {len(events)} events, size {size}")
+    oid_index: dict[UUID, int] = {}
+    cctx = zstandard.ZstdCompressor(level=LEVEL)
+    blobs: list[bytes] = []
+    table: list[list[Any]] = []
+    before = first - 1
+    count = 0
+    it = iter(events)
+    while True:
+        chunk = list(islice(it, block))
+        if not chunk:
+            break
+        for e in chunk:
+            oid = _uuid(e.originator_id)
+            if oid not in oid_index:
+                oid_index[oid] = len(oid_index)
+        blob = cctx.compress(_encode_block(chunk, oid_index, before))
+        ks = sorted({oid_index[_uuid(e.originator_id)] for e in chunk})
+        table.append([chunk[0].id, chunk[-1].id, len(chunk), len(blob), ks])
+        blobs.append(blob)
+        before = chunk[-1].id
+        count += len(chunk)
+    if kind == "full" and count != size:
+        raise ValueError(f"a full segment holds every leaf: {count} events, size {size}")
+    idx = list(leaf_index if leaf_index is not None else range(count))
+    if len(idx) != count:
+        raise ValueError("one leaf index per kept event")
+    meta = cctx.compress(
+        _frame(
+            [
+                b"".join(o.bytes for o in oid_index),
+                orjson.dumps(table),
+                _pack_ints(_deltas(idx, -1)),
+                orjson.dumps([i.to_json() for i in intervals]),
+                _pack_ints([c[0] for c in cover]),
+                _pack_ints([c[1] for c in cover]),
+                b"".join(c[2] for c in cover),
+            ]
+        )
+    )
     header = orjson.dumps(
         {
             "format": FORMAT,
@@ -387,22 +449,12 @@ def encode(
             "size": size,
             "root": root,
             "kind": kind,
-            "events": len(events),
+            "events": count,
             "codec": "zstd",
+            "meta": len(meta),
         }
     )
-    parts = _encode_events(events, first)
-    if kind == "thin":
-        idx = list(leaf_index if leaf_index is not None else range(len(events)))
-        parts += [
-            _pack_ints(_deltas(idx, -1)),
-            orjson.dumps([i.to_json() for i in intervals]),
-            _pack_ints([c[0] for c in cover]),
-            _pack_ints([c[1] for c in cover]),
-            b"".join(c[2] for c in cover),
-        ]
-    body = zstandard.ZstdCompressor(level=LEVEL).compress(_frame(parts))
-    return MAGIC + struct.pack(">I", len(header)) + header + body
+    return b"".join([MAGIC, struct.pack(">I", len(header)), header, meta, *blobs])
 
 
 def read_header(data: bytes) -> dict[str, Any]:
@@ -421,58 +473,112 @@ def read_header(data: bytes) -> dict[str, Any]:
         raise SegmentError("the segment header is not JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise SegmentError(f"unknown segment format {header!r:.80}")
-    for key in ("epoch", "first", "last", "size", "events"):
+    for key in ("epoch", "first", "last", "size", "events", "meta"):
         if type(header.get(key)) is not int:
             raise SegmentError(f"the segment header lacks {key}")
     if header.get("kind") not in ("full", "thin") or not isinstance(header.get("root"), str):
         raise SegmentError("the segment header lacks its kind or root")
-    header["_body"] = len(MAGIC) + 4 + hlen
+    header["_meta"] = len(MAGIC) + 4 + hlen
     return header
+
+
+def _inflate(blob: bytes) -> bytes:
+    try:
+        return zstandard.ZstdDecompressor().decompress(blob, max_output_size=MAX_BODY)
+    except zstandard.ZstdError as e:
+        raise SegmentError(f"a compressed part does not decompress: {e}") from None
+
+
+class SegmentReader:
+    """One segment's bytes, read a block at a time (a reader pages; it never inflates it all)."""
+
+    def __init__(self, data: bytes) -> None:
+        header = read_header(data)
+        self.data = data
+        self.epoch: int = header["epoch"]
+        self.first: int = header["first"]
+        self.last: int = header["last"]
+        self.size: int = header["size"]
+        self.root: str = header["root"]
+        self.kind: str = header["kind"]
+        self.count: int = header["events"]
+        start = header["_meta"]
+        end = start + header["meta"]
+        if end > len(data):
+            raise SegmentError("the segment's table is torn")
+        parts = _unframe(_inflate(data[start:end]))
+        if len(parts) != 7:
+            raise SegmentError(f"a segment table with {len(parts)} parts")
+        p_oids, p_table, p_idx, p_intervals, p_starts, p_ends, p_hashes = parts
+        if len(p_oids) % 16:
+            raise SegmentError("the aggregate id dictionary is torn")
+        self.oids = [UUID(bytes=p_oids[i : i + 16]) for i in range(0, len(p_oids), 16)]
+        self.oid_index = {o: i for i, o in enumerate(self.oids)}
+        self.blocks: list[Block] = []
+        offset = end
+        try:
+            for b_first, b_last, b_count, b_len, ks in orjson.loads(p_table):
+                self.blocks.append(Block(b_first, b_last, b_count, offset, b_len, frozenset(ks)))
+                offset += b_len
+        except (ValueError, TypeError):
+            raise SegmentError("the block table does not decode") from None
+        if offset != len(data):
+            raise SegmentError(
+                f"the segment is {len(data)} bytes but its blocks end at {offset} (torn or padded)"
+            )
+        if sum(b.count for b in self.blocks) != self.count:
+            raise SegmentError("the header and the block table disagree on the number of events")
+        self.leaf_index = _undeltas(_unpack_ints(p_idx), -1)
+        if len(self.leaf_index) != self.count:
+            raise SegmentError("the kept events' leaf indexes are torn")
+        try:
+            self.intervals = [Interval.from_json(r) for r in orjson.loads(p_intervals)]
+        except (orjson.JSONDecodeError, TypeError) as e:
+            raise SegmentError(f"the intervals do not decode ({e})") from None
+        starts, ends = _unpack_ints(p_starts), _unpack_ints(p_ends)
+        if not (len(starts) == len(ends) and len(p_hashes) == 32 * len(starts)):
+            raise SegmentError("the subtree hashes are torn")
+        self.cover = [
+            (s, e, p_hashes[32 * i : 32 * i + 32])
+            for i, (s, e) in enumerate(zip(starts, ends, strict=True))
+        ]
+        if self.kind == "full" and self.count != self.size:
+            raise SegmentError("a full segment that does not hold every leaf")
+
+    def block(self, i: int) -> list[Notification]:
+        """The events of block ``i``."""
+        b = self.blocks[i]
+        before = self.first - 1 if i == 0 else self.blocks[i - 1].last
+        events = _decode_block(
+            _inflate(self.data[b.offset : b.offset + b.length]), self.oids, before
+        )
+        if len(events) != b.count or (events and (events[0].id != b.first or events[-1].id != b.last)):
+            raise SegmentError(f"block {i} does not hold what the table says")
+        return events
+
+    def events(self) -> list[Notification]:
+        """Every event the segment holds (all of a full epoch; the kept ones of a thin one)."""
+        out: list[Notification] = []
+        for i in range(len(self.blocks)):
+            out.extend(self.block(i))
+        return out
 
 
 def decode(data: bytes) -> Segment:
     """A whole segment; raises SegmentError when any part is torn or inconsistent."""
-    header = read_header(data)
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(
-            data[header["_body"] :], max_output_size=MAX_BODY
-        )
-    except zstandard.ZstdError as e:
-        raise SegmentError(f"the segment body does not decompress: {e}") from None
-    parts = _unframe(raw)
-    kind = header["kind"]
-    if len(parts) != (15 if kind == "full" else 20):
-        raise SegmentError(f"a {kind} segment with {len(parts)} columns")
-    events = _decode_events(parts[:15], header["first"])
-    if len(events) != header["events"]:
-        raise SegmentError("the header and the columns disagree on the number of events")
-    intervals: list[Interval] = []
-    cover: list[tuple[int, int, bytes]] = []
-    if kind == "thin":
-        leaf_index = _undeltas(_unpack_ints(parts[15]), -1)
-        if len(leaf_index) != len(events):
-            raise SegmentError("the kept events' leaf indexes are torn")
-        try:
-            intervals = [Interval.from_json(r) for r in orjson.loads(parts[16])]
-        except (orjson.JSONDecodeError, TypeError) as e:
-            raise SegmentError(f"the intervals do not decode ({e})") from None
-        starts, ends, hashes = _unpack_ints(parts[17]), _unpack_ints(parts[18]), parts[19]
-        if not (len(starts) == len(ends) and len(hashes) == 32 * len(starts)):
-            raise SegmentError("the subtree hashes are torn")
-        cover = [(s, e, hashes[32 * i : 32 * i + 32]) for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
-    else:
-        leaf_index = list(range(len(events)))
-    if any(not header["first"] <= e.id <= header["last"] for e in events[:1] + events[-1:]):
+    r = SegmentReader(data)
+    events = r.events()
+    if events and not (r.first <= events[0].id and events[-1].id <= r.last):
         raise SegmentError("an event lies outside the segment's range")
     return Segment(
-        epoch=header["epoch"],
-        first=header["first"],
-        last=header["last"],
-        size=header["size"],
-        root=header["root"],
-        kind=kind,
+        epoch=r.epoch,
+        first=r.first,
+        last=r.last,
+        size=r.size,
+        root=r.root,
+        kind=r.kind,
         events=events,
-        leaf_index=leaf_index,
-        intervals=intervals,
-        cover=cover,
+        leaf_index=r.leaf_index,
+        intervals=r.intervals,
+        cover=r.cover,
     )
