@@ -35,6 +35,8 @@ class Settings:
     keepalive: float = 15.0
     checkpoint_every: int = 10_000
     seal_every: int = 1_000  # events between tamper-evidence seals; 0: never (docs/audit.md)
+    epoch_events: int = 1_000_000  # an epoch closes at this many events (0: no epochs; ADR 0020)
+    epoch_seconds: float = 86_400.0  # ... or when its first event is this old, whichever first
     sse_buffer: int = 1024 * 1024  # bytes queued for one event stream before it is cut
     sse_ring: int = 20_000  # recent positions kept encoded for resumes (older: replayed)
     replay_every: int = 10_000  # positions between the replayer's anchors (relay.audit.replay)
@@ -58,6 +60,8 @@ class Settings:
             "RELAY_KEEPALIVE": ("keepalive", float),
             "RELAY_CHECKPOINT_EVERY": ("checkpoint_every", int),
             "RELAY_SEAL_EVERY": ("seal_every", int),
+            "RELAY_EPOCH_EVENTS": ("epoch_events", int),
+            "RELAY_EPOCH_SECONDS": ("epoch_seconds", float),
             "RELAY_SSE_BUFFER": ("sse_buffer", int),
             "RELAY_SSE_RING": ("sse_ring", int),
             "RELAY_REPLAY_EVERY": ("replay_every", int),
@@ -91,6 +95,10 @@ class Settings:
             raise SettingsError("--client-timeout must be positive")
         if self.seal_every < 0:
             raise SettingsError("--seal-every must be 0 (never) or more")
+        if self.epoch_events < 0:
+            raise SettingsError("--epoch-events must be 0 (no epochs) or more")
+        if not self.epoch_seconds > 0:
+            raise SettingsError("--epoch-seconds must be positive")
         if self.sse_buffer < 4096:
             raise SettingsError("--sse-buffer must be at least 4096 bytes")
         if self.sse_ring < 1:

@@ -82,6 +82,17 @@ class RelayService:
             self.writer.sealer = await loop.run_in_executor(
                 None, Sealer.load, self.app, self.settings.seal_every, self.clock
             )
+        if self.settings.epoch_events > 0:
+            from relay.audit.epochs import EpochSealer
+
+            self.writer.epochs = await loop.run_in_executor(
+                None,
+                EpochSealer.load,
+                self.app,
+                self.settings.epoch_events,
+                self.settings.epoch_seconds,
+                self.clock,
+            )
         self.writer.start()
         if self.settings.store == "postgres":
             from relay.store.postgres import start_listener
