@@ -57,6 +57,7 @@ class Entry:
     last: int
     size: int
     root: str
+    at: int  # when the epoch was sealed (ms): thinning's clock
     key: Any  # the store's own handle (a path, or (epoch, kind))
 
 
@@ -142,7 +143,9 @@ class FileSegments:
                         h = read_header(f.read(64 * 1024 + 64))
                 except (OSError, SegmentError):
                     continue  # verify names it; readers skip what they cannot read
-                entry = Entry(h["epoch"], h["kind"], h["first"], h["last"], h["size"], h["root"], Path(d.path))
+                entry = Entry(
+                    h["epoch"], h["kind"], h["first"], h["last"], h["size"], h["root"], h["at"], Path(d.path)
+                )
                 self._headers[key] = entry
             out.append(entry)
         return out
@@ -205,7 +208,7 @@ class PostgresSegments:
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (epoch bigint NOT NULL, kind text NOT NULL, "
                     "first_position bigint NOT NULL, last_position bigint NOT NULL, "
-                    "size bigint NOT NULL, root text NOT NULL, body bytea NOT NULL, "
+                    "size bigint NOT NULL, root text NOT NULL, at bigint NOT NULL, body bytea NOT NULL, "
                     "checked boolean NOT NULL DEFAULT false, PRIMARY KEY (epoch, kind))"
                 ).format(self.table)
             )
@@ -214,22 +217,26 @@ class PostgresSegments:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
                 self.sql.SQL(
-                    "SELECT epoch, kind, first_position, last_position, size, root FROM {} "
+                    "SELECT epoch, kind, first_position, last_position, size, root, at FROM {} "
                     "WHERE checked ORDER BY epoch"
                 ).format(self.table)
             )
             rows = curs.fetchall()
         return [
-            Entry(r["epoch"], r["kind"], r["first_position"], r["last_position"], r["size"], r["root"], (r["epoch"], r["kind"]))
+            Entry(
+                r["epoch"], r["kind"], r["first_position"], r["last_position"], r["size"], r["root"], r["at"],
+                (r["epoch"], r["kind"]),
+            )
             for r in rows
         ]
+
+    def _q(self, text: str) -> Any:
+        return self.sql.SQL(text).format(self.table)
 
     def _body(self, epoch: int, kind: str, checked: bool) -> bytes | None:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
-                self.sql.SQL("SELECT body FROM {} WHERE epoch = %s AND kind = %s AND checked = %s").format(
-                    self.table
-                ),
+                self._q("SELECT body FROM {} WHERE epoch = %s AND kind = %s AND checked = %s"),
                 (epoch, kind, checked),
             )
             row = curs.fetchone()
@@ -245,15 +252,15 @@ class PostgresSegments:
         h = read_header(data)
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
-                self.sql.SQL("DELETE FROM {} WHERE epoch = %s AND kind = %s AND NOT checked").format(self.table),
+                self._q("DELETE FROM {} WHERE epoch = %s AND kind = %s AND NOT checked"),
                 (epoch, kind),
             )
             curs.execute(
                 self.sql.SQL(
-                    "INSERT INTO {} (epoch, kind, first_position, last_position, size, root, body) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (epoch, kind) DO NOTHING"
+                    "INSERT INTO {} (epoch, kind, first_position, last_position, size, root, at, body) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (epoch, kind) DO NOTHING"
                 ).format(self.table),
-                (epoch, kind, h["first"], h["last"], h["size"], h["root"], data),
+                (epoch, kind, h["first"], h["last"], h["size"], h["root"], h["at"], data),
             )
 
     def staged(self, epoch: int, kind: str) -> bytes | None:
@@ -262,20 +269,20 @@ class PostgresSegments:
     def publish(self, epoch: int, kind: str) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
-                self.sql.SQL("UPDATE {} SET checked = true WHERE epoch = %s AND kind = %s").format(self.table),
+                self._q("UPDATE {} SET checked = true WHERE epoch = %s AND kind = %s"),
                 (epoch, kind),
             )
 
     def drop(self, epoch: int, kind: str) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
-                self.sql.SQL("DELETE FROM {} WHERE epoch = %s AND kind = %s").format(self.table),
+                self._q("DELETE FROM {} WHERE epoch = %s AND kind = %s"),
                 (epoch, kind),
             )
 
     def bytes_on_disk(self) -> int:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self.sql.SQL("SELECT coalesce(sum(length(body)), 0) AS n FROM {}").format(self.table))
+            curs.execute(self._q("SELECT coalesce(sum(length(body)), 0) AS n FROM {}"))
             row = curs.fetchone()
         return int(row["n"]) if row else 0
 

@@ -111,7 +111,12 @@ class Archiver:
     # -- the whole job ---------------------------------------------------------------
 
     def run(self, epochs: Sequence[EpochLike], now: int | None = None) -> None:
-        """Archive every closed epoch not archived yet, in order; then thin what is due."""
+        """Archive every closed epoch not archived yet, in order; then thin what is due.
+
+        ``epochs``: the sealed epochs whose EpochSealed is still in the live
+        store (``sealed_epochs(app.recorder)``); archived ones are known from
+        the archive itself.
+        """
         done = {e.epoch: e for e in self.archive.refresh()}
         for info in sorted(epochs, key=lambda e: e.epoch):
             entry = done.get(info.epoch)
@@ -120,9 +125,9 @@ class Archiver:
             else:
                 self._finish(info, entry)
         if now is not None and self.keep_heartbeats_ms is not None:
-            for info in sorted(epochs, key=lambda e: e.epoch):
-                if now - info.at >= self.keep_heartbeats_ms:
-                    self.thin_epoch(info)
+            for entry in self.archive.refresh():
+                if entry.kind == "full" and now - entry.at >= self.keep_heartbeats_ms:
+                    self.thin_epoch(entry)
 
     # -- archiving ---------------------------------------------------------------------
 
@@ -156,6 +161,7 @@ class Archiver:
                     last=info.last,
                     size=info.size,
                     root=info.root,
+                    at=info.at,
                     events=rows(),
                 )
             except ValueError as e:
@@ -184,8 +190,8 @@ class Archiver:
         """Whether ``data`` decodes to a segment of ``info`` that proves its root."""
         try:
             r = SegmentReader(data)
-            if (r.epoch, r.first, r.last, r.size, r.root, r.kind) != (
-                info.epoch, info.first, info.last, info.size, info.root, kind,
+            if (r.epoch, r.first, r.last, r.size, r.root, r.at, r.kind) != (
+                info.epoch, info.first, info.last, info.size, info.root, info.at, kind,
             ):
                 return False
             return prove(r)
@@ -374,9 +380,86 @@ def thin(r: SegmentReader) -> bytes:
         last=r.last,
         size=r.size,
         root=r.root,
+        at=r.at,
         events=kept,
         kind="thin",
         leaf_index=kept_index,
         intervals=intervals,
         cover=cover,
     )
+
+
+class ArchiveWorker:
+    """The archiver's own thread: wakes when an epoch was sealed (or every ``every`` s).
+
+    Archiving reads and compresses a whole epoch; it must never run on the
+    writer thread or the event loop. One run at a time; ``run_now`` is for
+    the benchmark and tests, which drive a simulated clock and want the
+    archive brought up to date at a point of their choosing.
+    """
+
+    def __init__(
+        self, archiver: Archiver, epochs_due: Callable[[], list[Any]], now_ms: Callable[[], int],
+        every: float = 1.0,
+    ) -> None:
+        import threading
+
+        self.archiver = archiver
+        self.epochs_due = epochs_due
+        self.now_ms = now_ms
+        self.every = every
+        self.last_error: str | None = None
+        self.runs = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="relay-archiver", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def run_now(self) -> None:
+        """Archive and thin whatever is due, now, on the calling thread."""
+        with self._lock:
+            self.archiver.run(self.epochs_due(), now=self.now_ms())
+            self.runs += 1
+            self.last_error = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_now()
+            except Exception as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("archiving failed; will try again")
+            self._wake.wait(self.every)
+            self._wake.clear()
+
+
+def start_archiver(service: Any) -> ArchiveWorker:
+    """The archiver of a started RelayService (epochs on), on its own thread."""
+    from relay.audit.epochs import sealed_epochs
+
+    s = service.settings
+    archiver = Archiver(
+        service.app,
+        service.archive,
+        keep_heartbeats_ms=s.keep_heartbeats_ms,
+        hook=pause_at(s.test_phase, service.data_dir),
+    )
+    recorder = service.app.recorder
+
+    def due() -> list[Any]:
+        return sealed_epochs(recorder)
+
+    worker = ArchiveWorker(archiver, due, service.clock.now_ms)
+    worker.start()
+    return worker

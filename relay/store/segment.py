@@ -392,6 +392,7 @@ def encode(
     size: int,
     root: str,
     events: Iterable[Any],
+    at: int = 0,
     kind: str = "full",
     leaf_index: Sequence[int] | None = None,
     intervals: Sequence[Interval] = (),
@@ -448,6 +449,7 @@ def encode(
             "last": last,
             "size": size,
             "root": root,
+            "at": at,
             "kind": kind,
             "events": count,
             "codec": "zstd",
@@ -473,7 +475,7 @@ def read_header(data: bytes) -> dict[str, Any]:
         raise SegmentError("the segment header is not JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise SegmentError(f"unknown segment format {header!r:.80}")
-    for key in ("epoch", "first", "last", "size", "events", "meta"):
+    for key in ("epoch", "first", "last", "size", "at", "events", "meta"):
         if type(header.get(key)) is not int:
             raise SegmentError(f"the segment header lacks {key}")
     if header.get("kind") not in ("full", "thin") or not isinstance(header.get("root"), str):
@@ -500,6 +502,7 @@ class SegmentReader:
         self.last: int = header["last"]
         self.size: int = header["size"]
         self.root: str = header["root"]
+        self.at: int = header["at"]
         self.kind: str = header["kind"]
         self.count: int = header["events"]
         start = header["_meta"]
