@@ -37,6 +37,7 @@ class Settings:
     seal_every: int = 1_000  # events between tamper-evidence seals; 0: never (docs/audit.md)
     epoch_events: int = 1_000_000  # an epoch closes at this many events (0: no epochs; ADR 0020)
     epoch_seconds: float = 86_400.0  # ... or when its first event is this old, whichever first
+    archive: bool = True  # move closed epochs to DATA/archive (false: keep them live; a test twin)
     keep_heartbeats: str = "30d"  # heartbeats older than this are thinned once archived (ADR 0025)
     keep_settled: str = "7d"  # settled commands/messages leave memory after this (history keeps them)
     test_phase: str | None = None  # tests only: pause the archiver at this phase (relay.store.archiver)
@@ -65,6 +66,7 @@ class Settings:
             "RELAY_SEAL_EVERY": ("seal_every", int),
             "RELAY_EPOCH_EVENTS": ("epoch_events", int),
             "RELAY_EPOCH_SECONDS": ("epoch_seconds", float),
+            "RELAY_ARCHIVE": ("archive", boolean),
             "RELAY_KEEP_HEARTBEATS": ("keep_heartbeats", str),
             "RELAY_KEEP_SETTLED": ("keep_settled", str),
             "RELAY_TEST_PHASE": ("test_phase", str),
@@ -139,6 +141,14 @@ class Settings:
     def keep_settled_ms(self) -> int | None:
         """How long settled commands and messages stay in memory (None: forever)."""
         return parse_duration_ms(self.keep_settled)
+
+
+def boolean(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}

@@ -105,7 +105,7 @@ class RelayService:
                 self.clock,
             )
         self.writer.start()
-        if self.settings.epoch_events > 0:
+        if self.settings.epoch_events > 0 and self.settings.archive:
             self.archiver = start_archiver(self)
         if self.settings.store == "postgres":
             from relay.store.postgres import start_listener
