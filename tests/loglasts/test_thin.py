@@ -10,6 +10,7 @@ recompute each epoch's sealed root, and any change to them must not.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import orjson
@@ -74,7 +75,7 @@ def test_intervals_account_for_every_thinned_heartbeat(thinned) -> None:
         assert (run[0][0], run[-1][0]) == (iv.first_position, iv.last_position)
         assert (run[0][2], run[-1][2]) == (iv.first_version, iv.last_version)
         assert (ats[0], ats[-1]) == (iv.first_at, iv.last_at)
-        assert iv.longest_gap_ms == max((b - a for a, b in zip(ats, ats[1:], strict=False)), default=0)
+        assert iv.longest_gap_ms == max((b - a for a, b in itertools.pairwise(ats)), default=0)
         accounted += len(run)
     assert accounted == len(beats)
     twin_app.close()
@@ -109,7 +110,7 @@ def test_each_thinned_segment_recomputes_its_sealed_root_and_a_change_does_not(t
 
     assert prove(again(events, r.cover))
     assert not prove(again(changed, r.cover))
-    s, end, h = r.cover[0]
+    s, end, _h = r.cover[0]
     assert not prove(again(events, [(s, end, bytes(32)), *r.cover[1:]]))
     assert not prove(again(events[1:], r.cover, r.leaf_index[1:]))  # a kept event dropped
     app.close()
