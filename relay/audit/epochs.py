@@ -244,6 +244,10 @@ class EpochSealer:
                 if type(e).__name__ != "AggregateNotFoundError":
                     raise
                 agg = LogEpochs(at=now)
+        if agg.epoch != self.epoch:
+            # Another relay node sealed since we last looked: take its seals as ours.
+            self._reload(app)
+            return []
         root = self.builder.root().hex()
         agg.seal_epoch(
             epoch=self.epoch + 1,

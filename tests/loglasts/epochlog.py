@@ -27,7 +27,9 @@ def register(aid: str, at: int) -> c.RegisterAgent:
     )
 
 
-async def heartbeats(service: RelayService, clock: FakeClock, count: int, agents: int = 5, group: int = 40) -> None:
+async def heartbeats(
+    service: RelayService, clock: FakeClock, count: int, agents: int = 5, group: int = 40
+) -> None:
     """``count`` heartbeats spread over ``agents`` agents (registered first if new), in groups."""
     for i in range(agents):
         aid = f"a{i}"
@@ -37,7 +39,10 @@ async def heartbeats(service: RelayService, clock: FakeClock, count: int, agents
     while done < count:
         n = min(group, count - done)
         await asyncio.gather(
-            *(service.execute(c.HeartbeatAgent(agent_id=f"a{(done + k) % agents}", at=clock.advance(10))) for k in range(n))
+            *(
+                service.execute(c.HeartbeatAgent(agent_id=f"a{(done + k) % agents}", at=clock.advance(10)))
+                for k in range(n)
+            )
         )
         done += n
 
