@@ -141,7 +141,11 @@ def _store(args: argparse.Namespace) -> str:
 
 
 def open_log(args: argparse.Namespace) -> tuple[LogReader, bool]:
-    """The log to read, and whether its positions are gap-free (SQLite)."""
+    """The log to read (archived positions first: relay.store.reader), and whether
+    its positions are gap-free (SQLite, where only thinning leaves holes)."""
+    from relay.store.archive import Archive, FileSegments, open_archive
+    from relay.store.reader import LogReader as ReadThrough
+
     if _store(args) == "postgres":
         from relay.application import RelayApp
         from relay.config import Settings
@@ -149,8 +153,13 @@ def open_log(args: argparse.Namespace) -> tuple[LogReader, bool]:
 
         dsn = args.postgres_dsn or os.environ.get("RELAY_POSTGRES_DSN")
         settings = Settings(store="postgres", postgres_dsn=dsn, data_dir=_data_dir(args))
-        return AppLog(RelayApp(store_env(settings))), False
-    return SqliteLog(_data_dir(args)), True
+        app = RelayApp(store_env(settings))
+        return ReadThrough(AppLog(app), open_archive(app, None)), False
+    folder = _data_dir(args)
+    live = SqliteLog(folder)
+    archive = Archive(FileSegments(folder, create=False))  # read-only: never creates the folder
+    archive.refresh()
+    return ReadThrough(live, archive), True
 
 
 def _fail(message: str) -> int:

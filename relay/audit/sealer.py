@@ -56,6 +56,17 @@ class Sealer:
                 self.upto = int(state["upto"])
                 self.hash = bytes.fromhex(state["hash"])
                 break
+        else:
+            # The last seal may be archived (relay.store.archiver): the aggregate,
+            # loaded from its snapshot, still knows where the chain stands.
+            try:
+                agg = app.repository.get(SEAL_ID)
+            except Exception as e:  # AggregateNotFoundError: never sealed
+                if type(e).__name__ != "AggregateNotFoundError":
+                    raise
+            else:
+                if agg.upto:
+                    self.upto, self.hash = int(agg.upto), bytes.fromhex(agg.hash)
         self.head = app.recorder.max_notification_id() or 0
 
     def committed(self, recordings: list[Any]) -> None:

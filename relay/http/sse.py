@@ -222,7 +222,7 @@ class EventHub:
         s = self.service
         assert s.tail is not None and s.app is not None, "start the service first"
         self.position = self.ring_floor = self.delivered = s.rm.position
-        self.replayer = Replayer(AppLog(s.app), every=self.settings.replay_every)
+        self.replayer = Replayer(s.reader or AppLog(s.app), every=self.settings.replay_every)
         self._past = PastModels(self.replayer)
         self._anchor_bucket = self.position // self.replayer.every
         if self.position:
@@ -248,8 +248,8 @@ class EventHub:
         assert self._past is not None, "the hub is not started"
         return self._past
 
-    def log(self) -> AppLog:
-        """The store, as replay reads it."""
+    def log(self) -> Any:
+        """The log as replay reads it: through the archive (relay.store.reader)."""
         assert self.replayer is not None, "the hub is not started"
         return self.replayer.log  # type: ignore[return-value]
 
