@@ -16,7 +16,7 @@ from tests.loglasts.epochlog import beats, run_relay
 
 def test_a_sealer_behind_another_nodes_seal_takes_it_as_its_own(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    run_relay(data, [beats(40)], seal_every=0, epoch_events=0)
+    run_relay(data, [beats(40)], seal_every=0, epoch_events=0, archive=False)
     env = store_env(Settings(data_dir=data))
     a, b = RelayApp(env), RelayApp(env)
     clock = FakeClock()
@@ -25,7 +25,7 @@ def test_a_sealer_behind_another_nodes_seal_takes_it_as_its_own(tmp_path: Path) 
     # Node B, still at position 0, must not record a seal from 1 that overlaps A's.
     assert sb.seal(b) == []
     assert sb.upto == sa.upto
-    run_relay(data, [beats(30)], seal_every=10, epoch_events=0)
+    run_relay(data, [beats(30)], seal_every=10, epoch_events=0, archive=False)
     with SqliteLog(data) as log:
         report = verify(log, data, gapless=True)
     assert report.ok, report.problems

@@ -43,7 +43,7 @@ def recomputed_root(data: Path, e: EpochInfo) -> str:
 
 def test_epochs_close_at_exactly_n_events_and_chain(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    run_relay(data, [beats(330)], epoch_events=100, seal_every=0)
+    run_relay(data, [beats(330)], epoch_events=100, seal_every=0, archive=False)
     epochs = sealed_epochs(SqliteLog(data))
     assert [e.epoch for e in epochs] == [1, 2, 3]
     assert [(e.first, e.last, e.size) for e in epochs] == [(1, 100, 100), (101, 200, 100), (201, 300, 100)]
@@ -62,7 +62,12 @@ def test_an_old_epoch_closes_by_time(tmp_path: Path) -> None:
     data = tmp_path / "data"
     # 30 events, then an hour passes: the next commit closes the epoch though it is far from full.
     run_relay(
-        data, [beats(30), wait(3_600_000), beats(3)], epoch_events=10_000, epoch_seconds=3600, seal_every=0
+        data,
+        [beats(30), wait(3_600_000), beats(3)],
+        epoch_events=10_000,
+        epoch_seconds=3600,
+        seal_every=0,
+        archive=False,
     )
     epochs = sealed_epochs(SqliteLog(data))
     assert len(epochs) == 1
@@ -74,7 +79,12 @@ def test_an_old_epoch_closes_by_time(tmp_path: Path) -> None:
 def test_no_epoch_closes_before_its_time_or_size(tmp_path: Path) -> None:
     data = tmp_path / "data"
     run_relay(
-        data, [beats(50), wait(3_599_000), beats(3)], epoch_events=10_000, epoch_seconds=3600, seal_every=0
+        data,
+        [beats(50), wait(3_599_000), beats(3)],
+        epoch_events=10_000,
+        epoch_seconds=3600,
+        seal_every=0,
+        archive=False,
     )
     assert sealed_epochs(SqliteLog(data)) == []
 
@@ -83,9 +93,9 @@ def test_a_restart_mid_epoch_seals_the_same_root(tmp_path: Path) -> None:
     # The open epoch is hashed from the store after a restart, so a relay
     # stopped halfway seals exactly what an uninterrupted one would.
     data = tmp_path / "data"
-    clock = run_relay(data, [beats(60)], epoch_events=100, seal_every=0)
+    clock = run_relay(data, [beats(60)], epoch_events=100, seal_every=0, archive=False)
     assert sealed_epochs(SqliteLog(data)) == []
-    run_relay(data, [beats(60)], clock=clock, epoch_events=100, seal_every=0)
+    run_relay(data, [beats(60)], clock=clock, epoch_events=100, seal_every=0, archive=False)
     (e,) = sealed_epochs(SqliteLog(data))
     assert (e.first, e.last) == (1, 100)
     assert recomputed_root(data, e) == e.root
@@ -93,7 +103,7 @@ def test_a_restart_mid_epoch_seals_the_same_root(tmp_path: Path) -> None:
 
 def test_epochs_and_rolling_seals_together(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    run_relay(data, [beats(250)], epoch_events=64, seal_every=20)
+    run_relay(data, [beats(250)], epoch_events=64, seal_every=20, archive=False)
     epochs = sealed_epochs(SqliteLog(data))
     assert len(epochs) >= 3
     for e in epochs:
@@ -104,7 +114,7 @@ def test_two_writers_on_one_log_seal_each_epoch_once(tmp_path: Path) -> None:
     # Two sealers over one store, as two relay nodes: the one that loses the
     # race on the LogEpochs aggregate takes the winner's seal as its own.
     data = tmp_path / "data"
-    run_relay(data, [beats(150)], epoch_events=1_000_000, seal_every=0)
+    run_relay(data, [beats(150)], epoch_events=1_000_000, seal_every=0, archive=False)
     env = store_env(Settings(data_dir=data))
     a, b = RelayApp(env), RelayApp(env)
     clock = FakeClock()
