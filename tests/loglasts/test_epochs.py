@@ -175,3 +175,23 @@ def test_integrity_error_is_what_a_lost_race_raises(tmp_path: Path) -> None:
     a.save(LogEpochs(at=1))
     with pytest.raises(IntegrityError):
         b.save(LogEpochs(at=2))
+
+
+def test_a_log_sealed_the_old_way_gains_epochs_from_position_1(tmp_path: Path) -> None:
+    # A log written before epochs existed (rolling seals only) is cut into epochs
+    # from position 1 once a relay with epochs runs on it, one epoch per commit,
+    # and both kinds of seal verify.
+    data = tmp_path / "data"
+    clock = run_relay(data, [beats(200)], epoch_events=0, seal_every=25, archive=False)
+    assert sealed_epochs(SqliteLog(data)) == []
+    run_relay(data, [beats(120)], clock=clock, epoch_events=64, seal_every=25, archive=False)
+    epochs = sealed_epochs(SqliteLog(data))
+    assert [(e.first, e.last) for e in epochs[:3]] == [(1, 64), (65, 128), (129, 192)]
+    for e in epochs:
+        assert recomputed_root(data, e) == e.root
+    from relay.audit.verify import verify
+
+    with SqliteLog(data) as log:
+        report = verify(log, data, gapless=True)
+    assert report.ok, report.problems
+    assert report.seals >= 8 and report.epochs is not None and report.epochs.checked == len(epochs)
