@@ -602,10 +602,35 @@ def _thin_epochs(
                 if index in kept:
                     raise ValueError(f"leaf {index} is kept twice")
                 kept[index] = _leaf(n)
+            _check_intervals(seg, kept)
             return kept, list(seg.cover)
 
         out[int(entry.epoch)] = load
     return out
+
+
+def _check_intervals(seg: Any, kept: dict[int, bytes]) -> None:
+    """The presence intervals account for exactly the dropped leaves (ValueError if not).
+
+    Intervals are a summary the archiver made of heartbeats before dropping
+    them; the root cannot prove them (they were never sealed), but they must
+    at least agree with the tree: as many heartbeats as dropped leaves, each
+    run starting and ending on a dropped position of the epoch.
+    """
+    intervals = list(getattr(seg, "intervals", []))
+    dropped = seg.size - len(kept)
+    counted = sum(int(iv.count) for iv in intervals)
+    if counted != dropped:
+        raise ValueError(
+            f"the presence intervals count {counted} heartbeats, but {dropped} leaves were dropped"
+        )
+    gapless = seg.last - seg.first + 1 == seg.size
+    for iv in intervals:
+        ends = (int(iv.first_position), int(iv.last_position))
+        if not seg.first <= ends[0] <= ends[1] <= seg.last:
+            raise ValueError(f"a presence interval {ends} lies outside the epoch")
+        if gapless and any(p - seg.first in kept for p in ends):
+            raise ValueError(f"a presence interval {ends} starts or ends on a kept event")
 
 
 def _check_tree_head(

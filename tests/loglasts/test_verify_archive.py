@@ -215,3 +215,34 @@ def test_a_corrupt_or_missing_segment_is_named_by_epoch(
     code, out = audit(data2, capsys, "verify")
     assert code == 1, out
     assert out.startswith("FAIL at position "), out
+
+
+def test_presence_intervals_that_do_not_account_for_the_dropped_leaves_are_named(
+    logs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = copy(logs, "thinned", tmp_path)
+    e = sealed_epochs(reader(data))[1]
+    path = next((data / "archive").glob(f"epoch-{e.epoch:08d}.thin"))
+    seg = segment.decode(path.read_bytes())
+    assert seg.intervals
+    first = seg.intervals[0]
+    intervals = [segment.Interval.from_json([*first.to_json()[:6], first.count + 1, *first.to_json()[7:]])]
+    path.write_bytes(
+        segment.encode(
+            epoch=seg.epoch,
+            first=seg.first,
+            last=seg.last,
+            size=seg.size,
+            root=seg.root,
+            events=seg.events,
+            at=segment.SegmentReader(path.read_bytes()).at,
+            kind="thin",
+            leaf_index=seg.leaf_index,
+            intervals=intervals + seg.intervals[1:],
+            cover=seg.cover,
+        )
+    )
+    code, out = audit(data, capsys, "verify")
+    assert code == 1, out
+    assert out.startswith(f"FAIL at position {e.first} in epoch {e.epoch}: "), out
+    assert "presence intervals count" in out
