@@ -195,3 +195,35 @@ def test_a_log_sealed_the_old_way_gains_epochs_from_position_1(tmp_path: Path) -
         report = verify(log, data, gapless=True)
     assert report.ok, report.problems
     assert report.seals >= 8 and report.epochs is not None and report.epochs.checked == len(epochs)
+
+
+def test_a_failing_epoch_seal_never_fails_a_write(tmp_path: Path) -> None:
+    # Fault injection at the one seam: the sealer raises after the batch committed.
+    # Every command still succeeds, and the epoch is sealed once sealing works again.
+    from relay.service import RelayService
+    from tests.loglasts.epochlog import Step, heartbeats
+
+    def breaking(on: bool) -> Step:
+        async def step(service: RelayService, clock: FakeClock) -> None:
+            epochs = service.writer.epochs
+            if on:
+                epochs.seal = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk on fire"))
+            else:
+                del epochs.seal  # the class's own method again
+
+        return step
+
+    async def count(service: RelayService, clock: FakeClock) -> None:
+        await heartbeats(service, clock, 150)  # raises if any command failed
+
+    data = tmp_path / "data"
+    run_relay(
+        data,
+        [breaking(True), count, breaking(False), beats(5)],
+        epoch_events=100,
+        seal_every=0,
+        archive=False,
+    )
+    epochs = sealed_epochs(SqliteLog(data))
+    assert epochs and (epochs[0].first, epochs[0].last) == (1, 100)
+    assert recomputed_root(data, epochs[0]) == epochs[0].root
