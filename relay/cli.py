@@ -32,6 +32,8 @@ _METAVARS = {
     "seal_every": "EVENTS",
     "epoch_events": "EVENTS",
     "epoch_seconds": "SECONDS",
+    "keep_heartbeats": "DURATION",
+    "keep_settled": "DURATION",
     "max_streams_per_client": "N",
     "log_level": "LEVEL",
 }
@@ -147,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"[RELAY_EPOCH_SECONDS] ({d.epoch_seconds:g})",
     )
     serve.add_argument(
+        "--keep-heartbeats",
+        default=None,
+        help=f"how long archived heartbeats stay whole before they are thinned to presence "
+        f"intervals: a duration (30d, 12h, 90m), 0 (as soon as archived) or forever "
+        f"[RELAY_KEEP_HEARTBEATS] ({d.keep_heartbeats})",
+    )
+    serve.add_argument(
+        "--keep-settled",
+        default=None,
+        help=f"how long settled commands and messages stay in memory (they stay in the log) "
+        f"[RELAY_KEEP_SETTLED] ({d.keep_settled})",
+    )
+    serve.add_argument(
         "--sse-buffer",
         type=int,
         default=None,
@@ -209,6 +224,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "seal_every": args.seal_every,
         "epoch_events": args.epoch_events,
         "epoch_seconds": args.epoch_seconds,
+        "keep_heartbeats": args.keep_heartbeats,
+        "keep_settled": args.keep_settled,
         "sse_buffer": args.sse_buffer,
         "max_streams_per_client": args.max_streams_per_client,
         "client_timeout": args.client_timeout,

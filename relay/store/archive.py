@@ -40,6 +40,7 @@ from relay.store.segment import Interval, SegmentError, SegmentReader, read_head
 ARCHIVE_DIR = "archive"
 _NAME = re.compile(r"^epoch-(\d{8})\.(full|thin)$")
 CACHE_SEGMENTS = 4  # segments whose tables are kept parsed
+ADVISORY_KEY = 0x72656C6179_0E  # "relay" + issue 14: the archivers' PostgreSQL advisory lock
 CACHE_BLOCKS = 3  # inflated blocks kept (a paging reader reuses the one it is in)
 
 
@@ -92,6 +93,10 @@ class SegmentStore(Protocol):
 
     def drop(self, epoch: int, kind: str) -> None:
         """Remove a segment (published or staged); a missing one is fine."""
+        ...
+
+    def exclusive(self) -> contextlib.AbstractContextManager[bool]:
+        """While held (True), no other process archives into this store."""
         ...
 
 
@@ -187,6 +192,11 @@ class FileSegments:
         except FileNotFoundError:
             return 0
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        """One relay process serves a SQLite data folder: nobody else archives into it."""
+        yield True
+
 
 # -- PostgreSQL: a table -------------------------------------------------------------------
 
@@ -279,6 +289,25 @@ class PostgresSegments:
                 self._q("DELETE FROM {} WHERE epoch = %s AND kind = %s"),
                 (epoch, kind),
             )
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        """A session advisory lock: of several relay nodes on one log, one archives at a time.
+
+        Taken with ``pg_try_advisory_lock`` on a pooled connection held for the
+        run; a node that does not get it skips this run (another node is
+        archiving the same epochs). Work done twice would still be safe (every
+        phase is idempotent and checked), only wasted.
+        """
+        with self.datastore.get_connection() as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (ADVISORY_KEY,)).fetchone()
+            got = bool(row["got"] if isinstance(row, dict) else row[0])
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+                    conn.commit()
 
     def bytes_on_disk(self) -> int:
         with self.datastore.transaction(commit=False) as curs:
@@ -423,7 +452,7 @@ def _bisect_after(events: list[Notification], after: int) -> int:
 
 def open_archive(app: Any, data_dir: Path | None, create: bool = True) -> Archive:
     """The archive beside ``app``'s store: files on SQLite, a table on PostgreSQL."""
-    if type(app.recorder).__name__.startswith("Postgres") or "Postgres" in type(app.recorder).__name__:
+    if any(k.__name__ == "PostgresApplicationRecorder" for k in type(app.recorder).__mro__):
         store: SegmentStore = PostgresSegments(app.recorder)
     else:
         assert data_dir is not None, "SQLite archives live in the data folder"

@@ -428,7 +428,9 @@ class ArchiveWorker:
 
     def run_now(self) -> None:
         """Archive and thin whatever is due, now, on the calling thread."""
-        with self._lock:
+        with self._lock, self.archiver.store.exclusive() as mine:
+            if not mine:
+                return  # another relay node is archiving this log right now
             self.archiver.run(self.epochs_due(), now=self.now_ms())
             self.runs += 1
             self.last_error = None

@@ -50,6 +50,7 @@ async def heartbeats(
 def run_relay(data: Path, steps: list[Step], clock: FakeClock | None = None, **settings: Any) -> FakeClock:
     """Start a relay on ``data``, run ``steps`` against it, stop it; returns the clock."""
     clock = clock or FakeClock()
+    settings.setdefault("archive", False)  # closed epochs stay live unless a test archives them
 
     async def main() -> None:
         service = RelayService(Settings(data_dir=data, **settings), clock=clock)
