@@ -260,6 +260,11 @@ def verify(
     events = 0
     checked = thinned = 0
     thin_until = 0
+    for e in epochs[:trusted]:
+        if e.epoch in thin and e.last > after:
+            # The stretch re-read before the first new epoch was thinned since it was
+            # proven: its chain and version runs cannot be recomputed; pick up after it.
+            thin_until, chain_valid = max(thin_until, e.last), False
     ei = trusted  # the epoch being read (index into epochs)
     builder = merkle.TreeBuilder()
 

@@ -246,3 +246,22 @@ def test_presence_intervals_that_do_not_account_for_the_dropped_leaves_are_named
     assert code == 1, out
     assert out.startswith(f"FAIL at position {e.first} in epoch {e.epoch}: "), out
     assert "presence intervals count" in out
+
+
+def test_an_incremental_run_after_the_proven_epochs_were_thinned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # verify proves the epochs while they are live; then they are archived and
+    # thinned; the next (incremental) run picks up where the last one stopped.
+    data = tmp_path / "data"
+    clock = run_relay(data, [fleet(700)], epoch_events=EPOCH, seal_every=25, archive=False)
+    code, out = audit(data, capsys, "verify")
+    assert code == 0, out
+    archive_now(data, clock, epoch_events=EPOCH, keep_heartbeats="0", seal_every=25)
+    run_relay(data, [fleet(300)], clock=clock, epoch_events=EPOCH, seal_every=25)
+    assert list((data / "archive").glob("epoch-*.thin"))
+    code, out = audit(data, capsys, "verify")
+    assert code == 0, out
+    assert "proven by an earlier run" in out
+    code, out = audit(data, capsys, "verify", "--full")
+    assert code == 0, out
