@@ -265,3 +265,20 @@ def test_an_incremental_run_after_the_proven_epochs_were_thinned(
     assert "proven by an earlier run" in out
     code, out = audit(data, capsys, "verify", "--full")
     assert code == 0, out
+
+
+def test_expect_is_checked_or_refused_never_silently_skipped(
+    logs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = copy(logs, "archived", tmp_path)
+    code, out = audit(whole, capsys, "verify", "--full")
+    assert code == 0, out
+    chain_value = out.split("(chain ")[1].split(")")[0]
+    upto = int(out.split("covering up to position ")[1].split(" ")[0])
+    assert audit(whole, capsys, "verify", "--expect", f"{upto}:{chain_value}")[0] == 0
+    code, out = audit(whole, capsys, "verify", "--expect", f"{upto}:{'0' * 64}")
+    assert code == 1 and "not the expected" in out, out
+    # On a thinned log the chain before the thinned epochs cannot be recomputed: say so.
+    thin = copy(logs, "thinned", tmp_path)
+    code, out = audit(thin, capsys, "verify", "--expect", f"5:{'0' * 64}")
+    assert code == 1 and ("cannot be recomputed" in out or "cannot be checked" in out), out
