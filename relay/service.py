@@ -87,6 +87,7 @@ class RelayService:
         self.writer = Writer(self.app, loop, self.tail.on_committed)
         self.writer.observe_commit = self.metrics.observe_commit
         self.app.known_version = self._known_version
+        self.app.keep_settled_ms = self.settings.keep_settled_ms
         if self.settings.seal_every > 0:
             from relay.audit.sealer import Sealer
 
