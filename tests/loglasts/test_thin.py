@@ -20,8 +20,8 @@ from eventsourcing.persistence import Notification
 from relay.application import RelayApp
 from relay.audit.epochs import sealed_epochs
 from relay.audit.log import AppLog
-from relay.clock import FakeClock
 from relay.audit.replay import Replayer
+from relay.clock import FakeClock
 from relay.config import Settings
 from relay.projections.follower import load_read_models
 from relay.service import RelayService
