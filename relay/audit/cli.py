@@ -1,7 +1,8 @@
 """``relay audit``: history, past state, verification and export of a relay's log.
 
 Read-only and safe beside a running relay: the SQLite file is opened with
-``mode=ro`` (relay.audit.log), and nothing here writes to the data folder.
+``mode=ro`` (relay.audit.log). The one write is ``verify``'s note of the epochs
+it proved (``DATA/audit/verified.json``, ADR 0022), outside the store and archive.
 """
 
 from __future__ import annotations

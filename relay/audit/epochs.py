@@ -199,6 +199,16 @@ class EpochSealer:
                 info = EpochInfo.from_state(orjson.loads(stored.state))
                 self.epoch, self.last, self.root = info.epoch, info.last, info.root
                 break
+        else:
+            # The newest seal sits in the open epoch, so it is live; but if the
+            # archiver ever moved it, the aggregate's snapshot still knows it.
+            try:
+                agg = app.repository.get(EPOCHS_ID)
+            except Exception as e:  # AggregateNotFoundError: no epoch sealed yet
+                if type(e).__name__ != "AggregateNotFoundError":
+                    raise
+            else:
+                self.epoch, self.last, self.root = agg.epoch, agg.last, agg.root
         self.head = max(self.head, app.recorder.max_notification_id() or 0)
         self._reset()
 

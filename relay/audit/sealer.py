@@ -107,6 +107,12 @@ class Sealer:
                 if type(e).__name__ != "AggregateNotFoundError":
                     raise
                 agg = LogSeal(at=self.clock.now_ms())
+        if agg.upto != self.upto:
+            # Another relay node sealed since we last looked (our copy was dropped or
+            # never loaded): sealing from our stale position would record a segment
+            # that overlaps its seal. Take its seal as ours and seal after it.
+            self._reload(app)
+            return []
         agg.seal(
             first=notes[0].id,
             upto=notes[-1].id,

@@ -21,7 +21,8 @@ import bisect
 import hmac
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from attrs import frozen
 
 from relay.audit import chain, merkle
 from relay.audit.epochs import EpochInfo, tree_head, tree_leaves
-from relay.audit.log import LogReader, iterate
+from relay.audit.log import READ_CHUNK, LogReader
 from relay.domain.seal import EPOCHS_ID, SEAL_ID
 from relay.projections.follower import CHECKPOINT_FILE
 from relay.projections.readmodels import ReadModels
@@ -228,7 +229,8 @@ def verify(
                 problem(
                     e.position or e.first,
                     f"epoch {k}'s sealed root is {e.root}, but verify proved it was {root}: "
-                    "the log was rewritten since",
+                    "the log was rewritten since (or the state file belongs to another log: "
+                    "--full ignores it)",
                 )
                 break
             trusted = k
@@ -304,10 +306,15 @@ def verify(
     if ei < len(epochs) and epochs[ei].epoch in thin:
         enter_thin(ei)
     try:
-        notes = iterate(log, after, head)
+        skipped: list[int] = []
+        notes = _notes(log, after, head, problem, skipped)
         for n in notes:
             pos = n.id
             events += 1
+            if skipped and skipped[-1] > thin_until:
+                # A stretch was unreadable (reported): like a thinned one, the chain and
+                # the version runs pick up after it instead of reporting it again.
+                thin_until, chain_valid = skipped[-1], False
             # Close every epoch that ends before this position.
             while ei < len(epochs) and epochs[ei].last < pos:
                 if epochs[ei].epoch not in thin and epochs[ei].last > start_after:
@@ -318,8 +325,9 @@ def verify(
                     enter_thin(ei)
             in_epoch = ei < len(epochs) and epochs[ei].first <= pos
             in_thin = in_epoch and epochs[ei].epoch in thin
+            link = chain.link(pos, n.originator_id, n.originator_version, n.topic, n.state)
             if pos > start_after and in_epoch and not in_thin:
-                builder.append(_leaf(n))
+                builder.append(sha256(b"\x00" + link).digest())  # merkle.leaf_hash, link made once
 
             if pos <= previous:
                 problem(pos, f"position {pos} comes after {previous}: positions must increase")
@@ -348,11 +356,13 @@ def verify(
                 )
             versions[n.originator_id] = (max(seen[0] if seen else 0, n.originator_version), pos)
 
-            h = chain.step(h, n)
+            h = sha256(h + link).digest()  # chain.step
             segment.add(n, h)
             if expect is not None and pos == expect[0] and h.hex() != expect[1]:
                 problem(pos, f"the chain at position {pos} is {h.hex()}, not the expected {expect[1]}")
 
+            if not full and n.topic != "LogSealed":
+                continue  # incremental: the roots and seals cover its bytes; decoding is for folding
             try:
                 event = log.decode(n)
             except Exception as e:
@@ -438,7 +448,7 @@ def verify(
         last_sealed=sealed_upto,
         last_hash=last_hash,
         checkpoint=cp_position if summary.read_models else None,
-        problems=[_named(p, epochs) for p in problems],
+        problems=[_named(p, epochs, log) for p in problems],
         epochs=summary,
     )
 
@@ -447,12 +457,72 @@ def _leaf(n: Any) -> bytes:
     return merkle.leaf_hash(chain.link(n.id, n.originator_id, n.originator_version, n.topic, n.state))
 
 
-def _named(p: Problem, epochs: list[EpochInfo]) -> Problem:
-    """The problem with the epoch its position is in (sealed epochs only)."""
+def _named(p: Problem, epochs: list[EpochInfo], log: LogReader) -> Problem:
+    """The problem with the epoch its position is in (sealed epochs only).
+
+    When the epoch seals themselves could not all be read, the archive's
+    segment headers still say which epoch a position was archived in.
+    """
     i = bisect.bisect_left([e.last for e in epochs], p.position)
     if i < len(epochs) and epochs[i].first <= p.position:
         return Problem(p.position, p.message, epochs[i].epoch)
+    for entry in _archive_entries(log):
+        if entry.first <= p.position <= entry.last:
+            return Problem(p.position, p.message, int(entry.epoch))
     return p
+
+
+def _archive_entries(log: LogReader) -> list[Any]:
+    archive = getattr(log, "archive", None)
+    if archive is None:
+        return []
+    try:
+        return list(archive.entries())
+    except Exception:  # naming is best effort; the problem itself is already recorded
+        return []
+
+
+def _notes(
+    log: LogReader,
+    after: int,
+    head: int,
+    problem: Callable[[int, str], None],
+    skipped: list[int] | None = None,
+) -> Iterator[Any]:
+    """Every event after ``after`` up to ``head``; an unreadable segment is reported and skipped.
+
+    The end of each skipped stretch is appended to ``skipped`` before the next event is given.
+    """
+    while True:
+        try:
+            batch = log.select(after, READ_CHUNK, head)
+        except Exception as e:
+            skip = next((x.last for x in _archive_entries(log) if x.first <= after + 1 <= x.last), 0)
+            try:  # a later segment may be the broken one: read up to the end of this one only
+                batch = log.select(after, READ_CHUNK, min(head, skip)) if skip > after else []
+            except Exception:
+                batch = []
+            if batch:
+                yield from batch
+                after = batch[-1].id
+                continue
+            problem(
+                after + 1,
+                f"the log cannot be read after position {after} ({type(e).__name__}: {e})"
+                + (f"; positions up to {skip} were skipped" if skip > after else ""),
+            )
+            if skip <= after:
+                return
+            if skipped is not None:
+                skipped.append(skip)
+            after = skip
+            continue
+        if not batch:
+            return
+        yield from batch
+        after = batch[-1].id
+        if len(batch) < READ_CHUNK:
+            return
 
 
 def _read_epochs(log: LogReader, head: int, problem: Callable[[int, str], None]) -> list[EpochInfo]:
@@ -460,7 +530,13 @@ def _read_epochs(log: LogReader, head: int, problem: Callable[[int, str], None])
     out: list[EpochInfo] = []
     after = 0
     while True:
-        notes, nxt = log.of_aggregate(EPOCHS_ID, after, 1000)
+        try:
+            notes, nxt = log.of_aggregate(EPOCHS_ID, after, 1000)
+        except Exception:
+            # An archive segment that does not read: find the seals by reading the log
+            # around it (the unreadable stretch itself is reported by the main pass).
+            notes = [n for n in _notes(log, after, head, lambda *_: None) if n.originator_id == EPOCHS_ID]
+            nxt = notes[-1].id if notes else after
         for n in notes:
             if n.topic != "EpochSealed" or n.id > head:
                 continue
@@ -531,10 +607,35 @@ def _thin_epochs(
                 if index in kept:
                     raise ValueError(f"leaf {index} is kept twice")
                 kept[index] = _leaf(n)
+            _check_intervals(seg, kept)
             return kept, list(seg.cover)
 
         out[int(entry.epoch)] = load
     return out
+
+
+def _check_intervals(seg: Any, kept: dict[int, bytes]) -> None:
+    """The presence intervals account for exactly the dropped leaves (ValueError if not).
+
+    Intervals are a summary the archiver made of heartbeats before dropping
+    them; the root cannot prove them (they were never sealed), but they must
+    at least agree with the tree: as many heartbeats as dropped leaves, each
+    run starting and ending on a dropped position of the epoch.
+    """
+    intervals = list(getattr(seg, "intervals", []))
+    dropped = seg.size - len(kept)
+    counted = sum(int(iv.count) for iv in intervals)
+    if counted != dropped:
+        raise ValueError(
+            f"the presence intervals count {counted} heartbeats, but {dropped} leaves were dropped"
+        )
+    gapless = seg.last - seg.first + 1 == seg.size
+    for iv in intervals:
+        ends = (int(iv.first_position), int(iv.last_position))
+        if not seg.first <= ends[0] <= ends[1] <= seg.last:
+            raise ValueError(f"a presence interval {ends} lies outside the epoch")
+        if gapless and any(p - seg.first in kept for p in ends):
+            raise ValueError(f"a presence interval {ends} starts or ends on a kept event")
 
 
 def _check_tree_head(

@@ -43,7 +43,7 @@ def recomputed_root(data: Path, e: EpochInfo) -> str:
 
 def test_epochs_close_at_exactly_n_events_and_chain(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    run_relay(data, [beats(330)], epoch_events=100, seal_every=0)
+    run_relay(data, [beats(330)], epoch_events=100, seal_every=0, archive=False)
     epochs = sealed_epochs(SqliteLog(data))
     assert [e.epoch for e in epochs] == [1, 2, 3]
     assert [(e.first, e.last, e.size) for e in epochs] == [(1, 100, 100), (101, 200, 100), (201, 300, 100)]
@@ -62,7 +62,12 @@ def test_an_old_epoch_closes_by_time(tmp_path: Path) -> None:
     data = tmp_path / "data"
     # 30 events, then an hour passes: the next commit closes the epoch though it is far from full.
     run_relay(
-        data, [beats(30), wait(3_600_000), beats(3)], epoch_events=10_000, epoch_seconds=3600, seal_every=0
+        data,
+        [beats(30), wait(3_600_000), beats(3)],
+        epoch_events=10_000,
+        epoch_seconds=3600,
+        seal_every=0,
+        archive=False,
     )
     epochs = sealed_epochs(SqliteLog(data))
     assert len(epochs) == 1
@@ -74,7 +79,12 @@ def test_an_old_epoch_closes_by_time(tmp_path: Path) -> None:
 def test_no_epoch_closes_before_its_time_or_size(tmp_path: Path) -> None:
     data = tmp_path / "data"
     run_relay(
-        data, [beats(50), wait(3_599_000), beats(3)], epoch_events=10_000, epoch_seconds=3600, seal_every=0
+        data,
+        [beats(50), wait(3_599_000), beats(3)],
+        epoch_events=10_000,
+        epoch_seconds=3600,
+        seal_every=0,
+        archive=False,
     )
     assert sealed_epochs(SqliteLog(data)) == []
 
@@ -83,9 +93,9 @@ def test_a_restart_mid_epoch_seals_the_same_root(tmp_path: Path) -> None:
     # The open epoch is hashed from the store after a restart, so a relay
     # stopped halfway seals exactly what an uninterrupted one would.
     data = tmp_path / "data"
-    clock = run_relay(data, [beats(60)], epoch_events=100, seal_every=0)
+    clock = run_relay(data, [beats(60)], epoch_events=100, seal_every=0, archive=False)
     assert sealed_epochs(SqliteLog(data)) == []
-    run_relay(data, [beats(60)], clock=clock, epoch_events=100, seal_every=0)
+    run_relay(data, [beats(60)], clock=clock, epoch_events=100, seal_every=0, archive=False)
     (e,) = sealed_epochs(SqliteLog(data))
     assert (e.first, e.last) == (1, 100)
     assert recomputed_root(data, e) == e.root
@@ -93,7 +103,7 @@ def test_a_restart_mid_epoch_seals_the_same_root(tmp_path: Path) -> None:
 
 def test_epochs_and_rolling_seals_together(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    run_relay(data, [beats(250)], epoch_events=64, seal_every=20)
+    run_relay(data, [beats(250)], epoch_events=64, seal_every=20, archive=False)
     epochs = sealed_epochs(SqliteLog(data))
     assert len(epochs) >= 3
     for e in epochs:
@@ -104,7 +114,7 @@ def test_two_writers_on_one_log_seal_each_epoch_once(tmp_path: Path) -> None:
     # Two sealers over one store, as two relay nodes: the one that loses the
     # race on the LogEpochs aggregate takes the winner's seal as its own.
     data = tmp_path / "data"
-    run_relay(data, [beats(150)], epoch_events=1_000_000, seal_every=0)
+    run_relay(data, [beats(150)], epoch_events=1_000_000, seal_every=0, archive=False)
     env = store_env(Settings(data_dir=data))
     a, b = RelayApp(env), RelayApp(env)
     clock = FakeClock()
@@ -165,3 +175,55 @@ def test_integrity_error_is_what_a_lost_race_raises(tmp_path: Path) -> None:
     a.save(LogEpochs(at=1))
     with pytest.raises(IntegrityError):
         b.save(LogEpochs(at=2))
+
+
+def test_a_log_sealed_the_old_way_gains_epochs_from_position_1(tmp_path: Path) -> None:
+    # A log written before epochs existed (rolling seals only) is cut into epochs
+    # from position 1 once a relay with epochs runs on it, one epoch per commit,
+    # and both kinds of seal verify.
+    data = tmp_path / "data"
+    clock = run_relay(data, [beats(200)], epoch_events=0, seal_every=25, archive=False)
+    assert sealed_epochs(SqliteLog(data)) == []
+    run_relay(data, [beats(120)], clock=clock, epoch_events=64, seal_every=25, archive=False)
+    epochs = sealed_epochs(SqliteLog(data))
+    assert [(e.first, e.last) for e in epochs[:3]] == [(1, 64), (65, 128), (129, 192)]
+    for e in epochs:
+        assert recomputed_root(data, e) == e.root
+    from relay.audit.verify import verify
+
+    with SqliteLog(data) as log:
+        report = verify(log, data, gapless=True)
+    assert report.ok, report.problems
+    assert report.seals >= 8 and report.epochs is not None and report.epochs.checked == len(epochs)
+
+
+def test_a_failing_epoch_seal_never_fails_a_write(tmp_path: Path) -> None:
+    # Fault injection at the one seam: the sealer raises after the batch committed.
+    # Every command still succeeds, and the epoch is sealed once sealing works again.
+    from relay.service import RelayService
+    from tests.loglasts.epochlog import Step, heartbeats
+
+    def breaking(on: bool) -> Step:
+        async def step(service: RelayService, clock: FakeClock) -> None:
+            epochs = service.writer.epochs
+            if on:
+                epochs.seal = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk on fire"))
+            else:
+                del epochs.seal  # the class's own method again
+
+        return step
+
+    async def count(service: RelayService, clock: FakeClock) -> None:
+        await heartbeats(service, clock, 150)  # raises if any command failed
+
+    data = tmp_path / "data"
+    run_relay(
+        data,
+        [breaking(True), count, breaking(False), beats(5)],
+        epoch_events=100,
+        seal_every=0,
+        archive=False,
+    )
+    epochs = sealed_epochs(SqliteLog(data))
+    assert epochs and (epochs[0].first, epochs[0].last) == (1, 100)
+    assert recomputed_root(data, epochs[0]) == epochs[0].root

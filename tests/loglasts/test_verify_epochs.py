@@ -43,8 +43,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two stopped relays' data folders: epochs of 64 with rolling seals every 16, and without seals."""
     root = tmp_path_factory.mktemp("epochs")
     sealed, bare = root / "sealed", root / "bare"
-    run_relay(sealed, [beats(300)], epoch_events=EPOCH, seal_every=16)
-    run_relay(bare, [beats(300)], epoch_events=EPOCH, seal_every=0)
+    run_relay(sealed, [beats(300)], epoch_events=EPOCH, seal_every=16, archive=False)
+    run_relay(bare, [beats(300)], epoch_events=EPOCH, seal_every=0, archive=False)
     return {"sealed": sealed, "bare": bare}
 
 
@@ -108,7 +108,7 @@ def test_incremental_runs_check_only_new_epochs(built: dict[str, Path], tmp_path
     data = copy(built, "sealed", tmp_path)
     assert run(data, "verify")[0] == 0
     before = len(epochs_of(data))
-    run_relay(data, [beats(200)], epoch_events=EPOCH, seal_every=16)
+    run_relay(data, [beats(200)], epoch_events=EPOCH, seal_every=16, archive=False)
     after = len(epochs_of(data))
     assert after > before
     code, out = run(data, "verify")
@@ -256,7 +256,7 @@ def test_a_checkpoint_held_elsewhere_catches_a_rewritten_history(
     cp = tmp_path / "checkpoint.txt"
     cp.write_text(text)
     # The log grows: still an extension of the checkpoint.
-    run_relay(data, [beats(150)], epoch_events=EPOCH, seal_every=0)
+    run_relay(data, [beats(150)], epoch_events=EPOCH, seal_every=0, archive=False)
     code, out = run(data, "verify", "--checkpoint", str(cp))
     assert code == 0, out
     assert "append-only extension of the checkpoint" in out
@@ -279,7 +279,7 @@ def test_a_consistency_proof_a_third_party_can_check(
     old_text = run(data, "checkpoint")[1]
     cp = tmp_path / "old.txt"
     cp.write_text(old_text)
-    run_relay(data, [beats(150)], epoch_events=EPOCH, seal_every=0)
+    run_relay(data, [beats(150)], epoch_events=EPOCH, seal_every=0, archive=False)
     new_text = run(data, "checkpoint")[1]
     code, proof_text = run(data, "checkpoint", "--proof-from", str(cp))
     assert code == 0

@@ -54,6 +54,8 @@ OTHER_TOPICS = frozenset(
         "MessageDeleted",
         "LogSealOpened",
         "LogSealed",
+        "LogEpochsOpened",
+        "EpochSealed",
     }
 )
 
