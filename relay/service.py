@@ -77,16 +77,17 @@ class RelayService:
         self.archive = await loop.run_in_executor(None, open_archive, self.app, self.data_dir)
         self.reader = LogReader(AppLog(self.app), self.archive)
         self.rm, self.loaded_how = await loop.run_in_executor(
-            None, load_read_models, self.app, self.data_dir, self.reader
+            None, load_read_models, self.app, self.data_dir, self.reader.folding()
         )
         self.load_seconds = time.perf_counter() - t0
         self.tail = TailFollower(
             self.app, self.rm, self.data_dir, self.settings.checkpoint_every
         )
-        self.tail.reader = self.reader
+        self.tail.reader = self.reader.folding()
         self.writer = Writer(self.app, loop, self.tail.on_committed)
         self.writer.observe_commit = self.metrics.observe_commit
         self.app.known_version = self._known_version
+        self.app.keep_settled_ms = self.settings.keep_settled_ms
         if self.settings.seal_every > 0:
             from relay.audit.sealer import Sealer
 

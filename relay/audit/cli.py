@@ -340,11 +340,12 @@ def cmd_state(args: argparse.Namespace) -> int:
         head = log.head()
         if point > head:
             return _fail(f"--at: position {point} is after the newest position ({head})")
-        rm = Replayer(log, every=2**62).state_at(point)  # one question: no anchors to keep
+        folding = log.folding() if hasattr(log, "folding") else log  # thinned runs: their ends
+        rm = Replayer(folding, every=2**62).state_at(point)  # one question: no anchors to keep
         body = snapshot(rm)
         body["position"] = point
     else:
-        rm = state_at_time(log, point)
+        rm = state_at_time(log.folding() if hasattr(log, "folding") else log, point)
         body = snapshot(rm)
     option = orjson.OPT_INDENT_2 if args.pretty else 0
     sys.stdout.buffer.write(orjson.dumps(body, option=option) + b"\n")

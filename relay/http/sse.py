@@ -222,7 +222,9 @@ class EventHub:
         s = self.service
         assert s.tail is not None and s.app is not None, "start the service first"
         self.position = self.ring_floor = self.delivered = s.rm.position
-        self.replayer = Replayer(s.reader or AppLog(s.app), every=self.settings.replay_every)
+        # Folds read thinned runs as their ends (relay.store.reader.FoldingReader).
+        log_ = s.reader.folding() if s.reader is not None else AppLog(s.app)
+        self.replayer = Replayer(log_, every=self.settings.replay_every)
         self._past = PastModels(self.replayer)
         self._anchor_bucket = self.position // self.replayer.every
         if self.position:

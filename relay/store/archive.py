@@ -428,13 +428,17 @@ class Archive:
                             return out
         return out
 
-    def intervals(self, after: int, upto: int) -> list[Interval]:
-        """Thinned heartbeat runs whose first position is in ``(after, upto]``."""
+    def intervals(self, after: int, upto: int, touching: bool = False) -> list[Interval]:
+        """Thinned heartbeat runs whose first position is in ``(after, upto]``
+        (``touching``: any of whose positions is)."""
         out: list[Interval] = []
         for entry in self.entries():
             if entry.kind != "thin" or entry.last <= after or entry.first > upto:
                 continue
-            out.extend(i for i in self.segment(entry).intervals if after < i.first_position <= upto)
+            for i in self.segment(entry).intervals:
+                start = i.last_position if touching else i.first_position
+                if after < start and i.first_position <= upto:
+                    out.append(i)
         out.sort(key=lambda i: i.first_position)
         return out
 

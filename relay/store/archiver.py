@@ -147,11 +147,11 @@ class Archiver:
         staged = self.store.staged(info.epoch, "full")
         if staged is None or not self._checks(staged, info, "full"):
             self._phase("archive.write", info.epoch)
-            leaves: list[bytes] = []
+            tree = merkle.TreeBuilder()
 
             def rows() -> Iterator[Any]:
                 for n in self._live_rows(info.first, info.last):
-                    leaves.append(leaf(n))
+                    tree.append(leaf(n))
                     yield n
 
             try:
@@ -169,7 +169,7 @@ class Archiver:
                     f"epoch {info.epoch}: the live store does not hold its {info.size} events "
                     f"in [{info.first}, {info.last}] ({e}); not archived"
                 ) from None
-            if merkle.root(leaves).hex() != info.root:
+            if tree.root().hex() != info.root:
                 raise ArchiveError(
                     f"epoch {info.epoch}: the live rows in [{info.first}, {info.last}] do not hash "
                     "to the root sealed for them; the live store was changed; not archived "
@@ -314,12 +314,22 @@ class Archiver:
 
 
 def prove(r: SegmentReader) -> bool:
-    """Whether a segment's events (and, thinned, its cover) recompute its root."""
-    events = r.events()
+    """Whether a segment's events (and, thinned, its cover) recompute its root.
+
+    Block by block: a million-event epoch is never decoded into memory at once.
+    """
     if r.kind == "full":
-        return merkle.root([leaf(e) for e in events]).hex() == r.root
-    kept = {i: leaf(e) for i, e in zip(r.leaf_index, events, strict=True)}
-    if len(kept) != len(events):
+        tree = merkle.TreeBuilder()
+        for i in range(len(r.blocks)):
+            for e in r.block(i):
+                tree.append(leaf(e))
+        return tree.size == r.size and tree.root().hex() == r.root
+    kept: dict[int, bytes] = {}
+    index = iter(r.leaf_index)
+    for i in range(len(r.blocks)):
+        for e in r.block(i):
+            kept[next(index)] = leaf(e)
+    if len(kept) != len(r.leaf_index):
         return False
     try:
         return merkle.root_from_partial(r.size, kept, r.cover).hex() == r.root
@@ -371,9 +381,16 @@ def presence(events: Iterable[Any]) -> tuple[list[Any], list[int], list[Interval
 
 def thin(r: SegmentReader) -> bytes:
     """The thinned segment of a full one: kept events, intervals, and the cover hashes."""
-    events = r.events()
-    kept, kept_index, intervals = presence(events)
-    cover = merkle.partial_cover(kept_index, [leaf(e) for e in events])
+    leaves: list[bytes] = []
+
+    def events() -> Iterator[Any]:
+        for i in range(len(r.blocks)):
+            for e in r.block(i):
+                leaves.append(leaf(e))
+                yield e
+
+    kept, kept_index, intervals = presence(events())
+    cover = merkle.partial_cover(kept_index, leaves)
     return segment.encode(
         epoch=r.epoch,
         first=r.first,

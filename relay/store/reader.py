@@ -19,9 +19,11 @@ live, we read again. No position is skipped or read twice.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import Notification
 
 from relay.store.archive import Archive
@@ -76,6 +78,10 @@ class LogReader:
                 continue
             return out + live
 
+    def folding(self) -> FoldingReader:
+        """This log as the read models fold it: thinned runs stand in as their ends."""
+        return FoldingReader(self)
+
     def of_aggregate(self, aggregate_id: UUID, after: int, limit: int) -> tuple[list[Notification], int]:
         """One aggregate's events after ``after`` and the position to ask from next."""
         archive = self.archive
@@ -100,3 +106,76 @@ class LogReader:
         if self.archive is None:
             return []
         return self.archive.intervals(after, upto)
+
+
+def run_ends(iv: Interval) -> list[Notification]:
+    """A thinned run's first and last heartbeat, rebuilt for folding (not for proofs).
+
+    A heartbeat's effect on the read models (online, ``lastSeen`` = its time)
+    depends only on the run's first and last ones, so folding these two gives
+    the state the whole run gave. Their stored bytes are not the originals
+    (the library's wall-clock ``timestamp`` is gone): never hash or show them.
+    """
+    oid = UUID(iv.originator_id)
+    ends = [(iv.first_position, iv.first_version, iv.first_at)]
+    if iv.count > 1:
+        ends.append((iv.last_position, iv.last_version, iv.last_at))
+    return [
+        Notification(
+            id=position,
+            originator_id=oid,
+            originator_version=version,
+            topic=iv.topic,
+            state=orjson.dumps({"timestamp": at * 1000, "at": at}),
+        )
+        for position, version, at in ends
+    ]
+
+
+class FoldingReader:
+    """A LogReader for folds (read-model rebuilds, replays): kept events plus run ends.
+
+    Over a thinned stretch the read models rebuilt from position 0 must still
+    equal the live ones (entities' status and ``lastSeen``); each interval
+    contributes its first and last heartbeat at their own positions.
+    """
+
+    def __init__(self, reader: LogReader) -> None:
+        self.reader = reader
+        self.archive = reader.archive
+        self.mapper = reader.mapper
+
+    def head(self) -> int:
+        return self.reader.head()
+
+    def first(self) -> int:
+        return self.reader.first()
+
+    def decode(self, notification: Notification) -> Any:
+        return self.reader.decode(notification)
+
+    def of_aggregate(self, aggregate_id: UUID, after: int, limit: int) -> tuple[list[Notification], int]:
+        return self.reader.of_aggregate(aggregate_id, after, limit)
+
+    def intervals(self, after: int, upto: int) -> list[Interval]:
+        return self.reader.intervals(after, upto)
+
+    def select(self, after: int, limit: int, stop: int | None = None) -> list[Notification]:
+        page = self.reader.select(after, limit, stop)
+        covered = self.reader.covered_upto()
+        if self.archive is None or after >= covered:
+            return page
+        archived = [n for n in page if n.id <= covered]
+        upper = archived[-1].id if len(archived) >= limit else covered
+        if stop is not None:
+            upper = min(upper, stop)
+        ends = [
+            n
+            for iv in self.archive.intervals(after, upper, touching=True)
+            for n in run_ends(iv)
+            if after < n.id <= upper
+        ]
+        if not ends:
+            return page
+        ends.sort(key=lambda n: n.id)
+        return list(heapq.merge(page, ends, key=lambda n: n.id))

@@ -17,7 +17,6 @@ import pytest
 from relay.application import RelayApp
 from relay.audit.epochs import sealed_epochs
 from relay.audit.log import AppLog
-from relay.clock import FakeClock
 from relay.config import Settings
 from relay.store import store_env
 from relay.store.archive import open_archive
