@@ -361,3 +361,23 @@ def test_any_byte_edited_anywhere_is_caught_and_an_event_edit_is_named(
     else:
         # A seal's bytes: the seal itself, or an event it claims to cover, is named.
         assert named <= position, out
+
+
+def test_an_edit_in_a_new_epoch_is_named_by_an_incremental_run(
+    built: dict[str, Path], tmp_path: Path, run: Run
+) -> None:
+    # The new epochs are read fast (roots only); a mismatch sends verify back
+    # over the whole log the careful way, which names the position.
+    data = copy(built, "sealed", tmp_path)
+    assert run(data, "verify")[0] == 0
+    before = len(epochs_of(data))
+    run_relay(data, [beats(200)], epoch_events=EPOCH, seal_every=16, archive=False)
+    e = epochs_of(data)[before]  # a new epoch
+    with sqlite3.connect(data / DB) as db:
+        target = heartbeats_in(db, e)[3]
+        edit_at(db, target)
+    state_before = (data / "audit" / "verified.json").read_bytes()
+    code, out = run(data, "verify")
+    assert code == 1, out
+    assert out.startswith(f"FAIL at position {target} in epoch {e.epoch}: "), out
+    assert (data / "audit" / "verified.json").read_bytes() == state_before
