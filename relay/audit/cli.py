@@ -471,6 +471,8 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
             for h in merkle.consistency_proof(old.size, leaves):
                 print(base64.b64encode(h).decode())
             return 0
+        if not epochs:
+            return _fail("no epoch is sealed yet, so there is nothing for a checkpoint to cover")
         text = render_checkpoint(epochs, args.origin)
     except ValueError as e:
         return _fail(str(e))

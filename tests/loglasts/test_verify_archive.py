@@ -246,3 +246,39 @@ def test_presence_intervals_that_do_not_account_for_the_dropped_leaves_are_named
     assert code == 1, out
     assert out.startswith(f"FAIL at position {e.first} in epoch {e.epoch}: "), out
     assert "presence intervals count" in out
+
+
+def test_an_incremental_run_after_the_proven_epochs_were_thinned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # verify proves the epochs while they are live; then they are archived and
+    # thinned; the next (incremental) run picks up where the last one stopped.
+    data = tmp_path / "data"
+    clock = run_relay(data, [fleet(700)], epoch_events=EPOCH, seal_every=25, archive=False)
+    code, out = audit(data, capsys, "verify")
+    assert code == 0, out
+    archive_now(data, clock, epoch_events=EPOCH, keep_heartbeats="0", seal_every=25)
+    run_relay(data, [fleet(300)], clock=clock, epoch_events=EPOCH, seal_every=25)
+    assert list((data / "archive").glob("epoch-*.thin"))
+    code, out = audit(data, capsys, "verify")
+    assert code == 0, out
+    assert "proven by an earlier run" in out
+    code, out = audit(data, capsys, "verify", "--full")
+    assert code == 0, out
+
+
+def test_expect_is_checked_or_refused_never_silently_skipped(
+    logs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = copy(logs, "archived", tmp_path)
+    code, out = audit(whole, capsys, "verify", "--full")
+    assert code == 0, out
+    chain_value = out.split("(chain ")[1].split(")")[0]
+    upto = int(out.split("covering up to position ")[1].split(" ")[0])
+    assert audit(whole, capsys, "verify", "--expect", f"{upto}:{chain_value}")[0] == 0
+    code, out = audit(whole, capsys, "verify", "--expect", f"{upto}:{'0' * 64}")
+    assert code == 1 and "not the expected" in out, out
+    # On a thinned log the chain before the thinned epochs cannot be recomputed: say so.
+    thin = copy(logs, "thinned", tmp_path)
+    code, out = audit(thin, capsys, "verify", "--expect", f"5:{'0' * 64}")
+    assert code == 1 and ("cannot be recomputed" in out or "cannot be checked" in out), out
