@@ -247,10 +247,13 @@ async def main_async(args: argparse.Namespace) -> None:
         archive_b = folder_bytes(data / "archive")
         archived_events = sum(e.last - e.first + 1 for e in service.archive.entries())
         tb, fb, _ = thinned_bytes(data, seen)
+        measured_events = archived_events
         thin_sum += tb
         full_sum += fb
         per_event = archive_b / archived_events if archived_events else 0.0
-        thin_per_entity_day = (thin_sum / entities / day)
+        # Per simulated day of *archived* events (epochs do not end at midnight).
+        measured_days = measured_events / max(1.0, service.rm.position / day)
+        thin_per_entity_day = thin_sum / entities / measured_days if measured_days else 0.0
         row = {
             "day": day, "events": service.rm.position, "hb": fleet.heartbeats - hb0,
             "live": live_bytes(data), "archive": archive_b, "total": folder_bytes(data),

@@ -75,3 +75,22 @@ def test_two_nodes_archive_each_epoch_once_and_read_the_same_log(dsn: str, tmp_p
     assert after[: len(before)] == before and after[-1][0] > before[-1][0]
     for app in apps:
         app.close()
+
+
+def test_migrating_an_archived_sqlite_log_copies_the_archived_epochs_too(dsn: str, tmp_path: Path) -> None:
+    from relay.store.migrate import migrate
+    from tests.loglasts.archivelog import archive_now, copy_data, open_reader
+
+    data, twin = tmp_path / "data", tmp_path / "twin"
+    clock = run_relay(data, [fleet(700)], epoch_events=EPOCH, archive=False)
+    copy_data(data, twin)
+    archive_now(data, clock, epoch_events=EPOCH, keep_heartbeats="forever")
+    _, reader = open_reader(data)
+    assert reader.covered_upto() > 3 * EPOCH
+    result = migrate(f"sqlite:{data}", f"postgres:{dsn}")
+    twin_app = RelayApp(store_env(Settings(data_dir=twin)))
+    target = RelayApp(store_env(Settings(store="postgres", postgres_dsn=dsn)))
+    assert rows(AppLog(target)) == rows(AppLog(twin_app))
+    assert result["total"] == len(rows(AppLog(twin_app)))
+    target.close()
+    twin_app.close()
