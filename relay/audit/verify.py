@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from attrs import frozen
+from attrs import Factory, frozen
 
 from relay.audit import chain, merkle
 from relay.audit.epochs import EpochInfo, tree_head, tree_leaves
@@ -130,6 +130,9 @@ class VerifyState:
 
     epochs: list[tuple[int, str]]
     seed: tuple[int, str, int] | None = None  # (upto, chain hash, the seal's own position)
+    # The proven epochs' seals in full, so the next run need not read every
+    # archived segment just to list the epochs again (it reads only newer seals).
+    infos: list[EpochInfo] = Factory(list)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -137,6 +140,10 @@ class VerifyState:
                 "format": 1,
                 "epochs": [list(e) for e in self.epochs],
                 "seed": list(self.seed) if self.seed else None,
+                "seals": [
+                    [e.epoch, e.first, e.last, e.size, e.root, e.previous_root, e.at, e.position]
+                    for e in self.infos
+                ],
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -152,9 +159,20 @@ class VerifyState:
             if [k for k, _ in epochs] != list(range(1, len(epochs) + 1)):
                 raise ValueError("the verified epochs are not 1, 2, 3, ...")
             seed = d.get("seed")
-            return cls(epochs, (int(seed[0]), str(seed[1]), int(seed[2])) if seed else None)
+            infos = [
+                EpochInfo.from_state(dict(zip(_INFO_KEYS, row, strict=True)), int(row[7]))
+                for row in d.get("seals") or []
+            ]
+            if [(e.epoch, e.root) for e in infos] != epochs[: len(infos)] or (
+                infos and len(infos) != len(epochs)
+            ):
+                raise ValueError("the remembered seals do not match the verified epochs")
+            return cls(epochs, (int(seed[0]), str(seed[1]), int(seed[2])) if seed else None, infos)
         except (AttributeError, KeyError, TypeError, IndexError, orjson.JSONDecodeError) as e:
             raise ValueError(f"malformed verify state ({type(e).__name__}: {e})") from None
+
+
+_INFO_KEYS = ("epoch", "first", "last", "size", "root", "previous_root", "at", "position")
 
 
 @frozen
@@ -208,7 +226,10 @@ def verify(
     # what its store already holds, so in this order the head is never behind it.
     rm_checkpoint = _load_checkpoint(data_dir, problem)
     head = log.head()
-    epochs = _read_epochs(log, head, problem)
+    known = state.infos if state is not None and expect is None and state.infos else None
+    epochs = _read_epochs(log, head, problem, known)
+    if known:
+        _recheck_live_seals(log, known, problem)
     cp_position = rm_checkpoint[0].position if rm_checkpoint else None
     if rm_checkpoint is not None and cp_position is not None and cp_position > head:
         problem(
@@ -469,7 +490,7 @@ def verify(
         tree_size=size,
         tree_root=root,
         checkpoint=checkpoint,
-        state=None if problems else VerifyState([(e.epoch, e.root) for e in epochs], seed_out),
+        state=None if problems else VerifyState([(e.epoch, e.root) for e in epochs], seed_out, list(epochs)),
         read_models=rm is not None and cp_position is not None,
     )
     return Report(
@@ -615,10 +636,18 @@ def _notes(
             return
 
 
-def _read_epochs(log: LogReader, head: int, problem: Callable[[int, str], None]) -> list[EpochInfo]:
-    """The sealed epochs, checked as a chain: numbered 1, 2, ..., contiguous, each naming the last root."""
-    out: list[EpochInfo] = []
-    after = 0
+def _read_epochs(
+    log: LogReader, head: int, problem: Callable[[int, str], None], known: list[EpochInfo] | None = None
+) -> list[EpochInfo]:
+    """The sealed epochs, checked as a chain: numbered 1, 2, ..., contiguous, each naming the last root.
+
+    With ``known`` (epochs an earlier run proved, with their seals' positions)
+    only seals after the last known one are read.
+    """
+    out: list[EpochInfo] = list(known or [])
+    after = out[-1].position if out and out[-1].position else 0
+    if not after:
+        out = []
     while True:
         try:
             notes, nxt = log.of_aggregate(EPOCHS_ID, after, 1000)
@@ -663,6 +692,34 @@ def _read_epochs(log: LogReader, head: int, problem: Callable[[int, str], None])
         if not notes or nxt <= after:
             return out
         after = nxt
+
+
+def _recheck_live_seals(log: LogReader, known: list[EpochInfo], problem: Callable[[int, str], None]) -> None:
+    """Remembered seals still in the live store must read as they did when proven.
+
+    Cheap (the live store finds one aggregate's events by index); archived
+    seals are re-read only by ``--full``.
+    """
+    live = getattr(log, "live", log)
+    try:
+        notes, _ = live.of_aggregate(EPOCHS_ID, 0, 100_000)
+    except Exception:  # the main pass reports an unreadable log
+        return
+    for n in notes:
+        if n.topic != "EpochSealed":
+            continue
+        try:
+            e = EpochInfo.from_state(orjson.loads(n.state), n.id)
+        except ValueError:
+            problem(n.id, f"the epoch seal at position {n.id} is unreadable")
+            continue
+        if e.epoch <= len(known) and e != known[e.epoch - 1]:
+            problem(
+                n.id,
+                f"epoch {e.epoch}'s sealed root is {e.root}, but verify proved it was "
+                f"{known[e.epoch - 1].root} (and its seal at position {known[e.epoch - 1].position}): "
+                "the log was rewritten since (or the state file belongs to another log: --full ignores it)",
+            )
 
 
 def _thin_epochs(
