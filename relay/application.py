@@ -23,7 +23,7 @@ from eventsourcing.utils import EnvType
 from relay import commands as c
 from relay.domain.agent import Agent
 from relay.domain.errors import NotFoundError, StoreUnavailableError
-from relay.domain.message import Broadcast, Message, check_fanout
+from relay.domain.message import ACKED, DELETED, Broadcast, Message, check_fanout
 from relay.domain.orchestrator import Orchestrator
 from relay.domain.rules import (
     ORCHESTRATOR_AGENT_PREFIX,
@@ -37,6 +37,7 @@ from relay.store.transcoder import OrjsonTranscoder
 log = logging.getLogger(__name__)
 
 AnyAggregate = Orchestrator | Agent | Message | Broadcast
+EVICT_EVERY_MS = 60_000  # how often (domain time) settled messages are looked for
 
 
 class RelayApp(Application):
@@ -57,6 +58,11 @@ class RelayApp(Application):
         # may have written since we loaded our live copy; then we load it again
         # rather than decide (or refuse) on stale state.
         self.known_version: Callable[[UUID], int | None] | None = None
+        # Settled messages leave ``live`` after this long (domain time; None: never).
+        # They stay in the log; a later command that names one loads it again.
+        self.keep_settled_ms: int | None = None
+        self._settled: dict[UUID, int] = {}  # message aggregate id -> when it settled
+        self._next_eviction = 0
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -188,7 +194,39 @@ class RelayApp(Application):
         Raises a RelayError (and leaves every aggregate untouched) when refused.
         """
         handler = _HANDLERS[type(cmd)]
-        return handler(self, cmd)  # type: ignore[no-any-return]
+        result, touched = handler(self, cmd)
+        at = getattr(cmd, "at", None) or getattr(cmd, "now", None)
+        if isinstance(at, int):
+            for agg in touched:
+                if isinstance(agg, Message) and agg.status in (ACKED, DELETED):
+                    self._settled.setdefault(agg.id, at)
+            if self.keep_settled_ms is not None and at >= self._next_eviction:
+                self._next_eviction = at + EVICT_EVERY_MS
+                self.evict_settled(at)
+        return result, touched
+
+    def evict_settled(self, now: int) -> list[UUID]:
+        """Drop settled messages from ``live`` once ``keep_settled_ms`` has passed.
+
+        Memory stays flat however many messages a relay has carried; nothing
+        leaves the log. A copy with pending events is never dropped.
+        """
+        keep = self.keep_settled_ms
+        if keep is None:
+            return []
+        gone = [
+            mid
+            for mid, at in self._settled.items()
+            if now - at >= keep
+            and (agg := self.live.get(mid)) is not None
+            and not agg.pending_events
+        ]
+        for mid in gone:
+            del self.live[mid]
+            del self._settled[mid]
+        for mid in [m for m in self._settled if m not in self.live]:
+            del self._settled[mid]
+        return gone
 
     def register_orchestrator(self, cmd: c.RegisterOrchestrator) -> tuple[Any, list[Any]]:
         agg = self._get(Orchestrator, cmd.orchestrator_id)

@@ -30,6 +30,10 @@ _METAVARS = {
     "sse_buffer": "BYTES",
     "checkpoint_every": "EVENTS",
     "seal_every": "EVENTS",
+    "epoch_events": "EVENTS",
+    "epoch_seconds": "SECONDS",
+    "keep_heartbeats": "DURATION",
+    "keep_settled": "DURATION",
     "max_streams_per_client": "N",
     "log_level": "LEVEL",
     "public_url": "URL",
@@ -135,6 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
         f"[RELAY_SEAL_EVERY] ({d.seal_every})",
     )
     serve.add_argument(
+        "--epoch-events",
+        type=int,
+        default=None,
+        help=f"events after which an epoch of the log closes and is sealed by its Merkle root, "
+        f"0 for no epochs [RELAY_EPOCH_EVENTS] ({d.epoch_events})",
+    )
+    serve.add_argument(
+        "--epoch-seconds",
+        type=float,
+        default=None,
+        help=f"seconds after which an epoch closes if it has not filled up first "
+        f"[RELAY_EPOCH_SECONDS] ({d.epoch_seconds:g})",
+    )
+    serve.add_argument(
+        "--keep-heartbeats",
+        default=None,
+        help=f"how long archived heartbeats stay whole before they are thinned to presence "
+        f"intervals: a duration (30d, 12h, 90m), 0 (as soon as archived) or forever "
+        f"[RELAY_KEEP_HEARTBEATS] ({d.keep_heartbeats})",
+    )
+    serve.add_argument(
+        "--keep-settled",
+        default=None,
+        help=f"how long settled commands and messages stay in memory (they stay in the log) "
+        f"[RELAY_KEEP_SETTLED] ({d.keep_settled})",
+    )
+    serve.add_argument(
         "--sse-buffer",
         type=int,
         default=None,
@@ -215,6 +246,10 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "keepalive": args.keepalive,
         "checkpoint_every": args.checkpoint_every,
         "seal_every": args.seal_every,
+        "epoch_events": args.epoch_events,
+        "epoch_seconds": args.epoch_seconds,
+        "keep_heartbeats": args.keep_heartbeats,
+        "keep_settled": args.keep_settled,
         "sse_buffer": args.sse_buffer,
         "max_streams_per_client": args.max_streams_per_client,
         "client_timeout": args.client_timeout,

@@ -36,6 +36,12 @@ class Settings:
     keepalive: float = 15.0
     checkpoint_every: int = 10_000
     seal_every: int = 1_000  # events between tamper-evidence seals; 0: never (docs/audit.md)
+    epoch_events: int = 1_000_000  # an epoch closes at this many events (0: no epochs; ADR 0020)
+    epoch_seconds: float = 86_400.0  # ... or when its first event is this old, whichever first
+    archive: bool = True  # move closed epochs to DATA/archive (false: keep them live; a test twin)
+    keep_heartbeats: str = "30d"  # heartbeats older than this are thinned once archived (ADR 0025)
+    keep_settled: str = "7d"  # settled commands/messages leave memory after this (history keeps them)
+    test_phase: str | None = None  # tests only: pause the archiver at this phase (relay.store.archiver)
     sse_buffer: int = 1024 * 1024  # bytes queued for one event stream before it is cut
     sse_ring: int = 20_000  # recent positions kept encoded for resumes (older: replayed)
     replay_every: int = 10_000  # positions between the replayer's anchors (relay.audit.replay)
@@ -61,6 +67,12 @@ class Settings:
             "RELAY_KEEPALIVE": ("keepalive", float),
             "RELAY_CHECKPOINT_EVERY": ("checkpoint_every", int),
             "RELAY_SEAL_EVERY": ("seal_every", int),
+            "RELAY_EPOCH_EVENTS": ("epoch_events", int),
+            "RELAY_EPOCH_SECONDS": ("epoch_seconds", float),
+            "RELAY_ARCHIVE": ("archive", boolean),
+            "RELAY_KEEP_HEARTBEATS": ("keep_heartbeats", str),
+            "RELAY_KEEP_SETTLED": ("keep_settled", str),
+            "RELAY_TEST_PHASE": ("test_phase", str),
             "RELAY_SSE_BUFFER": ("sse_buffer", int),
             "RELAY_SSE_RING": ("sse_ring", int),
             "RELAY_REPLAY_EVERY": ("replay_every", int),
@@ -97,6 +109,16 @@ class Settings:
             raise SettingsError("--client-timeout must be positive")
         if self.seal_every < 0:
             raise SettingsError("--seal-every must be 0 (never) or more")
+        if self.epoch_events < 0:
+            raise SettingsError("--epoch-events must be 0 (no epochs) or more")
+        if not self.epoch_seconds > 0:
+            raise SettingsError("--epoch-seconds must be positive")
+        durations = (("--keep-heartbeats", self.keep_heartbeats), ("--keep-settled", self.keep_settled))
+        for flag, value in durations:
+            try:
+                parse_duration_ms(value)
+            except ValueError as e:
+                raise SettingsError(f"{flag}: {e}") from None
         if self.sse_buffer < 4096:
             raise SettingsError("--sse-buffer must be at least 4096 bytes")
         if self.sse_ring < 1:
@@ -121,6 +143,44 @@ class Settings:
     @property
     def stale_after_ms(self) -> int:
         return int(self.stale_after * 1000)
+
+    @property
+    def keep_heartbeats_ms(self) -> int | None:
+        """How long archived heartbeats stay whole (None: forever)."""
+        return parse_duration_ms(self.keep_heartbeats)
+
+    @property
+    def keep_settled_ms(self) -> int | None:
+        """How long settled commands and messages stay in memory (None: forever)."""
+        return parse_duration_ms(self.keep_settled)
+
+
+def boolean(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(text: str) -> int | None:
+    """``30d``, ``12h``, ``90s``, ``0`` (at once) or ``forever`` (None); raises ValueError."""
+    raw = text.strip().lower()
+    if raw == "forever":
+        return None
+    if raw == "0":
+        return 0
+    for unit in ("ms", "s", "m", "h", "d", "w"):
+        if raw.endswith(unit) and raw[: -len(unit)].isdigit():
+            if unit == "s" and raw.endswith("ms"):
+                continue
+            return int(raw[: -len(unit)]) * _UNITS_MS[unit]
+    raise ValueError(
+        f"{text!r} is not a duration: a number with a unit (ms, s, m, h, d, w), 0, or forever"
+    )
 
 
 def _flag(raw: str) -> bool:

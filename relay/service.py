@@ -20,6 +20,7 @@ from eventsourcing.persistence import PersistenceError
 from relay import __version__
 from relay import commands as c
 from relay.application import RelayApp
+from relay.audit.log import AppLog
 from relay.clock import Clock, SystemClock
 from relay.config import Settings
 from relay.domain.errors import StoreUnavailableError
@@ -29,6 +30,9 @@ from relay.projections.messages import expired_claims
 from relay.projections.readmodels import ReadModels
 from relay.store import store_env
 from relay.store.lock import DataFolderLock
+from relay.store.archive import Archive, open_archive
+from relay.store.archiver import ArchiveWorker, start_archiver
+from relay.store.reader import LogReader
 from relay.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,10 @@ class RelayService:
         self.listener: Any = None  # PostgreSQL: the LISTEN subscription (relay.store.postgres)
         self._store_probe: asyncio.Future[int] | None = None
         self.lock = DataFolderLock(self.data_dir)
+        # The archive (relay.store.archive) and the log read through it: every reader uses it.
+        self.archive: Archive | None = None
+        self.reader: LogReader | None = None
+        self.archiver: ArchiveWorker | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -86,23 +94,40 @@ class RelayService:
         env = store_env(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.app = await loop.run_in_executor(None, RelayApp, env)
+        self.archive = await loop.run_in_executor(None, open_archive, self.app, self.data_dir)
+        self.reader = LogReader(AppLog(self.app), self.archive)
         self.rm, self.loaded_how = await loop.run_in_executor(
-            None, load_read_models, self.app, self.data_dir
+            None, load_read_models, self.app, self.data_dir, self.reader.folding()
         )
         self.load_seconds = time.perf_counter() - t0
         self.tail = TailFollower(
             self.app, self.rm, self.data_dir, self.settings.checkpoint_every
         )
+        self.tail.reader = self.reader.folding()
         self.writer = Writer(self.app, loop, self.tail.on_committed)
         self.writer.observe_commit = self.metrics.observe_commit
         self.app.known_version = self._known_version
+        self.app.keep_settled_ms = self.settings.keep_settled_ms
         if self.settings.seal_every > 0:
             from relay.audit.sealer import Sealer
 
             self.writer.sealer = await loop.run_in_executor(
                 None, Sealer.load, self.app, self.settings.seal_every, self.clock
             )
+        if self.settings.epoch_events > 0:
+            from relay.audit.epochs import EpochSealer
+
+            self.writer.epochs = await loop.run_in_executor(
+                None,
+                EpochSealer.load,
+                self.app,
+                self.settings.epoch_events,
+                self.settings.epoch_seconds,
+                self.clock,
+            )
         self.writer.start()
+        if self.settings.epoch_events > 0 and self.settings.archive:
+            self.archiver = start_archiver(self)
         if self.settings.store == "postgres":
             from relay.store.postgres import start_listener
 
@@ -127,6 +152,8 @@ class RelayService:
                 self._reaper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reaper
+            if self.archiver is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.archiver.stop)
             if self.writer is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self.writer.stop)
                 await asyncio.sleep(0)  # let the writer's last hand-over run
@@ -204,17 +231,17 @@ class RelayService:
     # -- reads -----------------------------------------------------------------
 
     async def read_log(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Raw domain events after ``after``, oldest first, and the position to ask next."""
-        assert self.app is not None
-        app = self.app
+        """Raw domain events after ``after``, oldest first, and the position to ask next.
+
+        Read through the archive (relay.store.reader): archived positions first,
+        then live ones, with no seam. Over a thinned stretch the positions have
+        gaps; ``read_intervals`` gives the heartbeats that stood there.
+        """
+        assert self.app is not None and self.reader is not None
+        app, reader = self.app, self.reader
         loop = asyncio.get_running_loop()
         try:
-            notes = await loop.run_in_executor(
-                None,
-                lambda: app.recorder.select_notifications(
-                    start=after, limit=limit, inclusive_of_start=False
-                ),
-            )
+            notes = await loop.run_in_executor(None, reader.select, after, limit)
         except PersistenceError as e:
             raise StoreUnavailableError(
                 f"the event store cannot be read right now ({type(e).__name__}); retry later"
@@ -222,6 +249,29 @@ class RelayService:
         events = [self.describe(n.id, app.mapper.to_domain_event(n)) for n in notes]
         nxt = notes[-1].id if notes else after
         return events, nxt
+
+    async def read_intervals(self, after: int, upto: int) -> list[dict[str, Any]]:
+        """Thinned heartbeat runs that start in ``(after, upto]`` (GET /api/log)."""
+        assert self.reader is not None
+        reader = self.reader
+        found = await asyncio.get_running_loop().run_in_executor(None, reader.intervals, after, upto)
+        out = []
+        for iv in found:
+            entity = self.rm.entity_of(UUID(iv.originator_id))
+            out.append(
+                {
+                    "type": iv.topic,
+                    "entityId": entity[1] if entity else None,
+                    "entityKind": entity[0] if entity else None,
+                    "firstPosition": iv.first_position,
+                    "lastPosition": iv.last_position,
+                    "count": iv.count,
+                    "firstAt": iv.first_at,
+                    "lastAt": iv.last_at,
+                    "longestGapMs": iv.longest_gap_ms,
+                }
+            )
+        return out
 
     def describe(self, position: int, event: Any) -> dict[str, Any]:
         """A domain event as the raw log shows it (camelCase, no secrets)."""

@@ -101,6 +101,8 @@ class Writer:
         # The tamper evidence (relay.audit.sealer.Sealer): seals the log every N
         # events, on this thread, before the batch that made it due is answered.
         self.sealer: Any = None
+        # The epochs (relay.audit.epochs.EpochSealer): same contract as the sealer.
+        self.epochs: Any = None
 
     def start(self) -> None:
         self._thread.start()
@@ -156,7 +158,7 @@ class Writer:
         self._commit(batch, recordings)
         if recordings:
             self.batches += 1
-            if self.sealer is not None:
+            if self.sealer is not None or self.epochs is not None:
                 recordings = [*recordings, *self._sealed(recordings)]
         self._hand_over(recordings, [out for _, out in batch])
 
@@ -299,13 +301,17 @@ class Writer:
             out.error = e
 
     def _sealed(self, recordings: list[Any]) -> list[Any]:
-        """A seal's recordings when one is due; a failed seal never fails the batch."""
-        try:
-            self.sealer.committed(recordings)
-            return list(self.sealer.seal(self.app, save=self._save))
-        except Exception:
-            log.exception("could not seal the log; will try again after the next write")
-            return []
+        """Seals' recordings when due; a failed seal never fails the batch."""
+        out: list[Any] = []
+        for sealer in (self.sealer, self.epochs):
+            if sealer is None:
+                continue
+            try:
+                sealer.committed([*recordings, *out])
+                out.extend(sealer.seal(self.app, save=self._save))
+            except Exception:
+                log.exception("could not seal the log; will try again after the next write")
+        return out
 
     def _save(self, aggs: list[Any]) -> list[Any]:
         t0 = time.perf_counter()
@@ -345,6 +351,8 @@ class Writer:
     def _hand_over(self, recordings: list[Any], outcomes: list[Outcome]) -> None:
         if recordings and self.sealer is not None:
             self.sealer.committed(recordings)
+        if recordings and self.epochs is not None:
+            self.epochs.committed(recordings)
         # RuntimeError: the loop is closed, so we are shutting down.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.on_committed, recordings, outcomes)

@@ -1,12 +1,14 @@
 """``relay audit``: history, past state, verification and export of a relay's log.
 
 Read-only and safe beside a running relay: the SQLite file is opened with
-``mode=ro`` (relay.audit.log), and nothing here writes to the data folder.
+``mode=ro`` (relay.audit.log). The one write is ``verify``'s note of the epochs
+it proved (``DATA/audit/verified.json``, ADR 0022), outside the store and archive.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 import time
@@ -17,9 +19,14 @@ from typing import IO, Any
 
 import orjson
 
+from relay.audit import merkle
+from relay.audit.checkpoint import MAX_CHECKPOINT
+from relay.audit.checkpoint import parse as parse_checkpoint
+from relay.audit.checkpoint import render as render_checkpoint
+from relay.audit.epochs import sealed_epochs, tree_leaves
 from relay.audit.log import AppLog, LogReader, SqliteLog, iterate
 from relay.audit.replay import Replayer, snapshot
-from relay.audit.verify import verify
+from relay.audit.verify import TreeHead, VerifyState, verify
 from relay.domain.agent import Agent
 from relay.domain.orchestrator import Orchestrator
 from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX
@@ -77,7 +84,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default=None,
         help="also require the chain at POSITION to be HASH (a value you kept elsewhere)",
     )
+    v.add_argument(
+        "--full",
+        action="store_true",
+        help="check every epoch and rebuild the read models, even those an earlier run verified",
+    )
+    v.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="where verify remembers the epochs it proved (DATA/audit/verified.json)",
+    )
+    v.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also prove the log is an append-only extension of this checkpoint "
+        "(from `relay audit checkpoint`)",
+    )
     v.set_defaults(func=cmd_verify)
+
+    k = a.add_parser(
+        "checkpoint",
+        help="print a tree head over the sealed epochs (C2SP tlog-checkpoint) to keep elsewhere",
+    )
+    k.add_argument(
+        "--origin", default=None, help="the log's name in the checkpoint (relay-log/<epoch 1 root>)"
+    )
+    k.add_argument(
+        "--proof-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="instead, print the RFC 9162 consistency proof from that older checkpoint to today's "
+        "(one base64 hash a line) for a third party's own verifier",
+    )
+    k.set_defaults(func=cmd_checkpoint)
 
     e = a.add_parser("export", help="every event, one JSON object per line (streaming)")
     e.add_argument("--format", choices=("jsonl",), default="jsonl")
@@ -98,7 +142,11 @@ def _store(args: argparse.Namespace) -> str:
 
 
 def open_log(args: argparse.Namespace) -> tuple[LogReader, bool]:
-    """The log to read, and whether its positions are gap-free (SQLite)."""
+    """The log to read (archived positions first: relay.store.reader), and whether
+    its positions are gap-free (SQLite, where only thinning leaves holes)."""
+    from relay.store.archive import Archive, FileSegments, open_archive
+    from relay.store.reader import LogReader as ReadThrough
+
     if _store(args) == "postgres":
         from relay.application import RelayApp
         from relay.config import Settings
@@ -106,8 +154,13 @@ def open_log(args: argparse.Namespace) -> tuple[LogReader, bool]:
 
         dsn = args.postgres_dsn or os.environ.get("RELAY_POSTGRES_DSN")
         settings = Settings(store="postgres", postgres_dsn=dsn, data_dir=_data_dir(args))
-        return AppLog(RelayApp(store_env(settings))), False
-    return SqliteLog(_data_dir(args)), True
+        app = RelayApp(store_env(settings))
+        return ReadThrough(AppLog(app), open_archive(app, None)), False
+    folder = _data_dir(args)
+    live = SqliteLog(folder)
+    archive = Archive(FileSegments(folder, create=False))  # read-only: never creates the folder
+    archive.refresh()
+    return ReadThrough(live, archive), True
 
 
 def _fail(message: str) -> int:
@@ -365,11 +418,12 @@ def cmd_state(args: argparse.Namespace) -> int:
         head = log.head()
         if point > head:
             return _fail(f"--at: position {point} is after the newest position ({head})")
-        rm = Replayer(log, every=2**62).state_at(point)  # one question: no anchors to keep
+        folding = log.folding() if hasattr(log, "folding") else log  # thinned runs: their ends
+        rm = Replayer(folding, every=2**62).state_at(point)  # one question: no anchors to keep
         body = snapshot(rm)
         body["position"] = point
     else:
-        rm = state_at_time(log, point)
+        rm = state_at_time(log.folding() if hasattr(log, "folding") else log, point)
         body = snapshot(rm)
     option = orjson.OPT_INDENT_2 if args.pretty else 0
     sys.stdout.buffer.write(orjson.dumps(body, option=option) + b"\n")
@@ -379,6 +433,22 @@ def cmd_state(args: argparse.Namespace) -> int:
 # -- verify ---------------------------------------------------------------------------------
 
 
+STATE_FILE = Path("audit") / "verified.json"
+
+
+def _state_path(args: argparse.Namespace) -> Path:
+    return Path(args.state) if args.state is not None else _data_dir(args) / STATE_FILE
+
+
+def _read_checkpoint(path: Path) -> TreeHead:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CHECKPOINT + 1)
+        return parse_checkpoint(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"--checkpoint {path}: {e}") from None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     expect = None
     if args.expect:
@@ -386,31 +456,110 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not pos.isdigit() or len(value) != 64:
             return _fail("--expect must be POSITION:HASH (64 hex digits)")
         expect = (int(pos), value.lower())
+    state_path = _state_path(args)
+    state = None
+    try:
+        tree_head = _read_checkpoint(args.checkpoint) if args.checkpoint is not None else None
+        if not args.full and state_path.exists():
+            state = VerifyState.from_json(state_path.read_bytes()[: 64 * 1024 * 1024])
+    except (OSError, ValueError) as e:
+        return _fail(f"{e} (use --full to verify from scratch)" if "state" in str(e) else str(e))
     try:
         log, gapless = open_log(args)
     except FileNotFoundError as e:
         return _fail(str(e))
     bar = Progress("verified") if sys.stderr.isatty() else None
     data_dir = _data_dir(args) if _store(args) == "sqlite" else None
-    report = verify(log, data_dir, gapless, expect, bar.update if bar else None)
+    report = verify(log, data_dir, gapless, expect, bar.update if bar else None, state, tree_head)
     if bar:
         bar.done()
+    ep = report.epochs
     if report.problems:
         first = report.problems[0]
-        print(f"FAIL at position {first.position}: {first.message}")
+        print(f"FAIL at position {first.position}{_in_epoch(first)}: {first.message}")
         for p in report.problems[1:]:
-            print(f"  also at position {p.position}: {p.message}")
+            print(f"  also at position {p.position}{_in_epoch(p)}: {p.message}")
         return 1
     print(
-        f"OK: {report.events} events up to position {report.head}; "
+        f"OK: {report.events} events read up to position {report.head}; "
         f"{report.seals} seals verified, the last covering up to position {report.last_sealed}"
         + (f" (chain {report.last_hash})" if report.last_hash else "")
     )
+    if ep is not None:
+        print(
+            f"    epochs: {ep.sealed} sealed; {ep.checked} recomputed from their events"
+            + (f", {ep.thinned} from their kept events and subtree hashes" if ep.thinned else "")
+            + (f", {ep.trusted} proven by an earlier run (roots unchanged)" if ep.trusted else "")
+            + f"; the open epoch starts at position {ep.open_from}"
+        )
+        if ep.sealed:
+            print(f"    tree head: {ep.tree_size} epochs, root {base64.b64encode(ep.tree_root).decode()}")
+        if ep.checkpoint is not None:
+            print(
+                f"    the log is an append-only extension of the checkpoint "
+                f"({ep.checkpoint.size} epochs, origin {ep.checkpoint.origin})"
+            )
     unsealed = report.head - report.last_sealed
     if unsealed > 0:
         print(f"    {unsealed} newer positions are not sealed yet (the tamper evidence stops there)")
     if report.checkpoint is not None:
         print(f"    the rebuilt read models equal the relay's checkpoint at position {report.checkpoint}")
+    elif ep is not None and ep.trusted:
+        print("    read models not rebuilt (incremental run; --full rebuilds them from position 0)")
+    elif ep is not None and ep.thinned:
+        print("    read models not compared: thinned heartbeats cannot rebuild lastSeen exactly")
+    if ep is not None and ep.state is not None:
+        try:
+            _write_state(state_path, ep.state.to_json())
+        except OSError as e:
+            print(f"    (could not remember the verified epochs in {state_path}: {e})")
+    return 0
+
+
+def _in_epoch(p: Any) -> str:
+    return f" in epoch {p.epoch}" if getattr(p, "epoch", None) else ""
+
+
+def _write_state(path: Path, data: bytes) -> None:
+    """Atomically: a crash leaves the old state or the new, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# -- checkpoint ------------------------------------------------------------------------------
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    try:
+        log, _ = open_log(args)
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    try:
+        epochs = sealed_epochs(log)
+        if args.proof_from is not None:
+            old = _read_checkpoint(args.proof_from)
+            leaves = tree_leaves(epochs)
+            if old.size > len(leaves):
+                return _fail(f"the checkpoint covers {old.size} epochs; the log has {len(leaves)} sealed")
+            for h in merkle.consistency_proof(old.size, leaves):
+                print(base64.b64encode(h).decode())
+            return 0
+        if not epochs:
+            return _fail("no epoch is sealed yet, so there is nothing for a checkpoint to cover")
+        text = render_checkpoint(epochs, args.origin)
+    except ValueError as e:
+        return _fail(str(e))
+    sys.stdout.write(text)
+    print(
+        f"(covers epochs 1-{len(epochs)}, positions 1-{epochs[-1].last}; keep it where this host "
+        "cannot write, check later with `relay audit verify --checkpoint FILE`)",
+        file=sys.stderr,
+    )
     return 0
 
 

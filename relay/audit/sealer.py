@@ -56,6 +56,17 @@ class Sealer:
                 self.upto = int(state["upto"])
                 self.hash = bytes.fromhex(state["hash"])
                 break
+        else:
+            # The last seal may be archived (relay.store.archiver): the aggregate,
+            # loaded from its snapshot, still knows where the chain stands.
+            try:
+                agg = app.repository.get(SEAL_ID)
+            except Exception as e:  # AggregateNotFoundError: never sealed
+                if type(e).__name__ != "AggregateNotFoundError":
+                    raise
+            else:
+                if agg.upto:
+                    self.upto, self.hash = int(agg.upto), bytes.fromhex(agg.hash)
         self.head = app.recorder.max_notification_id() or 0
 
     def committed(self, recordings: list[Any]) -> None:
@@ -96,6 +107,12 @@ class Sealer:
                 if type(e).__name__ != "AggregateNotFoundError":
                     raise
                 agg = LogSeal(at=self.clock.now_ms())
+        if agg.upto != self.upto:
+            # Another relay node sealed since we last looked (our copy was dropped or
+            # never loaded): sealing from our stale position would record a segment
+            # that overlaps its seal. Take its seal as ours and seal after it.
+            self._reload(app)
+            return []
         agg.seal(
             first=notes[0].id,
             upto=notes[-1].id,

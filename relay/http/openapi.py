@@ -349,6 +349,30 @@ SCHEMAS: dict[str, Any] = {
             "data": {"type": "object", "description": "The event's fields; never token hashes."},
         },
     },
+    "PresenceInterval": {
+        "type": "object",
+        "description": "One entity's run of heartbeats, as kept after thinning: every heartbeat "
+        "between firstPosition and lastPosition of that entity, none of them kept whole.",
+        "required": [
+            "type", "entityId", "entityKind", "firstPosition", "lastPosition",
+            "count", "firstAt", "lastAt", "longestGapMs",
+        ],
+        "properties": {
+            "type": {"enum": ["AgentHeartbeatReceived", "OrchestratorHeartbeatReceived"]},
+            "entityId": NULLABLE_STR,
+            "entityKind": {"enum": ["agent", "orchestrator", None]},
+            "firstPosition": {"type": "integer", "minimum": 1},
+            "lastPosition": {"type": "integer", "minimum": 1},
+            "count": {"type": "integer", "minimum": 1, "description": "Heartbeats in the run."},
+            "firstAt": EPOCH_MS,
+            "lastAt": EPOCH_MS,
+            "longestGapMs": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "The longest silence between two heartbeats of the run.",
+            },
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status", "version", "generatedAt", "checks"],
@@ -447,18 +471,26 @@ PATHS: dict[str, Any] = {
     "/api/log": {
         "get": _op(
             "readLog",
-            "The raw domain events after a position, oldest first.",
+            "The raw domain events after a position, oldest first, archived ones included. "
+            "Heartbeats older than the relay's `--keep-heartbeats` are thinned: their "
+            "positions are gaps among `events`, and `intervals` says who was present there.",
             {
                 "200": _ok(
                     {
                         "type": "object",
-                        "required": ["events", "next"],
+                        "required": ["events", "next", "intervals"],
                         "properties": {
                             "events": {"type": "array", "items": _ref("LogEvent")},
                             "next": {
                                 "type": "integer",
                                 "minimum": 0,
                                 "description": "Pass as `after` for the next page.",
+                            },
+                            "intervals": {
+                                "type": "array",
+                                "items": _ref("PresenceInterval"),
+                                "description": "Thinned heartbeat runs that start after `after` "
+                                "and at or before `next` (empty where nothing was thinned).",
                             },
                         },
                     }

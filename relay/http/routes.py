@@ -71,8 +71,10 @@ async def reap(request: web.Request) -> web.Response:
 async def read_log(request: web.Request) -> web.Response:
     after = parse.query_int(request, "after", 0, 0, 2**62)
     limit = parse.query_int(request, "limit", 100, 1, 1000)
-    events, nxt = await svc(request).read_log(after, limit)
-    return json({"events": events, "next": nxt})
+    s = svc(request)
+    events, nxt = await s.read_log(after, limit)
+    intervals = await s.read_intervals(after, nxt) if nxt > after else []
+    return json({"events": events, "next": nxt, "intervals": intervals})
 
 
 # -- agents ------------------------------------------------------------------------

@@ -252,7 +252,9 @@ class EventHub:
         s = self.service
         assert s.tail is not None and s.app is not None, "start the service first"
         self.position = self.ring_floor = self.delivered = s.rm.position
-        self.replayer = Replayer(AppLog(s.app), every=self.settings.replay_every)
+        # Folds read thinned runs as their ends (relay.store.reader.FoldingReader).
+        log_ = s.reader.folding() if s.reader is not None else AppLog(s.app)
+        self.replayer = Replayer(log_, every=self.settings.replay_every)
         self._past = PastModels(self.replayer)
         self._anchor_bucket = self.position // self.replayer.every
         blob = state_blob(s.rm) if self.position else None
@@ -279,8 +281,8 @@ class EventHub:
         assert self._past is not None, "the hub is not started"
         return self._past
 
-    def log(self) -> AppLog:
-        """The store, as replay reads it."""
+    def log(self) -> Any:
+        """The log as replay reads it: through the archive (relay.store.reader)."""
         assert self.replayer is not None, "the hub is not started"
         return self.replayer.log  # type: ignore[return-value]
 

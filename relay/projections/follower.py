@@ -52,18 +52,27 @@ def write_checkpoint(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _anchor_at(app: RelayApp, position: int) -> list[Any] | None:
+def _anchor_at(app: RelayApp, position: int, reader: Any = None) -> list[Any] | None:
     if position == 0:
         return None
-    found = app.recorder.select_notifications(start=position, limit=1)
+    if reader is not None:  # the position may be archived
+        found = reader.select(position - 1, 1)
+    else:
+        found = app.recorder.select_notifications(start=position, limit=1)
     if not found or found[0].id != position:
         return None
     n = found[0]
     return [n.originator_id.hex, n.originator_version]
 
 
-def load_read_models(app: RelayApp, data_dir: Path | None) -> tuple[ReadModels, str]:
-    """Checkpoint plus tail, or a rebuild from 0 when the checkpoint does not fit the log."""
+def load_read_models(
+    app: RelayApp, data_dir: Path | None, reader: Any = None
+) -> tuple[ReadModels, str]:
+    """Checkpoint plus tail, or a rebuild from 0 when the checkpoint does not fit the log.
+
+    ``reader`` (relay.store.reader.LogReader) reads archived positions too: a
+    rebuild from position 0 folds the archive first.
+    """
     rm = ReadModels()
     how = "rebuilt from position 0"
     path = data_dir / CHECKPOINT_FILE if data_dir is not None else None
@@ -72,25 +81,28 @@ def load_read_models(app: RelayApp, data_dir: Path | None) -> tuple[ReadModels, 
             state = orjson.loads(path.read_bytes())
             anchor = state.pop("anchor", None)
             candidate = ReadModels.from_state(state)
-            if candidate.position == 0 or anchor == _anchor_at(app, candidate.position):
+            if candidate.position == 0 or anchor == _anchor_at(app, candidate.position, reader):
                 rm = candidate
                 how = f"checkpoint at {rm.position} plus tail"
             else:
                 log.warning("checkpoint does not match the log; rebuilding from position 0")
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("checkpoint unreadable; rebuilding from position 0", exc_info=True)
-    catch_up(app, rm)
+    catch_up(app, rm, reader=reader)
     return rm, how
 
 
-def catch_up(app: RelayApp, rm: ReadModels, until: int | None = None) -> int:
+def catch_up(app: RelayApp, rm: ReadModels, until: int | None = None, reader: Any = None) -> int:
     """Fold every stored event after ``rm.position`` (up to ``until``); returns how many."""
     count = 0
     to_domain_event = app.mapper.to_domain_event
     while True:
-        batch = app.recorder.select_notifications(
-            start=rm.position, limit=FETCH_LIMIT, stop=until, inclusive_of_start=False
-        )
+        if reader is not None:
+            batch = reader.select(rm.position, FETCH_LIMIT, until)
+        else:
+            batch = app.recorder.select_notifications(
+                start=rm.position, limit=FETCH_LIMIT, stop=until, inclusive_of_start=False
+            )
         if not batch:
             return count
         for n in batch:
@@ -124,6 +136,7 @@ class TailFollower:
         self._fetching: asyncio.Task[None] | None = None
         self._fetch_again = False
         self.head_seen = rm.position  # the newest position known to exist
+        self.reader: Any = None  # relay.store.reader.LogReader: a fetch far behind reads the archive
 
     # called on the loop by the writer
     def on_committed(self, recordings: list[Any], outcomes: list[Outcome]) -> None:
@@ -174,6 +187,8 @@ class TailFollower:
             self._maybe_checkpoint()
 
     def _select_after(self, start: int) -> Any:
+        if self.reader is not None:
+            return self.reader.select(start, FETCH_LIMIT)
         return self.app.recorder.select_notifications(
             start=start, limit=FETCH_LIMIT, inclusive_of_start=False
         )

@@ -86,7 +86,15 @@ def _source_app(spec: str) -> RelayApp:
         folder = folder.parent
     if not (folder / SQLITE_FILE).exists():
         raise MigrationError(f"no relay log at {folder / SQLITE_FILE}")
-    return RelayApp(store_env(Settings(data_dir=folder)))
+    from relay.audit.log import AppLog
+    from relay.store.archive import open_archive
+    from relay.store.reader import LogReader
+
+    app = RelayApp(store_env(Settings(data_dir=folder)))
+    # Archived epochs are copied too (into the target's live table; its own
+    # archiver archives them again there).
+    app.relay_reader = LogReader(AppLog(app), open_archive(app, folder, create=False))  # type: ignore[attr-defined]
+    return app
 
 
 def _target(spec: str) -> tuple[RelayApp, Any]:
@@ -118,8 +126,13 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _pages(app: RelayApp, after: int, batch: int) -> Iterator[list[Any]]:
+    """The log in pages, archived positions included (relay.store.reader)."""
+    reader = getattr(app, "relay_reader", None)
     while True:
-        page = list(app.recorder.select_notifications(start=after, limit=batch, inclusive_of_start=False))
+        if reader is not None:
+            page = reader.select(after, batch)
+        else:
+            page = list(app.recorder.select_notifications(start=after, limit=batch, inclusive_of_start=False))
         if not page:
             return
         yield page
@@ -141,7 +154,7 @@ def migrate(source: str, target: str, batch: int = BATCH,
         done = dst.recorder.max_notification_id() or 0
         if done:
             mine = dst.recorder.select_notifications(start=done, limit=1)
-            theirs = src.recorder.select_notifications(start=done, limit=1)
+            theirs = src.relay_reader.select(done - 1, 1)  # type: ignore[attr-defined]
             if not (mine and theirs and _same(mine[0], theirs[0])):
                 raise MigrationError(
                     f"{where.describe()} already holds a log that is not a copy of this one "

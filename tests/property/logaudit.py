@@ -63,6 +63,8 @@ OTHER_TOPICS = frozenset(
         "MessageDeleted",
         "LogSealOpened",
         "LogSealed",
+        "LogEpochsOpened",
+        "EpochSealed",
     }
 )
 
