@@ -157,3 +157,11 @@ def test_the_brake_at_its_defaults() -> None:
     assert brake.decide(True, 700, 1000) is PassDecision.HOLD
     assert brake.decide(True, 3, 1000) is PassDecision.RESUME
     assert brake.decide(True, 700, 1000, force=True) is PassDecision.REAP
+
+
+def test_a_full_tie_goes_to_the_smaller_id_in_any_order() -> None:
+    """Mutation caught: a sort key without the id (input order would decide)."""
+    x = HostView("x", "same", True, ("claude",), {}, None, 1)
+    y = HostView("y", "same", True, ("claude",), {}, None, 1)
+    assert place([x, y], "claude") is x
+    assert place([y, x], "claude") is x
