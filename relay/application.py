@@ -24,6 +24,7 @@ from relay.domain.agent import Agent
 from relay.domain.errors import NotFoundError, StoreUnavailableError
 from relay.domain.message import Message
 from relay.domain.orchestrator import Orchestrator
+from relay.domain.reaper import Reaper
 from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, confine_cwd, orchestrator_agent_id
 from relay.domain.seal import LogSeal  # noqa: F401  (its stored topics must resolve)
 from relay.store.transcoder import OrjsonTranscoder
@@ -192,11 +193,12 @@ class RelayApp(Application):
             self.live[agg.id] = agg
         else:
             agg.reregister(**fields)
+        agg.declare_capacity(cmd.max_agents, dict(cmd.labels), cmd.at)
         return None, [agg]
 
     def heartbeat_orchestrator(self, cmd: c.HeartbeatOrchestrator) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
-        agg.heartbeat(cmd.at)
+        agg.heartbeat(cmd.at, cmd.load)
         return None, [agg]
 
     def report_managed_agents(self, cmd: c.ReportManagedAgents) -> tuple[Any, list[Any]]:
@@ -215,6 +217,7 @@ class RelayApp(Application):
             cmd.prompt,
             cmd.requested_by,
             cmd.at,
+            cmd.deadline_at,
         )
         control = {
             "action": "spawn",
@@ -232,7 +235,9 @@ class RelayApp(Application):
 
     def request_action(self, cmd: c.RequestAction) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
-        agg.request_action(cmd.command_id, cmd.action, cmd.agent_id, cmd.requested_by, cmd.at)
+        agg.request_action(
+            cmd.command_id, cmd.action, cmd.agent_id, cmd.requested_by, cmd.at, cmd.deadline_at
+        )
         control = {
             "action": cmd.action,
             "commandId": cmd.command_id,
@@ -289,6 +294,37 @@ class RelayApp(Application):
             return cmd.command_id, [agg, note]
         return cmd.command_id, [agg]
 
+    def start_command(self, cmd: c.StartCommand) -> tuple[Any, list[Any]]:
+        agg = self.orchestrator(cmd.orchestrator_id)
+        return cmd.command_id, ([agg] if agg.start_command(cmd.command_id, cmd.at) else [])
+
+    def _expire(
+        self, agg: Orchestrator, command_ids: list[str], reason: str, at: int
+    ) -> tuple[list[str], list[Any]]:
+        """End commands and settle their control messages in the same transaction."""
+        ended = agg.expire_commands(command_ids, reason, at)
+        notes = []
+        for cid in ended:
+            note = self._get(Message, cid)
+            if note is not None and note.settle(at):
+                notes.append(note)
+        return ended, notes
+
+    def reaper(self, at: int) -> Reaper:
+        agg = self._get(Reaper, "")  # type: ignore[arg-type]
+        if agg is None:
+            agg = Reaper(at=at)
+            self.live[agg.id] = agg
+        return agg  # type: ignore[no-any-return]
+
+    def suspend_reaping(self, cmd: c.SuspendReaping) -> tuple[Any, list[Any]]:
+        agg = self.reaper(cmd.at)
+        return None, ([agg] if agg.suspend(cmd.would_reap, cmd.online, cmd.at) else [])
+
+    def resume_reaping(self, cmd: c.ResumeReaping) -> tuple[Any, list[Any]]:
+        agg = self.reaper(cmd.at)
+        return None, ([agg] if agg.resume(cmd.at) else [])
+
     def remove_orchestrator(self, cmd: c.RemoveOrchestrator) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
         agg.remove(cmd.at)
@@ -332,6 +368,8 @@ class RelayApp(Application):
         touched: list[Any] = []
         agents: list[str] = []
         orchestrators: list[str] = []
+        expired_commands: list[str] = []
+        lost: list[str] = []
         for cand in cmd.candidates:
             cls = Agent if cand.kind == "agent" else Orchestrator
             agg = self._get(cls, cand.entity_id)
@@ -345,6 +383,26 @@ class RelayApp(Application):
             if agg.reap(cmd.now, cand.last_seen, cmd.stale_after_ms, cmd.grace_from):
                 touched.append(agg)
                 (agents if cand.kind == "agent" else orchestrators).append(cand.entity_id)
+                if cand.kind == "orchestrator":
+                    # A host that went offline will not start what it has not started.
+                    ended, notes = self._expire(
+                        agg, agg.pending_commands(), "orchestrator offline", cmd.now
+                    )
+                    expired_commands.extend(ended)
+                    touched.extend(notes)
+        for oid in cmd.overdue:
+            o = self._get(Orchestrator, oid)
+            if o is None or o.removed:
+                continue
+            ended, notes = self._expire(o, o.overdue_commands(cmd.now), "deadline passed", cmd.now)
+            if ended:
+                expired_commands.extend(ended)
+                touched.extend([o, *notes])
+        for oid in cmd.offline:
+            o = self._get(Orchestrator, oid)
+            if o is not None and o.mark_agents_lost(cmd.now, cmd.lost_after_ms):
+                lost.append(oid)
+                touched.append(o)
         released: list[str] = []
         for claim in cmd.expired_claims:
             msg = self._get(Message, claim.message_id)
@@ -356,7 +414,9 @@ class RelayApp(Application):
             if msg.expire(cmd.now, claim.claim_id):
                 touched.append(msg)
                 released.append(claim.message_id)
-        return c.ReapResult(agents, orchestrators, released), touched
+        # An aggregate touched twice (reaped, then lost or expired) is saved once.
+        unique = list({id(a): a for a in touched}.values())
+        return c.ReapResult(agents, orchestrators, released, expired_commands, lost), unique
 
     # -- messages --------------------------------------------------------------------
 
@@ -422,6 +482,9 @@ _HANDLERS: dict[type, Any] = {
     c.RequestSpawn: RelayApp.request_spawn,
     c.RequestAction: RelayApp.request_action,
     c.RecordCommandResult: RelayApp.record_command_result,
+    c.StartCommand: RelayApp.start_command,
+    c.SuspendReaping: RelayApp.suspend_reaping,
+    c.ResumeReaping: RelayApp.resume_reaping,
     c.RemoveOrchestrator: RelayApp.remove_orchestrator,
     c.RegisterAgent: RelayApp.register_agent,
     c.HeartbeatAgent: RelayApp.heartbeat_agent,

@@ -23,12 +23,15 @@ class RegisterOrchestrator:
     meta: dict[str, Any]
     token_hash: str
     at: int
+    max_agents: int | None = None
+    labels: dict[str, str] = field(factory=dict)
 
 
 @frozen
 class HeartbeatOrchestrator:
     orchestrator_id: str
     at: int
+    load: dict[str, Any] | None = None
 
 
 @frozen
@@ -49,6 +52,7 @@ class RequestSpawn:
     prompt: str | None
     requested_by: str
     at: int
+    deadline_at: int | None = None
 
 
 @frozen
@@ -58,6 +62,16 @@ class RequestAction:
     action: str
     agent_id: str | None
     requested_by: str
+    at: int
+    deadline_at: int | None = None
+
+
+@frozen
+class StartCommand:
+    """The host says it started a command (``running``), so a slow start is not a lost one."""
+
+    orchestrator_id: str
+    command_id: str
     at: int
 
 
@@ -127,6 +141,11 @@ class Reap:
     grace_from: int
     candidates: tuple[ReapCandidate, ...] = field(factory=tuple)
     expired_claims: tuple[ExpiredClaim, ...] = field(factory=tuple)
+    # Orchestrators with commands past their deadline, and offline ones whose
+    # agents may now be lost, as the read model saw them; each aggregate re-checks.
+    overdue: tuple[str, ...] = field(factory=tuple)
+    offline: tuple[str, ...] = field(factory=tuple)
+    lost_after_ms: int = 300_000
 
 
 @frozen
@@ -134,6 +153,21 @@ class ReapResult:
     reaped_agent_ids: list[str]
     reaped_orchestrator_ids: list[str]
     released_message_ids: list[str] = field(factory=list)
+    expired_command_ids: list[str] = field(factory=list)
+    lost_orchestrator_ids: list[str] = field(factory=list)
+    suspended: bool = False
+
+
+@frozen
+class SuspendReaping:
+    would_reap: int
+    online: int
+    at: int
+
+
+@frozen
+class ResumeReaping:
+    at: int
 
 
 @frozen
@@ -198,6 +232,9 @@ Command = (
     | RequestSpawn
     | RequestAction
     | RecordCommandResult
+    | StartCommand
+    | SuspendReaping
+    | ResumeReaping
     | RemoveOrchestrator
     | RegisterAgent
     | HeartbeatAgent

@@ -40,6 +40,11 @@ class Settings:
     replay_every: int = 10_000  # positions between the replayer's anchors (relay.audit.replay)
     max_streams_per_client: int = 32
     client_timeout: float = 30.0
+    # Fleet lifecycle (issue 15, ADR 0019)
+    command_deadline: float = 300.0  # seconds a command may stay pending or running
+    lost_after: float = 300.0  # seconds an offline host's agents are "unknown" before "lost"
+    max_reap_fraction: float = 0.5  # a pass reaping more than this share of the online ...
+    max_reap_min: int = 10  # ... and more than this many suspends the reaper instead
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -63,6 +68,10 @@ class Settings:
             "RELAY_REPLAY_EVERY": ("replay_every", int),
             "RELAY_MAX_STREAMS_PER_CLIENT": ("max_streams_per_client", int),
             "RELAY_CLIENT_TIMEOUT": ("client_timeout", float),
+            "RELAY_COMMAND_DEADLINE": ("command_deadline", float),
+            "RELAY_LOST_AFTER": ("lost_after", float),
+            "RELAY_MAX_REAP_FRACTION": ("max_reap_fraction", float),
+            "RELAY_MAX_REAP_MIN": ("max_reap_min", int),
         }
         changes: dict[str, object] = {}
         for key, (name, kind) in conv.items():
@@ -97,6 +106,10 @@ class Settings:
             raise SettingsError("RELAY_SSE_RING must be at least 1")
         if self.replay_every < 1:
             raise SettingsError("RELAY_REPLAY_EVERY must be at least 1")
+        if self.command_deadline <= 0 or self.lost_after < 0:
+            raise SettingsError("--command-deadline must be positive and --lost-after 0 or more")
+        if not 0 < self.max_reap_fraction <= 1 or self.max_reap_min < 0:
+            raise SettingsError("--max-reap-fraction must be in (0, 1] and --max-reap-min 0 or more")
         if self.max_body < 1024:
             raise SettingsError("the body limit must be at least 1024 bytes")
         if not self.token and not is_loopback(self.host):
@@ -109,6 +122,11 @@ class Settings:
     @property
     def stale_after_ms(self) -> int:
         return int(self.stale_after * 1000)
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """What hosts are told to heartbeat at: three beats per stale-after."""
+        return max(1, self.stale_after_ms // 3)
 
 
 def is_loopback(host: str) -> bool:

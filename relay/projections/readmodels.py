@@ -24,7 +24,7 @@ from relay.projections.messages import Messages
 Change = tuple[str, dict[str, Any]]
 Handler = Callable[["ReadModels", Any, list[Change] | None], None]
 
-FORMAT_VERSION = 3  # 2: tokenHashes; 3: messages
+FORMAT_VERSION = 4  # 2: tokenHashes; 3: messages; 4: capacity, command deadlines, reaper
 
 
 class ReadModels:
@@ -49,6 +49,8 @@ class ReadModels:
         self._encoded_orchestrators: dict[str, bytes] = {}
         self._orchestrators_json: tuple[int, bytes] | None = None
         self.messages = Messages()
+        # The reaper's brake (relay/domain/outage.py), as the log says.
+        self.reaper: dict[str, Any] = {"suspended": False, "since": None, "resumedAt": 0}
         # The position of the event being applied (a message's seq is where it was sent).
         self.position_applying = 0
 
@@ -96,6 +98,10 @@ class ReadModels:
             "managedAgents": [],
             "lastSeen": ev.at,
             "createdAt": ev.at,
+            "maxAgents": None,
+            "labels": {},
+            "load": None,
+            "activeAgents": 0,
         }
         self.commands_by_orchestrator[oid] = []
         self._set_token_hash(oid, ev.token_hash)
@@ -124,6 +130,7 @@ class ReadModels:
         o["meta"] = ev.meta
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
+        self._agents_state(o, "running")
         self._set_token_hash(oid, ev.token_hash)
         self._sorted_orchestrators = None
         self._orchestrator_changed(oid, changes)
@@ -134,6 +141,12 @@ class ReadModels:
         was = o["status"]
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
+        load = ev.__dict__.get("load")
+        if load is not None or o["load"] is not None:
+            o["load"] = load
+            o["activeAgents"] = _active(o)
+        if was != "online":
+            self._agents_state(o, "running")
         a = self.agents[o["agentId"]]
         a["status"] = "online"
         a["lastSeen"] = o["lastSeen"]
@@ -147,9 +160,62 @@ class ReadModels:
     def _managed_agents_reported(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
         o = self.orchestrators[oid]
-        o["managedAgents"] = ev.agents
+        # Copies: the event's dicts are the live aggregate's too, and we add ``state``.
+        state = "running" if o["status"] == "online" else "unknown"
+        o["managedAgents"] = [{**m, "state": state} for m in ev.agents]
+        o["activeAgents"] = _active(o)
         if changes is not None:
             changes.append(("orchestrator.status", o))
+
+    def _agents_state(self, o: dict[str, Any], state: str) -> None:
+        for m in o["managedAgents"]:
+            m["state"] = state
+
+    def _capacity_declared(self, ev: Any, changes: list[Change] | None) -> None:
+        o = self.orchestrators[self._entity(ev)[1]]
+        o["maxAgents"] = ev.max_agents
+        o["labels"] = ev.labels
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+
+    def _agents_lost(self, ev: Any, changes: list[Change] | None) -> None:
+        o = self.orchestrators[self._entity(ev)[1]]
+        self._agents_state(o, "lost")
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+
+    def _command_started(self, ev: Any, changes: list[Change] | None) -> None:
+        cmd = self.commands[ev.command_id]
+        cmd["status"] = "running"
+        cmd["startedAt"] = ev.at
+        if changes is not None:
+            changes.append(("orchestrator.command", cmd))
+
+    def _command_expired(self, ev: Any, changes: list[Change] | None) -> None:
+        cmd = self.commands[ev.command_id]
+        cmd["status"] = "expired"
+        cmd["expired"] = {"reason": ev.reason, "at": ev.at}
+        if changes is not None:
+            changes.append(("orchestrator.command", cmd))
+
+    def _reaper_created(self, ev: Any, changes: list[Change] | None) -> None:
+        return None
+
+    def _reap_suspended(self, ev: Any, changes: list[Change] | None) -> None:
+        self.reaper = {
+            "suspended": True,
+            "since": ev.at,
+            "wouldReap": ev.would_reap,
+            "online": ev.online,
+            "resumedAt": self.reaper["resumedAt"],
+        }
+        if changes is not None:
+            changes.append(("system.reaper", self.reaper))
+
+    def _reap_resumed(self, ev: Any, changes: list[Change] | None) -> None:
+        self.reaper = {"suspended": False, "since": None, "resumedAt": ev.at}
+        if changes is not None:
+            changes.append(("system.reaper", self.reaper))
 
     def _spawn_requested(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
@@ -165,6 +231,7 @@ class ReadModels:
             "label": ev.label,
             "approvalMode": ev.approval_mode,
             "prompt": ev.prompt,
+            "deadlineAt": ev.__dict__.get("deadline_at"),
         }
         self._command_added(oid, cmd, changes)
 
@@ -179,6 +246,7 @@ class ReadModels:
             "requestedBy": ev.requested_by,
             "action": ev.action,
             "agentId": ev.agent_id,
+            "deadlineAt": ev.__dict__.get("deadline_at"),
         }
         self._command_added(oid, cmd, changes)
 
@@ -216,6 +284,8 @@ class ReadModels:
         oid = self._entity(ev)[1]
         o = self.orchestrators[oid]
         o["status"] = "offline"
+        o["offlineSince"] = ev.at
+        self._agents_state(o, "unknown")
         a = self.agents[o["agentId"]]
         a["status"] = "offline"
         if changes is not None:
@@ -342,11 +412,13 @@ class ReadModels:
             agents = [a for a in agents if a["status"] == status]
         return agents
 
-    def managed_agents(self) -> list[dict[str, Any]]:
-        """Every managed agent across hosts, with where it runs."""
+    def managed_agents(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Every managed agent across hosts, with where it runs; optionally only in ``state``."""
         out: list[dict[str, Any]] = []
         for o in self.orchestrators_sorted():
             for m in o["managedAgents"]:
+                if state is not None and m.get("state") != state:
+                    continue
                 out.append(
                     {
                         **m,
@@ -397,6 +469,7 @@ class ReadModels:
             "entities": self.entities,
             "tokenHashes": self.token_hashes,
             "messages": self.messages.to_state(),
+            "reaper": self.reaper,
         }
 
     @classmethod
@@ -414,6 +487,7 @@ class ReadModels:
         rm.token_hashes = state["tokenHashes"]
         rm._token_owners = {h: oid for oid, h in rm.token_hashes.items()}
         rm.messages = Messages.from_state(state["messages"])
+        rm.reaper = state["reaper"]
         return rm
 
     def comparable(self) -> dict[str, Any]:
@@ -437,5 +511,20 @@ _HANDLERS: dict[str, Handler] = {
     "AgentHeartbeatReceived": ReadModels._agent_heartbeat,
     "AgentRemoved": ReadModels._agent_removed,
     "AgentReaped": ReadModels._agent_reaped,
+    "OrchestratorCapacityDeclared": ReadModels._capacity_declared,
+    "ManagedAgentsLost": ReadModels._agents_lost,
+    "CommandStarted": ReadModels._command_started,
+    "CommandExpired": ReadModels._command_expired,
+    "ReaperCreated": ReadModels._reaper_created,
+    "ReapSuspended": ReadModels._reap_suspended,
+    "ReapResumed": ReadModels._reap_resumed,
 }
+
+
+def _active(o: dict[str, Any]) -> int:
+    """Active agents: the host's reported load when it gives one, else its reported agents."""
+    load = o.get("load")
+    if isinstance(load, dict) and isinstance(load.get("activeAgents"), int):
+        return int(load["activeAgents"])
+    return len(o["managedAgents"])
 _HANDLERS.update(_messages.HANDLERS)
