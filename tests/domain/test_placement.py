@@ -98,7 +98,7 @@ def test_refusals_name_the_first_reason() -> None:
         place(fulls, "claude")
     with pytest.raises(NoPlacementError, match=r"'a' is full \(1 of 1 agents\)"):
         check_room(full)
-    with pytest.raises(NoPlacementError, match="no orchestrator is online"):
+    with pytest.raises(NoPlacementError, match="no online host offers claude"):
         place([offline], "claude")
 
 
