@@ -25,6 +25,7 @@ from relay.domain.agent import Agent
 from relay.domain.errors import NotFoundError, StoreUnavailableError
 from relay.domain.message import ACKED, DELETED, Broadcast, Message, check_fanout
 from relay.domain.orchestrator import Orchestrator
+from relay.domain.reaper import Reaper
 from relay.domain.rules import (
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
@@ -244,6 +245,7 @@ class RelayApp(Application):
             self.live[agg.id] = agg
         else:
             agg.reregister(**fields)
+        agg.declare_capacity(cmd.max_agents, dict(cmd.labels), cmd.at)
         return None, [agg]
 
     def reregister_own_orchestrator(
@@ -260,6 +262,7 @@ class RelayApp(Application):
             cmd.token_hash,
             cmd.at,
         )
+        agg.declare_capacity(cmd.max_agents, dict(cmd.labels), cmd.at)
         return None, [agg]
 
     def enroll_orchestrator(self, cmd: c.EnrollOrchestrator) -> tuple[Any, list[Any]]:
@@ -301,7 +304,7 @@ class RelayApp(Application):
 
     def heartbeat_orchestrator(self, cmd: c.HeartbeatOrchestrator) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
-        agg.heartbeat(cmd.at)
+        agg.heartbeat(cmd.at, cmd.load)
         return None, [agg]
 
     def report_managed_agents(self, cmd: c.ReportManagedAgents) -> tuple[Any, list[Any]]:
@@ -322,6 +325,7 @@ class RelayApp(Application):
             cmd.at,
             cmd.stale_after_ms,
             cmd.grace_from,
+            cmd.deadline_at,
         )
         control = {
             "action": "spawn",
@@ -347,6 +351,7 @@ class RelayApp(Application):
             cmd.at,
             cmd.stale_after_ms,
             cmd.grace_from,
+            cmd.deadline_at,
         )
         control = {
             "action": cmd.action,
@@ -403,6 +408,37 @@ class RelayApp(Application):
         if note is not None and note.settle(cmd.at):
             return cmd.command_id, [agg, note]
         return cmd.command_id, [agg]
+
+    def start_command(self, cmd: c.StartCommand) -> tuple[Any, list[Any]]:
+        agg = self.orchestrator(cmd.orchestrator_id)
+        return cmd.command_id, ([agg] if agg.start_command(cmd.command_id, cmd.at) else [])
+
+    def _expire(
+        self, agg: Orchestrator, command_ids: list[str], reason: str, at: int
+    ) -> tuple[list[str], list[Any]]:
+        """End commands and settle their control messages in the same transaction."""
+        ended = agg.expire_commands(command_ids, reason, at)
+        notes = []
+        for cid in ended:
+            note = self._get(Message, cid)
+            if note is not None and note.settle(at):
+                notes.append(note)
+        return ended, notes
+
+    def reaper(self, at: int) -> Reaper:
+        agg = self._get(Reaper, "")  # type: ignore[arg-type]
+        if agg is None:
+            agg = Reaper(at=at)
+            self.live[agg.id] = agg
+        return agg  # type: ignore[no-any-return]
+
+    def suspend_reaping(self, cmd: c.SuspendReaping) -> tuple[Any, list[Any]]:
+        agg = self.reaper(cmd.at)
+        return None, ([agg] if agg.suspend(cmd.would_reap, cmd.online, cmd.at) else [])
+
+    def resume_reaping(self, cmd: c.ResumeReaping) -> tuple[Any, list[Any]]:
+        agg = self.reaper(cmd.at)
+        return None, ([agg] if agg.resume(cmd.at) else [])
 
     def remove_orchestrator(self, cmd: c.RemoveOrchestrator) -> tuple[Any, list[Any]]:
         agg = self.orchestrator(cmd.orchestrator_id)
@@ -472,6 +508,38 @@ class RelayApp(Application):
                 touched.append(msg)
                 released.append(claim.message_id)
         return c.ReapResult(agents, orchestrators, released), touched
+
+    def expire_commands(self, cmd: c.ExpireCommands) -> tuple[c.ReapResult, list[Any]]:
+        """End what can no longer happen: commands past their deadline, the pending commands
+        of hosts that went offline, and the agents of hosts offline longer than lost-after.
+
+        Its own command, after the reap's: a reap records statuses only
+        (invariant 8), and each of these re-checks the live aggregate.
+        """
+        touched: list[Any] = []
+        expired_commands: list[str] = []
+        lost: list[str] = []
+        for oid in cmd.overdue:
+            o = self._get(Orchestrator, oid)
+            if o is None or o.removed:
+                continue
+            ended, notes = self._expire(o, o.overdue_commands(cmd.now), "deadline passed", cmd.now)
+            if ended:
+                expired_commands.extend(ended)
+                touched.extend([o, *notes])
+        for oid in cmd.offline:
+            o = self._get(Orchestrator, oid)
+            if o is None or o.status != "offline":
+                continue
+            ended, notes = self._expire(o, o.pending_commands(), "orchestrator offline", cmd.now)
+            expired_commands.extend(ended)
+            touched.extend(notes)
+            if o.mark_agents_lost(cmd.now, cmd.lost_after_ms):
+                lost.append(oid)
+            if ended or oid in lost:
+                touched.append(o)
+        unique = list({id(a): a for a in touched}.values())  # an aggregate is saved once
+        return c.ReapResult([], [], [], expired_commands, lost), unique
 
     # -- messages --------------------------------------------------------------------
 
@@ -561,11 +629,15 @@ _HANDLERS: dict[type, Any] = {
     c.RequestSpawn: RelayApp.request_spawn,
     c.RequestAction: RelayApp.request_action,
     c.RecordCommandResult: RelayApp.record_command_result,
+    c.StartCommand: RelayApp.start_command,
+    c.SuspendReaping: RelayApp.suspend_reaping,
+    c.ResumeReaping: RelayApp.resume_reaping,
     c.RemoveOrchestrator: RelayApp.remove_orchestrator,
     c.RegisterAgent: RelayApp.register_agent,
     c.HeartbeatAgent: RelayApp.heartbeat_agent,
     c.RemoveAgent: RelayApp.remove_agent,
     c.Reap: RelayApp.reap,
+    c.ExpireCommands: RelayApp.expire_commands,
     c.SendMessage: RelayApp.send_message,
     c.ClaimMessage: RelayApp.claim_message,
     c.AckMessage: RelayApp.ack_message,

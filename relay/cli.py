@@ -199,11 +199,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="log lines as text, or one JSON object a line for log shippers [RELAY_LOG_FORMAT] (text)",
     )
+    _add_lifecycle_flags(serve, d)
     for action in serve._actions:  # units in the usage line, not DEST_IN_CAPITALS
         action.metavar = _METAVARS.get(action.dest, action.metavar)
     serve.set_defaults(func=run_serve)
     _add_optional_subcommands(sub)
     return parser
+
+
+def _add_lifecycle_flags(serve: argparse.ArgumentParser, d: Settings) -> None:
+    """Fleet lifecycle: command deadlines, lost agents and the reaper's brake (issue 15)."""
+    serve.add_argument(
+        "--command-deadline", type=float, default=None, metavar="SECONDS",
+        help=f"seconds a command may stay pending or running before it expires "
+        f"[RELAY_COMMAND_DEADLINE] ({d.command_deadline:g})",
+    )
+    serve.add_argument(
+        "--lost-after", type=float, default=None, metavar="SECONDS",
+        help=f"seconds an offline host's agents are 'unknown' before they are 'lost' "
+        f"[RELAY_LOST_AFTER] ({d.lost_after:g})",
+    )
+    serve.add_argument(
+        "--max-reap-fraction", type=float, default=None, metavar="FRACTION",
+        help=f"a reap pass that would mark offline more than this share of the online "
+        f"entities (and more than --max-reap-min) suspends the reaper "
+        f"[RELAY_MAX_REAP_FRACTION] ({d.max_reap_fraction:g})",
+    )
+    serve.add_argument(
+        "--max-reap-min", type=int, default=None, metavar="N",
+        help=f"see --max-reap-fraction [RELAY_MAX_REAP_MIN] ({d.max_reap_min})",
+    )
+
+
+_LIFECYCLE_FLAGS = ("command_deadline", "lost_after", "max_reap_fraction", "max_reap_min")
 
 
 def _add_optional_subcommands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -256,6 +284,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "public_url": args.public_url,
         "metrics_public": args.metrics_public,
     }
+    flags.update({k: getattr(args, k, None) for k in _LIFECYCLE_FLAGS})
     return evolve(s, **{k: v for k, v in flags.items() if v is not None}).checked()
 
 

@@ -23,6 +23,8 @@ class RegisterOrchestrator:
     meta: dict[str, Any]
     token_hash: str
     at: int
+    max_agents: int | None = None
+    labels: dict[str, str] = field(factory=dict)
 
 
 @frozen
@@ -37,6 +39,8 @@ class ReregisterOwnOrchestrator:
     meta: dict[str, Any]
     token_hash: str
     at: int
+    max_agents: int | None = None
+    labels: dict[str, str] = field(factory=dict)
 
 
 @frozen
@@ -68,6 +72,7 @@ class RevokeOrchestratorToken:
 class HeartbeatOrchestrator:
     orchestrator_id: str
     at: int
+    load: dict[str, Any] | None = None
 
 
 @frozen
@@ -91,6 +96,7 @@ class RequestSpawn:
     # Liveness judged at ``at`` (None: by the recorded status alone).
     stale_after_ms: int | None = None
     grace_from: int = 0
+    deadline_at: int | None = None
 
 
 @frozen
@@ -103,6 +109,16 @@ class RequestAction:
     at: int
     stale_after_ms: int | None = None
     grace_from: int = 0
+    deadline_at: int | None = None
+
+
+@frozen
+class StartCommand:
+    """The host says it started a command (``running``), so a slow start is not a lost one."""
+
+    orchestrator_id: str
+    command_id: str
+    at: int
 
 
 @frozen
@@ -174,10 +190,37 @@ class Reap:
 
 
 @frozen
+class ExpireCommands:
+    """Orchestrators with commands past their deadline, and offline ones with pending
+    commands or agents that may now be lost, as the read model saw them at ``now``;
+    each aggregate re-checks."""
+
+    now: int
+    overdue: tuple[str, ...] = field(factory=tuple)
+    offline: tuple[str, ...] = field(factory=tuple)
+    lost_after_ms: int = 300_000
+
+
+@frozen
 class ReapResult:
     reaped_agent_ids: list[str]
     reaped_orchestrator_ids: list[str]
     released_message_ids: list[str] = field(factory=list)
+    expired_command_ids: list[str] = field(factory=list)
+    lost_orchestrator_ids: list[str] = field(factory=list)
+    suspended: bool = False
+
+
+@frozen
+class SuspendReaping:
+    would_reap: int
+    online: int
+    at: int
+
+
+@frozen
+class ResumeReaping:
+    at: int
 
 
 @frozen
@@ -246,11 +289,15 @@ Command = (
     | RequestSpawn
     | RequestAction
     | RecordCommandResult
+    | StartCommand
+    | SuspendReaping
+    | ResumeReaping
     | RemoveOrchestrator
     | RegisterAgent
     | HeartbeatAgent
     | RemoveAgent
     | Reap
+    | ExpireCommands
     | SendMessage
     | ClaimMessage
     | AckMessage

@@ -49,6 +49,11 @@ class Settings:
     client_timeout: float = 30.0
     public_url: str | None = None  # the URL browsers use when it is not a loopback one (guard.py)
     metrics_public: bool = False  # /metrics without the token, for a scraper on a private network
+    # Fleet lifecycle (issue 15, ADR 0019)
+    command_deadline: float = 300.0  # seconds a command may stay pending or running
+    lost_after: float = 300.0  # seconds an offline host's agents are "unknown" before "lost"
+    max_reap_fraction: float = 0.5  # a pass reaping more than this share of the online ...
+    max_reap_min: int = 10  # ... and more than this many suspends the reaper instead
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -80,6 +85,10 @@ class Settings:
             "RELAY_CLIENT_TIMEOUT": ("client_timeout", float),
             "RELAY_PUBLIC_URL": ("public_url", str),
             "RELAY_METRICS_PUBLIC": ("metrics_public", _flag),
+            "RELAY_COMMAND_DEADLINE": ("command_deadline", float),
+            "RELAY_LOST_AFTER": ("lost_after", float),
+            "RELAY_MAX_REAP_FRACTION": ("max_reap_fraction", float),
+            "RELAY_MAX_REAP_MIN": ("max_reap_min", int),
         }
         changes: dict[str, object] = {}
         for key, (name, kind) in conv.items():
@@ -125,6 +134,10 @@ class Settings:
             raise SettingsError("RELAY_SSE_RING must be at least 1")
         if self.replay_every < 1:
             raise SettingsError("RELAY_REPLAY_EVERY must be at least 1")
+        if self.command_deadline <= 0 or self.lost_after < 0:
+            raise SettingsError("--command-deadline must be positive and --lost-after 0 or more")
+        if not 0 < self.max_reap_fraction <= 1 or self.max_reap_min < 0:
+            raise SettingsError("--max-reap-fraction must be in (0, 1] and --max-reap-min 0 or more")
         if self.max_body < 1024:
             raise SettingsError("the body limit must be at least 1024 bytes")
         if self.public_url is not None:
@@ -143,6 +156,11 @@ class Settings:
     @property
     def stale_after_ms(self) -> int:
         return int(self.stale_after * 1000)
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """What hosts are told to heartbeat at: three beats per stale-after."""
+        return max(1, self.stale_after_ms // 3)
 
     @property
     def keep_heartbeats_ms(self) -> int | None:

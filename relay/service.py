@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from attrs import evolve
 from eventsourcing.persistence import PersistenceError
 
 from relay import __version__
@@ -24,14 +25,15 @@ from relay.audit.log import AppLog
 from relay.clock import Clock, SystemClock
 from relay.config import Settings
 from relay.domain.errors import StoreUnavailableError
+from relay.domain.outage import PassDecision, ReapBrake
 from relay.metrics import Metrics
 from relay.projections.follower import TailFollower, load_read_models
 from relay.projections.messages import expired_claims
 from relay.projections.readmodels import ReadModels
 from relay.store import store_env
-from relay.store.lock import DataFolderLock
 from relay.store.archive import Archive, open_archive
 from relay.store.archiver import ArchiveWorker, start_archiver
+from relay.store.lock import DataFolderLock
 from relay.store.reader import LogReader
 from relay.writer import Writer
 
@@ -185,29 +187,68 @@ class RelayService:
 
     # -- the reaper --------------------------------------------------------------
 
+    def grace_from(self) -> int:
+        """Silence before this moment never counts: the relay's start, or the reaper's last resume."""
+        return max(self.started_at, int(self.rm.reaper.get("resumedAt") or 0))
+
     def reap_candidates(self, now: int) -> list[c.ReapCandidate]:
         """Who looks stale in the read model at ``now`` (the decision; no write)."""
-        return reap_candidates(self.rm, now, self.settings.stale_after_ms, self.started_at)
+        return reap_candidates(self.rm, now, self.settings.stale_after_ms, self.grace_from())
 
-    async def reap(self, now: int | None = None) -> c.ReapResult:
-        """Decide from the read model, then record; a heartbeat in between wins."""
+    async def reap(self, now: int | None = None, force: bool = False) -> c.ReapResult:
+        """Decide from the read model, then record; a heartbeat in between wins.
+
+        The brake (relay/domain/outage.py) holds the reap back when it would
+        mark offline most of the fleet at once; command deadlines and claim
+        leases still run out meanwhile, so every command still ends in time.
+        """
         now = self.clock.now_ms() if now is None else now
         self.last_reap_at = now
         candidates = self.reap_candidates(now)
-        expired = expired_claims(self.rm, now)
-        if not candidates and not expired:
-            return c.ReapResult([], [])
-        if self.reap_hook is not None:
-            await self.reap_hook()
-        result: c.ReapResult = await self.execute(
-            c.Reap(
-                now=now,
-                stale_after_ms=self.settings.stale_after_ms,
-                grace_from=self.started_at,
-                candidates=tuple(candidates),
-                expired_claims=tuple(expired),
+        brake = ReapBrake(self.settings.max_reap_fraction, self.settings.max_reap_min)
+        online = online_count(self.rm)
+        decision = brake.decide(bool(self.rm.reaper.get("suspended")), len(candidates), online, force)
+        if decision is PassDecision.SUSPEND:
+            log.warning(
+                "reaper suspended: %d of %d online entities went silent at once", len(candidates), online
             )
-        )
+            await self.execute(c.SuspendReaping(len(candidates), online, now))
+        elif decision is PassDecision.RESUME:
+            log.warning("reaper resumed: everyone gets a fresh %g s grace", self.settings.stale_after)
+            await self.execute(c.ResumeReaping(now))
+        if decision is not PassDecision.REAP:
+            candidates = []
+        expired = expired_claims(self.rm, now)
+        overdue = overdue_orchestrators(self.rm, now)
+        lost_after_ms = int(self.settings.lost_after * 1000)
+        suspended = bool(self.rm.reaper.get("suspended"))
+        result = c.ReapResult([], [], suspended=suspended)
+        if candidates or expired:
+            if self.reap_hook is not None:
+                await self.reap_hook()
+            result = await self.execute(
+                c.Reap(
+                    now=now,
+                    stale_after_ms=self.settings.stale_after_ms,
+                    grace_from=self.grace_from(),
+                    candidates=tuple(candidates),
+                    expired_claims=tuple(expired),
+                )
+            )
+        # After the reap's own commit, so that a host it just reaped is judged offline here.
+        offline = lost_candidates(self.rm, now, lost_after_ms)
+        if overdue or offline:
+            ended: c.ReapResult = await self.execute(
+                c.ExpireCommands(now, tuple(overdue), tuple(offline), lost_after_ms)
+            )
+            result = evolve(
+                result,
+                expired_command_ids=ended.expired_command_ids,
+                lost_orchestrator_ids=ended.lost_orchestrator_ids,
+                suspended=suspended,
+            )
+            if ended.expired_command_ids:
+                log.info("expired commands %s", ended.expired_command_ids)
         if result.released_message_ids:
             log.info("released expired claims on messages %s", result.released_message_ids)
         if result.reaped_agent_ids or result.reaped_orchestrator_ids:
@@ -348,17 +389,39 @@ class RelayService:
             self.last_reap_at is not None
             and self.now() - self.last_reap_at > 3 * self.settings.reap_every * 1000
         )
-        checks.append(
-            {
-                "name": "reaper",
-                "status": "warn" if overdue else "ok",
-                "detail": (
-                    f"last run at {self.last_reap_at}" if self.last_reap_at else "not run yet"
-                ),
-            }
-        )
+        reaper = self.rm.reaper
+        if reaper.get("suspended"):
+            checks.append(
+                {
+                    "name": "reaper",
+                    "status": "suspended",
+                    "detail": (
+                        f"suspended since {reaper.get('since')}: {reaper.get('wouldReap')} of "
+                        f"{reaper.get('online')} online entities went silent at once; "
+                        "POST /api/system/reap?force=true reaps anyway"
+                    ),
+                }
+            )
+        else:
+            checks.append(
+                {
+                    "name": "reaper",
+                    "status": "warn" if overdue else "ok",
+                    "detail": (
+                        f"last run at {self.last_reap_at}" if self.last_reap_at else "not run yet"
+                    ),
+                }
+            )
         statuses = {ch["status"] for ch in checks}
-        status = "error" if "error" in statuses else "warn" if "warn" in statuses else "ok"
+        status = (
+            "error"
+            if "error" in statuses
+            else "degraded"
+            if "suspended" in statuses
+            else "warn"
+            if "warn" in statuses
+            else "ok"
+        )
         return {
             "status": status,
             "version": __version__,
@@ -391,6 +454,45 @@ def reap_candidates(
             if version is not None:
                 out.append(c.ReapCandidate("agent", a["id"], a["lastSeen"], version))
     return out
+
+
+def online_count(rm: ReadModels) -> int:
+    """Online entities the reaper watches: orchestrators, and agents that are not one's record."""
+    orchestrator_agents = {o["agentId"] for o in rm.orchestrators.values()}
+    return sum(o["status"] == "online" for o in rm.orchestrators.values()) + sum(
+        a["status"] == "online" and a["id"] not in orchestrator_agents for a in rm.agents.values()
+    )
+
+
+def overdue_orchestrators(rm: ReadModels, now: int) -> list[str]:
+    """Orchestrators with a pending or running command past its deadline at ``now``."""
+    out: set[str] = set()
+    for cmd in rm.commands.values():
+        deadline = cmd.get("deadlineAt")
+        if deadline is not None and now > deadline and cmd["status"] in ("pending", "running"):
+            out.add(cmd["orchestratorId"])
+    return sorted(out)
+
+
+def lost_candidates(rm: ReadModels, now: int, lost_after_ms: int) -> list[str]:
+    """Offline orchestrators with pending commands (they will not start them), or whose
+    agents have been unknown for longer than ``lost_after_ms``."""
+    out = []
+    for o in rm.orchestrators.values():
+        if o["status"] != "offline":
+            continue
+        since = o.get("offlineSince")
+        lost = (
+            since is not None
+            and now - since > lost_after_ms
+            and any(m.get("state") == "unknown" for m in o["managedAgents"])
+        )
+        pending = any(
+            rm.commands[cid]["status"] == "pending" for cid in rm.commands_by_orchestrator.get(o["id"], ())
+        )
+        if lost or pending:
+            out.append(o["id"])
+    return sorted(out)
 
 
 _HIDDEN_FIELDS = frozenset(

@@ -30,6 +30,9 @@ ONLINE = "online"
 OFFLINE = "offline"
 REMOVED = "removed"
 PENDING = "pending"
+RUNNING = "running"
+EXPIRED = "expired"
+OPEN_COMMAND_STATES = (PENDING, RUNNING)
 
 
 def path_inside(base: str, path: str) -> bool:
@@ -53,6 +56,23 @@ class Orchestrator(Aggregate):
     """A host's orchestrator: registration, liveness, managed agents and commands."""
 
     TOPIC = "Orchestrator"
+    # 2: capacity, load, command deadlines and lost agents (issue 15). Snapshots
+    # taken before carry version 1 and are upcast on load; events need no
+    # upcaster because every field they gained has a default.
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        offline = state.get("status") == OFFLINE
+        state.update(
+            max_agents=None,
+            labels={},
+            load=None,
+            deadlines={},
+            pending_spawns={},
+            offline_since=state.get("last_seen") if offline else None,
+            agents_lost=False,
+        )
 
     class Event(Aggregate.Event):
         TOPIC = "OrchestratorEvent"
@@ -117,6 +137,17 @@ class Orchestrator(Aggregate):
         self.created_at = at
         self.managed_agents: list[dict[str, Any]] = []
         self.commands: dict[str, str] = {}
+        self._init_lifecycle()
+
+    def _init_lifecycle(self) -> None:
+        """State added with issue 15; set on (re)start so that old logs replay unchanged."""
+        self.max_agents: int | None = None
+        self.labels: dict[str, str] = {}
+        self.load: dict[str, Any] | None = None
+        self.deadlines: dict[str, int | None] = {}  # open command id -> deadlineAt
+        self.pending_spawns: dict[str, bool] = {}  # a dict, not a set: snapshots are JSON
+        self.offline_since: int | None = None
+        self.agents_lost = False
 
     @classmethod
     def enroll_new(
@@ -227,6 +258,7 @@ class Orchestrator(Aggregate):
         self.token_hash = token_hash
         self.status = ONLINE
         self.last_seen = max(self.last_seen, at)
+        self._back_online()
 
     def reenroll(
         self, hostname: str, base_dir: str, providers: list[str], token_hash: str, at: int
@@ -328,15 +360,56 @@ class Orchestrator(Aggregate):
     def _token_revoked(self, at: int) -> None:
         self.token_hash = ""
 
-    def heartbeat(self, at: int) -> None:
-        """Proof of life, judged on the server's receive time ``at``."""
+    def heartbeat(self, at: int, load: dict[str, Any] | None = None) -> None:
+        """Proof of life, judged on the server's receive time ``at``; may carry the host's load."""
         self._require_present()
-        self._heartbeat_received(at=at)
+        if load is None:
+            self._heartbeat_received(at=at)  # the common case stays as small as before
+        else:
+            self._heartbeat_received(at=at, load=load)
 
     @event("HeartbeatReceived", topic="OrchestratorHeartbeatReceived")
-    def _heartbeat_received(self, at: int) -> None:
+    def _heartbeat_received(self, at: int, load: dict[str, Any] | None = None) -> None:
         self.status = ONLINE
         self.last_seen = max(self.last_seen, at)
+        self.load = load
+        self._back_online()
+
+    def _back_online(self) -> None:
+        self.offline_since = None
+        self.agents_lost = False
+
+    # -- capacity (issue 15) --------------------------------------------------------
+
+    def declare_capacity(self, max_agents: int | None, labels: dict[str, str], at: int) -> bool:
+        """Record the host's capacity and labels when they differ from what the log says."""
+        self._require_present()
+        if max_agents == self.max_agents and labels == self.labels:
+            return False
+        self._capacity_declared(max_agents=max_agents, labels=labels, at=at)
+        return True
+
+    @event("CapacityDeclared", topic="OrchestratorCapacityDeclared")
+    def _capacity_declared(self, max_agents: int | None, labels: dict[str, str], at: int) -> None:
+        self.max_agents = max_agents
+        self.labels = labels
+
+    @property
+    def active_agents(self) -> int:
+        """Agents the host runs: its reported load when given, else its reported agents."""
+        if self.load is not None and isinstance(self.load.get("activeAgents"), int):
+            return int(self.load["activeAgents"])
+        return len(self.managed_agents)
+
+    def _require_room(self) -> None:
+        if self.max_agents is None:
+            return
+        busy = self.active_agents + len(self.pending_spawns)
+        if busy >= self.max_agents:
+            raise ConflictError(
+                f"orchestrator {self.orchestrator_id!r} is full "
+                f"({busy} of {self.max_agents} agents, pending spawns included)"
+            )
 
     def report_managed_agents(self, agents: list[dict[str, Any]], at: int) -> None:
         """The host's list replaces the previous one; every agent works inside baseDir."""
@@ -360,6 +433,7 @@ class Orchestrator(Aggregate):
         at: int,
         stale_after_ms: int | None = None,
         grace_from: int = 0,
+        deadline_at: int | None = None,
     ) -> None:
         """Ask the host to start an agent; refused unless the host could do it now.
 
@@ -378,6 +452,8 @@ class Orchestrator(Aggregate):
             raise InvalidInputError("prompt", f"must be at most {MAX_PROMPT_CHARS} characters")
         if command_id in self.commands:
             raise ConflictError(f"command {command_id!r} already exists")
+        self._require_room()
+        extra = {} if deadline_at is None else {"deadline_at": deadline_at}
         self._spawn_requested(
             command_id=command_id,
             provider=provider,
@@ -387,6 +463,7 @@ class Orchestrator(Aggregate):
             prompt=prompt,
             requested_by=requested_by,
             at=at,
+            **extra,
         )
 
     @event("SpawnRequested", topic="SpawnRequested")
@@ -400,8 +477,11 @@ class Orchestrator(Aggregate):
         prompt: str | None,
         requested_by: str,
         at: int,
+        deadline_at: int | None = None,
     ) -> None:
         self.commands[command_id] = PENDING
+        self.deadlines[command_id] = deadline_at
+        self.pending_spawns[command_id] = True
 
     def request_action(
         self,
@@ -412,6 +492,7 @@ class Orchestrator(Aggregate):
         at: int,
         stale_after_ms: int | None = None,
         grace_from: int = 0,
+        deadline_at: int | None = None,
     ) -> None:
         """Restart or shut down one managed agent, or all of them when no agent is named."""
         self._require_available(at, stale_after_ms, grace_from)
@@ -423,31 +504,93 @@ class Orchestrator(Aggregate):
             )
         if command_id in self.commands:
             raise ConflictError(f"command {command_id!r} already exists")
+        extra = {} if deadline_at is None else {"deadline_at": deadline_at}
         self._action_requested(
             command_id=command_id,
             action=action,
             agent_id=agent_id,
             requested_by=requested_by,
             at=at,
+            **extra,
         )
 
     @event("ActionRequested", topic="ActionRequested")
     def _action_requested(
-        self, command_id: str, action: str, agent_id: str | None, requested_by: str, at: int
+        self,
+        command_id: str,
+        action: str,
+        agent_id: str | None,
+        requested_by: str,
+        at: int,
+        deadline_at: int | None = None,
     ) -> None:
         self.commands[command_id] = PENDING
+        self.deadlines[command_id] = deadline_at
+
+    def start_command(self, command_id: str, at: int) -> bool:
+        """The host says it started the command; refused once it is over or past its deadline.
+
+        Returns False (and records nothing) when it is already running: hosts
+        retry, and a retry is not news.
+        """
+        self._require_present()
+        current = self._command_status(command_id)
+        if current == RUNNING:
+            return False
+        if current != PENDING:
+            raise ConflictError(f"command {command_id!r} is already over ({current})")
+        deadline = self.deadlines.get(command_id)
+        if deadline is not None and at > deadline:
+            raise ConflictError(
+                f"command {command_id!r} passed its deadline ({deadline}); it must not start"
+            )
+        self._command_started(command_id=command_id, at=at)
+        return True
+
+    @event("CommandStarted", topic="CommandStarted")
+    def _command_started(self, command_id: str, at: int) -> None:
+        self.commands[command_id] = RUNNING
+
+    def _command_status(self, command_id: str) -> str:
+        current = self.commands.get(command_id)
+        if current is None:
+            raise NotFoundError(
+                f"orchestrator {self.orchestrator_id!r} has no command {command_id!r}"
+            )
+        return current
+
+    def overdue_commands(self, now: int) -> list[str]:
+        """Open commands whose deadline has passed at ``now`` (what the reaper expires)."""
+        return [
+            cid
+            for cid, deadline in self.deadlines.items()
+            if deadline is not None and now > deadline and self.commands.get(cid) in OPEN_COMMAND_STATES
+        ]
+
+    def expire_commands(self, command_ids: list[str], reason: str, at: int) -> list[str]:
+        """End open commands that can no longer run; returns the ones it ended."""
+        ended = []
+        for cid in command_ids:
+            if self.commands.get(cid) in OPEN_COMMAND_STATES:
+                self._command_expired(command_id=cid, reason=reason, at=at)
+                ended.append(cid)
+        return ended
+
+    @event("CommandExpired", topic="CommandExpired")
+    def _command_expired(self, command_id: str, reason: str, at: int) -> None:
+        self.commands[command_id] = EXPIRED
+        self.deadlines.pop(command_id, None)
+        self.pending_spawns.pop(command_id, None)
 
     def record_command_result(
         self, command_id: str, status: str, error: str | None, agent_id: str | None, at: int
     ) -> None:
         """Exactly one result per command: a second one is a conflict, not an overwrite."""
         self._require_present()
-        current = self.commands.get(command_id)
-        if current is None:
-            raise NotFoundError(
-                f"orchestrator {self.orchestrator_id!r} has no command {command_id!r}"
-            )
-        if current != PENDING:
+        current = self._command_status(command_id)
+        if current == EXPIRED:
+            raise ConflictError(f"command {command_id!r} expired; its result is not recorded")
+        if current not in OPEN_COMMAND_STATES:
             raise ConflictError(f"command {command_id!r} already has a result ({current})")
         self._command_result_recorded(
             command_id=command_id, status=status, error=error, agent_id=agent_id, at=at
@@ -458,6 +601,8 @@ class Orchestrator(Aggregate):
         self, command_id: str, status: str, error: str | None, agent_id: str | None, at: int
     ) -> None:
         self.commands[command_id] = status
+        self.deadlines.pop(command_id, None)
+        self.pending_spawns.pop(command_id, None)
 
     def remove(self, at: int) -> None:
         """Forget the orchestrator; its managed agents keep running on the host."""
@@ -489,3 +634,25 @@ class Orchestrator(Aggregate):
     @event("Reaped", topic="OrchestratorReaped")
     def _reaped(self, at: int, last_seen: int) -> None:
         self.status = OFFLINE
+        self.offline_since = at
+
+    def pending_commands(self) -> list[str]:
+        """Commands the host has not started (a reaped host's are expired at once)."""
+        return [cid for cid, st in self.commands.items() if st == PENDING]
+
+    def mark_agents_lost(self, now: int, lost_after_ms: int) -> bool:
+        """Offline for longer than ``lost_after_ms``: its managed agents are lost, not unknown."""
+        if (
+            self.status != OFFLINE
+            or self.agents_lost
+            or self.offline_since is None
+            or now - self.offline_since <= lost_after_ms
+            or not self.managed_agents
+        ):
+            return False
+        self._managed_agents_lost(at=now)
+        return True
+
+    @event("ManagedAgentsLost", topic="ManagedAgentsLost")
+    def _managed_agents_lost(self, at: int) -> None:
+        self.agents_lost = True

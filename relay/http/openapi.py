@@ -134,6 +134,12 @@ def _op(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any
 
 
 _STR_ITEMS = {"type": "string", "minLength": 1, "maxLength": 100}
+_DEADLINE = {
+    "type": ["integer", "null"],
+    "minimum": 1,
+    "description": "Seconds until the command expires; at most the relay's --command-deadline "
+    "(the default).",
+}
 _MANAGED_AGENT_PROPERTIES = {
     "agentId": ID,
     "provider": PROVIDER,
@@ -143,6 +149,28 @@ _MANAGED_AGENT_PROPERTIES = {
     "approvalMode": {"enum": list(APPROVAL_MODES)},
     "pid": {"type": "integer", "minimum": 0},
     "startedAt": EPOCH_MS,
+    "state": {
+        "enum": ["running", "unknown", "lost"],
+        "description": "running: reported by an online host; unknown: its host is offline "
+        "(for up to --lost-after); lost: its host has been offline longer. A host that "
+        "comes back and reports returns its agents to running, with no respawn.",
+    },
+}
+_LABELS = {
+    "type": "object",
+    "additionalProperties": {"type": "string", "maxLength": 100},
+    "maxProperties": 32,
+    "propertyNames": {"minLength": 1, "maxLength": 100},
+    "description": "Labels of a host, matched exactly by a spawn's selector.",
+}
+_LOAD = {
+    "type": "object",
+    "required": ["activeAgents"],
+    "properties": {
+        "activeAgents": {"type": "integer", "minimum": 0, "maximum": 100000},
+        "cpu": {"type": "number", "minimum": 0, "description": "Load, e.g. the 1-minute load average."},
+        "memory": {"type": "number", "minimum": 0, "maximum": 1, "description": "Fraction in use."},
+    },
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -245,6 +273,23 @@ SCHEMAS: dict[str, Any] = {
             "managedAgents": {"type": "array", "items": _ref("ManagedAgent")},
             "lastSeen": EPOCH_MS,
             "createdAt": EPOCH_MS,
+            "maxAgents": {"type": ["integer", "null"], "minimum": 1},
+            "labels": _LABELS,
+            "load": {**_LOAD, "type": ["object", "null"]},
+            "activeAgents": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "The last heartbeat's load.activeAgents, else the reported agents.",
+            },
+            "offlineSince": {
+                "type": ["integer", "null"],
+                "description": "Epoch ms it was last reaped (null: never).",
+            },
+            "agentsLostAt": {
+                "type": ["integer", "null"],
+                "description": "Epoch ms its managed agents were declared lost (offline longer "
+                "than --lost-after); null while it is online.",
+            },
         },
     },
     "OrchestratorRegistration": {
@@ -269,7 +314,19 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Names of environment variables, never values ('K=V' is refused).",
             },
             "meta": OPT_OBJECT,
+            "maxAgents": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": 100000,
+                "description": "Agents this host runs at most; spawns beyond it are 409.",
+            },
+            "labels": {**_LABELS, "type": ["object", "null"]},
         },
+    },
+    "Heartbeat": {
+        "type": "object",
+        "description": "Optional body of an orchestrator heartbeat.",
+        "properties": {"load": {**_LOAD, "type": ["object", "null"]}},
     },
     "SpawnRequest": {
         "type": "object",
@@ -285,6 +342,12 @@ SCHEMAS: dict[str, Any] = {
             "label": OPT_NAME,
             "approvalMode": _nullable(APPROVAL_MODE),
             "prompt": _text(MAX_PROMPT_CHARS),
+            "selector": {
+                **_LABELS,
+                "type": ["object", "null"],
+                "description": "POST /api/agents/spawn only: labels the chosen host must have.",
+            },
+            "deadlineSeconds": _DEADLINE,
         },
     },
     "ActionRequest": {
@@ -293,6 +356,17 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "action": {"enum": ["restart", "shutdown"]},
             "agentId": {**OPT_ID, "description": "A managed agent's id; omit for all of them."},
+            "deadlineSeconds": _DEADLINE,
+        },
+    },
+    "CommandProgressRequest": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {
+                "const": "running",
+                "description": "The host started the command (so a slow start is not a lost one).",
+            }
         },
     },
     "CommandResultRequest": {
@@ -311,8 +385,21 @@ SCHEMAS: dict[str, Any] = {
             "id": STR,
             "orchestratorId": ID,
             "kind": {"enum": ["spawn", "restart", "shutdown"]},
-            "status": {"enum": ["pending", "done", "failed"]},
+            "status": {"enum": ["pending", "running", "done", "failed", "expired"]},
             "requestedAt": EPOCH_MS,
+            "deadlineAt": {
+                "type": ["integer", "null"],
+                "description": "Epoch ms; pending or running past it, the command expires.",
+            },
+            "startedAt": EPOCH_MS,
+            "expired": {
+                "type": "object",
+                "required": ["reason", "at"],
+                "properties": {
+                    "reason": {"enum": ["deadline passed", "orchestrator offline"]},
+                    "at": EPOCH_MS,
+                },
+            },
             "requestedBy": {
                 "type": "string",
                 "description": "'operator' (the admin token, or no token on a loopback relay) "
@@ -377,7 +464,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "version", "generatedAt", "checks"],
         "properties": {
-            "status": {"enum": ["ok", "warn", "error"]},
+            "status": {
+                "enum": ["ok", "warn", "degraded", "error"],
+                "description": "degraded: the reaper is suspended (mass outage); still HTTP 200.",
+            },
             "version": STR,
             "generatedAt": EPOCH_MS,
             "checks": {
@@ -387,7 +477,7 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["name", "status", "detail"],
                     "properties": {
                         "name": STR,
-                        "status": {"enum": ["ok", "warn", "error"]},
+                        "status": {"enum": ["ok", "warn", "suspended", "error"]},
                         "detail": STR,
                     },
                 },
@@ -406,6 +496,13 @@ SCHEMAS: dict[str, Any] = {
             "reapedOrchestratorIds": {"type": "array", "items": STR},
             "releasedMessageIds": {"type": "array", "items": STR},
             "releasedTaskIds": {"type": "array", "items": STR},
+            "expiredCommandIds": {"type": "array", "items": STR},
+            "lostOrchestratorIds": {
+                "type": "array",
+                "items": STR,
+                "description": "Hosts offline longer than --lost-after: their agents are now lost.",
+            },
+            "suspended": {"type": "boolean", "description": "The reaper is suspended (mass outage)."},
         },
     },
 }
@@ -514,9 +611,19 @@ PATHS: dict[str, Any] = {
     "/api/system/reap": {
         "post": _op(
             "reap",
-            "Reap now: mark offline whatever has been silent longer than stale-after.",
+            "Reap now: mark offline whatever has been silent longer than stale-after. "
+            "While the reaper is suspended (a mass outage: see /api/health) nothing is "
+            "reaped unless force=true.",
             {"200": _ok(_ref("ReapResult")), **BODY_ERRORS, **WRITE_ERRORS},
             requestBody=OPTIONAL_BODY,
+            parameters=[
+                {
+                    "name": "force",
+                    "in": "query",
+                    "schema": {"enum": ["true", "false"], "default": "false"},
+                    "description": "true: reap once whatever the mass-outage brake says.",
+                }
+            ],
         )
     },
     "/api/agents": {
@@ -673,7 +780,7 @@ PATHS: dict[str, Any] = {
                 **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
-            requestBody=OPTIONAL_BODY,
+            requestBody={"required": False, "content": {"application/json": {"schema": _ref("Heartbeat")}}},
         )
     },
     "/api/orchestrators/{id}/agents": {
@@ -762,9 +869,29 @@ PATHS: dict[str, Any] = {
                 {
                     "name": "status",
                     "in": "query",
-                    "schema": {"enum": ["pending", "done", "failed"]},
+                    "schema": {"enum": ["pending", "running", "done", "failed", "expired"]},
                 },
             ],
+        )
+    },
+    "/api/orchestrators/{id}/commands/{commandId}/progress": {
+        "post": _op(
+            "recordCommandProgress",
+            "The host started the command: it becomes running (again: no-op). Refused once "
+            "the command is over or past its deadline, so a host never starts it late. Its "
+            "own token suffices.",
+            {
+                "200": _ok(_ref("Command")),
+                **BODY_ERRORS,
+                "404": _err("No such orchestrator or command."),
+                "409": _err("The command is over, or past its deadline."),
+                **WRITE_ERRORS,
+            },
+            parameters=[
+                PATH_ID,
+                {"name": "commandId", "in": "path", "required": True, "schema": ID},
+            ],
+            requestBody=_body(_ref("CommandProgressRequest")),
         )
     },
     "/api/orchestrators/{id}/commands/{commandId}/result": {
@@ -775,7 +902,7 @@ PATHS: dict[str, Any] = {
                 "200": _ok(_ref("Command")),
                 **BODY_ERRORS,
                 "404": _err("No such orchestrator or command."),
-                "409": _err("The command already has a result."),
+                "409": _err("The command already has a result, or expired."),
                 **WRITE_ERRORS,
             },
             parameters=[
@@ -788,7 +915,7 @@ PATHS: dict[str, Any] = {
     "/api/managed-agents": {
         "get": _op(
             "listManagedAgents",
-            "Every managed agent across hosts, with where it runs.",
+            "Every managed agent across hosts, with where it runs; ?state= filters.",
             {
                 "200": _ok(
                     {
@@ -807,8 +934,16 @@ PATHS: dict[str, Any] = {
                             },
                         },
                     }
-                )
+                ),
+                "400": _err("Unknown state filter, or given twice."),
             },
+            parameters=[
+                {
+                    "name": "state",
+                    "in": "query",
+                    "schema": {"enum": ["running", "unknown", "lost"]},
+                }
+            ],
         )
     },
 }
@@ -837,7 +972,7 @@ def _log_op(operation_id: str, summary: str, responses: dict[str, Any], **extra:
     }
 
 
-_TYPES = "^(agent|orchestrator|message)(,(agent|orchestrator|message))*$"
+_TYPES = "^(agent|orchestrator|message|system)(,(agent|orchestrator|message|system))*$"
 AT_PARAM = {
     "name": "at",
     "in": "query",

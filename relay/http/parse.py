@@ -432,3 +432,79 @@ def claim_holder(body: dict[str, Any]) -> dict[str, Any]:
         "agent_id": check_id("agentId", body.get("agentId")),
         "claim_id": None if claim_id is None else check_id("claimId", claim_id),
     }
+
+
+# -- fleet lifecycle (issue 15) ----------------------------------------------------
+
+MAX_LABELS = 32
+MAX_AGENTS_LIMIT = 100_000
+
+
+def labels(body: dict[str, Any], field: str) -> dict[str, str]:
+    """A string map of at most 32 labels (keys and values at most 100 characters)."""
+    value = body.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(field, "must be an object of string labels")
+    if len(value) > MAX_LABELS:
+        raise InvalidInputError(field, f"must have at most {MAX_LABELS} labels")
+    for k, v in value.items():
+        if not k or len(k) > MAX_LIST_ITEM or not isinstance(v, str) or len(v) > MAX_LIST_ITEM:
+            raise InvalidInputError(
+                field, f"labels must map non-empty names to strings of at most {MAX_LIST_ITEM} characters"
+            )
+    return dict(value)
+
+
+def capacity(body: dict[str, Any]) -> dict[str, Any]:
+    """``maxAgents`` and ``labels`` of a registration."""
+    max_agents = body.get("maxAgents")
+    if max_agents is not None and (
+        isinstance(max_agents, bool)
+        or not isinstance(max_agents, int)
+        or not 1 <= max_agents <= MAX_AGENTS_LIMIT
+    ):
+        raise InvalidInputError("maxAgents", f"must be an integer from 1 to {MAX_AGENTS_LIMIT}")
+    return {"max_agents": max_agents, "labels": labels(body, "labels")}
+
+
+def heartbeat_load(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A heartbeat's optional ``load``: {activeAgents, cpu?, memory?}."""
+    value = body.get("load")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInputError("load", "must be an object {activeAgents, cpu?, memory?}")
+    active = value.get("activeAgents")
+    if isinstance(active, bool) or not isinstance(active, int) or not 0 <= active <= MAX_AGENTS_LIMIT:
+        raise InvalidInputError("load.activeAgents", "is required: an integer of at least 0")
+    load: dict[str, Any] = {"activeAgents": active}
+    for name, hi in (("cpu", 1e6), ("memory", 1.0)):
+        x = value.get(name)
+        if x is None:
+            continue
+        if isinstance(x, bool) or not isinstance(x, int | float) or not 0 <= x <= hi:
+            raise InvalidInputError(f"load.{name}", f"must be a number from 0 to {hi:g}")
+        load[name] = x
+    return load
+
+
+def deadline_seconds(body: dict[str, Any], most: float) -> float:
+    """A request may ask for a shorter deadline than the relay's, never a longer one."""
+    value = body.get("deadlineSeconds")
+    if value is None:
+        return most
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError("deadlineSeconds", "must be a whole number of seconds, at least 1")
+    if value > most:
+        raise InvalidInputError(
+            "deadlineSeconds", f"must be at most the relay's --command-deadline ({most:g})"
+        )
+    return float(value)
+
+
+def progress(body: dict[str, Any]) -> str:
+    if body.get("status") != "running":
+        raise InvalidInputError("status", "is required: running")
+    return "running"

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from relay import commands as c
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from relay.domain.placement import HostView, place
 from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, PROVIDERS, check_id, is_silent
 from relay.http import parse, past
 from relay.http.auth import OPERATOR, hash_token, presented_token, principal
@@ -55,7 +56,8 @@ async def health(request: web.Request) -> web.Response:
 @routes.post("/api/system/reap")
 async def reap(request: web.Request) -> web.Response:
     await parse.read_json(request, required=False)
-    result = await svc(request).reap()
+    force = parse.query_choice(request, "force", ("true", "false")) == "true"
+    result = await svc(request).reap(force=force)
     return json(
         {
             "ok": True,
@@ -63,6 +65,9 @@ async def reap(request: web.Request) -> web.Response:
             "reapedOrchestratorIds": result.reaped_orchestrator_ids,
             "releasedMessageIds": result.released_message_ids,
             "releasedTaskIds": [],
+            "expiredCommandIds": result.expired_command_ids,
+            "lostOrchestratorIds": result.lost_orchestrator_ids,
+            "suspended": result.suspended,
         }
     )
 
@@ -104,28 +109,15 @@ async def list_agents(request: web.Request) -> web.Response:
 @routes.post("/api/agents/spawn")
 async def spawn_anywhere(request: web.Request) -> web.Response:
     s = svc(request)
-    fields = parse.spawn(await parse.read_json(request))
-    now = s.now()
-    target = next(
-        (
-            o
-            for o in s.rm.orchestrators_sorted()
-            if o["status"] == "online"
-            and not is_silent(o["lastSeen"], now, s.settings.stale_after_ms, s.started_at)
-            and fields["provider"] in o["providers"]
-        ),
-        None,
-    )
-    if target is None:
-        raise ConflictError(
-            f"no online orchestrator offers provider {fields['provider']!r} "
-            f"(online: heard from within stale-after, {s.settings.stale_after:g} s)"
-        )
-    command = await _spawn(s, target["id"], fields, principal(request))
+    body = await parse.read_json(request)
+    fields = parse.spawn(body)
+    selector = parse.labels(body, "selector")
+    target = place(host_views(s), fields["provider"], selector)
+    command = await _spawn(s, target.id, fields, principal(request), body)
     return json(
         {
             "ok": True,
-            "orchestratorId": target["id"],
+            "orchestratorId": target.id,
             "provider": fields["provider"],
             "command": command,
         },
@@ -184,16 +176,41 @@ def _orchestrator(s: RelayService, orchestrator_id: str) -> dict[str, Any]:
     return o
 
 
+def host_views(s: RelayService) -> list[HostView]:
+    """The orchestrators as placement sees them; online means heard from within stale-after."""
+    now = s.now()
+    stale = s.settings.stale_after_ms
+    return [
+        HostView(
+            id=o["id"],
+            hostname=o["hostname"],
+            online=o["status"] == "online"
+            and not is_silent(o["lastSeen"], now, stale, s.grace_from()),
+            providers=tuple(o["providers"]),
+            labels=o.get("labels") or {},
+            max_agents=o.get("maxAgents"),
+            # spawns on their way count as taken, as the aggregate counts them
+            active_agents=o.get("activeAgents", len(o["managedAgents"]))
+            + len(s.rm.open_spawns.get(o["id"], ())),
+        )
+        for o in s.rm.orchestrators.values()
+    ]
+
+
 @routes.post("/api/orchestrators")
 async def register_orchestrator(request: web.Request) -> web.Response:
     """The admin registers (and rotates the token); a host token re-registers only itself."""
     s = svc(request)
-    fields = parse.orchestrator_registration(await parse.read_json(request))
+    raw = await parse.read_json(request)
+    fields = parse.orchestrator_registration(raw)
+    capacity = parse.capacity(raw)
     oid = fields["orchestrator_id"]
     who = principal(request)
     if who == OPERATOR:
         token, token_hash = new_token()
-        await s.execute(c.RegisterOrchestrator(**fields, token_hash=token_hash, at=s.now()))
+        await s.execute(
+            c.RegisterOrchestrator(**fields, **capacity, token_hash=token_hash, at=s.now())
+        )
     else:
         holder = who.removeprefix("orchestrator:")
         if oid != holder:
@@ -204,10 +221,14 @@ async def register_orchestrator(request: web.Request) -> web.Response:
         # The host keeps its token (the one it was enrolled with, in its token file).
         token = presented_token(request) or ""
         await s.execute(
-            c.ReregisterOwnOrchestrator(**fields, token_hash=hash_token(token), at=s.now())
+            c.ReregisterOwnOrchestrator(
+                **fields, **capacity, token_hash=hash_token(token), at=s.now()
+            )
         )
     body = dict(_orchestrator(s, oid))
     body["orchestratorToken"] = token
+    # The relay sets the pace, so hosts and relay never disagree on stale-after (issue 15).
+    body["heartbeatIntervalMs"] = s.settings.heartbeat_interval_ms
     return json(body, status=201)
 
 
@@ -291,8 +312,8 @@ async def remove_orchestrator(request: web.Request) -> web.Response:
 async def heartbeat_orchestrator(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    await parse.read_json(request, required=False)
-    await s.execute(c.HeartbeatOrchestrator(oid, s.now()))
+    load = parse.heartbeat_load(await parse.read_json(request, required=False))
+    await s.execute(c.HeartbeatOrchestrator(oid, s.now(), load))
     return json({"ok": True})
 
 
@@ -306,18 +327,24 @@ async def report_agents(request: web.Request) -> web.Response:
     return json(_orchestrator(s, oid))
 
 
+def _deadline(s: RelayService, body: dict[str, Any], at: int) -> int:
+    return at + int(parse.deadline_seconds(body, s.settings.command_deadline) * 1000)
+
+
 async def _spawn(
-    s: RelayService, oid: str, fields: dict[str, Any], requested_by: str
+    s: RelayService, oid: str, fields: dict[str, Any], requested_by: str, body: dict[str, Any]
 ) -> dict[str, Any]:
     command_id = str(uuid.uuid4())
+    at = s.now()
     await s.execute(
         c.RequestSpawn(
             orchestrator_id=oid,
             command_id=command_id,
             requested_by=requested_by,
-            at=s.now(),
+            at=at,
             stale_after_ms=s.settings.stale_after_ms,
-            grace_from=s.started_at,
+            grace_from=s.grace_from(),
+            deadline_at=_deadline(s, body, at),
             **fields,
         )
     )
@@ -328,8 +355,9 @@ async def _spawn(
 async def spawn(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    fields = parse.spawn(await parse.read_json(request))
-    command = await _spawn(s, oid, fields, principal(request))
+    body = await parse.read_json(request)
+    fields = parse.spawn(body)
+    command = await _spawn(s, oid, fields, principal(request), body)
     return json({"ok": True, "orchestratorId": oid, "command": command}, status=202)
 
 
@@ -337,16 +365,19 @@ async def spawn(request: web.Request) -> web.Response:
 async def act(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    fields = parse.action(await parse.read_json(request))
+    body = await parse.read_json(request)
+    fields = parse.action(body)
     command_id = str(uuid.uuid4())
+    at = s.now()
     await s.execute(
         c.RequestAction(
             orchestrator_id=oid,
             command_id=command_id,
             requested_by=principal(request),
-            at=s.now(),
+            at=at,
             stale_after_ms=s.settings.stale_after_ms,
-            grace_from=s.started_at,
+            grace_from=s.grace_from(),
+            deadline_at=_deadline(s, body, at),
             **fields,
         )
     )
@@ -360,7 +391,9 @@ async def act(request: web.Request) -> web.Response:
 async def list_commands(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    status = parse.query_choice(request, "status", ("pending", "done", "failed"))
+    status = parse.query_choice(
+        request, "status", ("pending", "running", "done", "failed", "expired")
+    )
     _orchestrator(s, oid)
     return json(s.rm.commands_of(oid, status))
 
@@ -377,9 +410,20 @@ async def command_result(request: web.Request) -> web.Response:
     return json(s.rm.commands[command_id])
 
 
+@routes.post("/api/orchestrators/{id}/commands/{commandId}/progress")
+async def command_progress(request: web.Request) -> web.Response:
+    s = svc(request)
+    oid = path_id(request)
+    command_id = path_id(request, "commandId")
+    parse.progress(await parse.read_json(request))
+    await s.execute(c.StartCommand(orchestrator_id=oid, command_id=command_id, at=s.now()))
+    return json(s.rm.commands[command_id])
+
+
 @routes.get("/api/managed-agents")
 async def list_managed_agents(request: web.Request) -> web.Response:
-    return json((await past.read_models(request)).managed_agents())
+    state = parse.query_choice(request, "state", ("running", "unknown", "lost"))
+    return json((await past.read_models(request)).managed_agents(state))
 
 
 # -- history (relay.http.past) -------------------------------------------------------

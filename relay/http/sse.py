@@ -58,7 +58,7 @@ from relay.service import RelayService
 
 log = logging.getLogger(__name__)
 
-FAMILIES = frozenset({"agent", "orchestrator", "message"})  # the part of an event name before "."
+FAMILIES = frozenset({"agent", "orchestrator", "message", "system"})  # the part of an event name before "."
 RETRY_MS = 1_000
 KEEPALIVE = b": keep-alive\n\n"
 RING_BYTES = 32 * 1024 * 1024

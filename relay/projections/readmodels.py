@@ -24,7 +24,7 @@ from relay.projections.messages import Messages
 Change = tuple[str, dict[str, Any]]
 Handler = Callable[["ReadModels", Any, list[Change] | None], None]
 
-FORMAT_VERSION = 3  # 2: tokenHashes; 3: messages
+FORMAT_VERSION = 4  # 2: tokenHashes; 3: messages; 4: capacity, command deadlines, reaper
 
 
 class ReadModels:
@@ -49,6 +49,11 @@ class ReadModels:
         self._encoded_orchestrators: dict[str, bytes] = {}
         self._orchestrators_json: tuple[int, bytes] | None = None
         self.messages = Messages()
+        # orchestrator id -> its spawn commands not yet over (placement counts them as
+        # taken). Internal, derived from ``commands`` (rebuilt, not checkpointed).
+        self.open_spawns: dict[str, set[str]] = {}
+        # The reaper's brake (relay/domain/outage.py), as the log says.
+        self.reaper: dict[str, Any] = {"suspended": False, "since": None, "resumedAt": 0}
         # The position of the event being applied (a message's seq is where it was sent).
         self.position_applying = 0
 
@@ -96,6 +101,12 @@ class ReadModels:
             "managedAgents": [],
             "lastSeen": ev.at,
             "createdAt": ev.at,
+            "maxAgents": None,
+            "labels": {},
+            "load": None,
+            "activeAgents": 0,
+            "offlineSince": None,
+            "agentsLostAt": None,
         }
         self.commands_by_orchestrator[oid] = []
         self._set_token_hash(oid, ev.token_hash)
@@ -124,6 +135,8 @@ class ReadModels:
         o["meta"] = ev.meta
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
+        o["agentsLostAt"] = None
+        self._agents_state(o, "running")
         self._set_token_hash(oid, ev.token_hash)
         self._sorted_orchestrators = None
         self._orchestrator_changed(oid, changes)
@@ -177,6 +190,13 @@ class ReadModels:
         was = o["status"]
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
+        load = ev.__dict__.get("load")
+        if load is not None or o["load"] is not None:
+            o["load"] = load
+            o["activeAgents"] = _active(o)
+        if was != "online":
+            o["agentsLostAt"] = None
+            self._agents_state(o, "running")
         a = self.agents[o["agentId"]]
         a["status"] = "online"
         a["lastSeen"] = o["lastSeen"]
@@ -190,9 +210,66 @@ class ReadModels:
     def _managed_agents_reported(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
         o = self.orchestrators[oid]
-        o["managedAgents"] = ev.agents
+        # Copies: the event's dicts are the live aggregate's too, and we add ``state``.
+        state = (
+            "running" if o["status"] == "online" else "lost" if o.get("agentsLostAt") else "unknown"
+        )
+        o["managedAgents"] = [{**m, "state": state} for m in ev.agents]
+        o["activeAgents"] = _active(o)
         if changes is not None:
             changes.append(("orchestrator.status", o))
+
+    def _agents_state(self, o: dict[str, Any], state: str) -> None:
+        for m in o["managedAgents"]:
+            m["state"] = state
+
+    def _capacity_declared(self, ev: Any, changes: list[Change] | None) -> None:
+        o = self.orchestrators[self._entity(ev)[1]]
+        o["maxAgents"] = ev.max_agents
+        o["labels"] = ev.labels
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+
+    def _agents_lost(self, ev: Any, changes: list[Change] | None) -> None:
+        o = self.orchestrators[self._entity(ev)[1]]
+        o["agentsLostAt"] = ev.at
+        self._agents_state(o, "lost")
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+
+    def _command_started(self, ev: Any, changes: list[Change] | None) -> None:
+        cmd = self.commands[ev.command_id]
+        cmd["status"] = "running"
+        cmd["startedAt"] = ev.at
+        if changes is not None:
+            changes.append(("orchestrator.command", cmd))
+
+    def _command_expired(self, ev: Any, changes: list[Change] | None) -> None:
+        cmd = self.commands[ev.command_id]
+        self.open_spawns.get(cmd["orchestratorId"], set()).discard(ev.command_id)
+        cmd["status"] = "expired"
+        cmd["expired"] = {"reason": ev.reason, "at": ev.at}
+        if changes is not None:
+            changes.append(("orchestrator.command", cmd))
+
+    def _reaper_created(self, ev: Any, changes: list[Change] | None) -> None:
+        return None
+
+    def _reap_suspended(self, ev: Any, changes: list[Change] | None) -> None:
+        self.reaper = {
+            "suspended": True,
+            "since": ev.at,
+            "wouldReap": ev.would_reap,
+            "online": ev.online,
+            "resumedAt": self.reaper["resumedAt"],
+        }
+        if changes is not None:
+            changes.append(("system.reaper", self.reaper))
+
+    def _reap_resumed(self, ev: Any, changes: list[Change] | None) -> None:
+        self.reaper = {"suspended": False, "since": None, "resumedAt": ev.at}
+        if changes is not None:
+            changes.append(("system.reaper", self.reaper))
 
     def _spawn_requested(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
@@ -208,7 +285,9 @@ class ReadModels:
             "label": ev.label,
             "approvalMode": ev.approval_mode,
             "prompt": ev.prompt,
+            "deadlineAt": ev.__dict__.get("deadline_at"),
         }
+        self.open_spawns.setdefault(oid, set()).add(ev.command_id)
         self._command_added(oid, cmd, changes)
 
     def _action_requested(self, ev: Any, changes: list[Change] | None) -> None:
@@ -222,6 +301,7 @@ class ReadModels:
             "requestedBy": ev.requested_by,
             "action": ev.action,
             "agentId": ev.agent_id,
+            "deadlineAt": ev.__dict__.get("deadline_at"),
         }
         self._command_added(oid, cmd, changes)
 
@@ -233,6 +313,7 @@ class ReadModels:
 
     def _command_result_recorded(self, ev: Any, changes: list[Change] | None) -> None:
         cmd = self.commands[ev.command_id]
+        self.open_spawns.get(cmd["orchestratorId"], set()).discard(ev.command_id)
         cmd["status"] = ev.status
         cmd["result"] = {
             "status": ev.status,
@@ -246,6 +327,7 @@ class ReadModels:
     def _orchestrator_removed(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
         o = self.orchestrators.pop(oid)
+        self.open_spawns.pop(oid, None)
         self._set_token_hash(oid, None)
         self.agents.pop(o["agentId"], None)
         for cid in self.commands_by_orchestrator.pop(oid, []):
@@ -259,6 +341,8 @@ class ReadModels:
         oid = self._entity(ev)[1]
         o = self.orchestrators[oid]
         o["status"] = "offline"
+        o["offlineSince"] = ev.at
+        self._agents_state(o, "unknown")
         a = self.agents[o["agentId"]]
         a["status"] = "offline"
         if changes is not None:
@@ -385,11 +469,13 @@ class ReadModels:
             agents = [a for a in agents if a["status"] == status]
         return agents
 
-    def managed_agents(self) -> list[dict[str, Any]]:
-        """Every managed agent across hosts, with where it runs."""
+    def managed_agents(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Every managed agent across hosts, with where it runs; optionally only in ``state``."""
         out: list[dict[str, Any]] = []
         for o in self.orchestrators_sorted():
             for m in o["managedAgents"]:
+                if state is not None and m.get("state") != state:
+                    continue
                 out.append(
                     {
                         **m,
@@ -440,6 +526,7 @@ class ReadModels:
             "entities": self.entities,
             "tokenHashes": self.token_hashes,
             "messages": self.messages.to_state(),
+            "reaper": self.reaper,
         }
 
     @classmethod
@@ -457,6 +544,10 @@ class ReadModels:
         rm.token_hashes = state["tokenHashes"]
         rm._token_owners = {h: oid for oid, h in rm.token_hashes.items()}
         rm.messages = Messages.from_state(state["messages"])
+        rm.reaper = state["reaper"]
+        for cmd in rm.commands.values():
+            if cmd["kind"] == "spawn" and cmd["status"] in ("pending", "running"):
+                rm.open_spawns.setdefault(cmd["orchestratorId"], set()).add(cmd["id"])
         return rm
 
     def comparable(self) -> dict[str, Any]:
@@ -492,5 +583,20 @@ _HANDLERS: dict[str, Handler] = {
     "AgentHeartbeatReceived": ReadModels._agent_heartbeat,
     "AgentRemoved": ReadModels._agent_removed,
     "AgentReaped": ReadModels._agent_reaped,
+    "OrchestratorCapacityDeclared": ReadModels._capacity_declared,
+    "ManagedAgentsLost": ReadModels._agents_lost,
+    "CommandStarted": ReadModels._command_started,
+    "CommandExpired": ReadModels._command_expired,
+    "ReaperCreated": ReadModels._reaper_created,
+    "ReapSuspended": ReadModels._reap_suspended,
+    "ReapResumed": ReadModels._reap_resumed,
 }
+
+
+def _active(o: dict[str, Any]) -> int:
+    """Active agents: the host's reported load when it gives one, else its reported agents."""
+    load = o.get("load")
+    if isinstance(load, dict) and isinstance(load.get("activeAgents"), int):
+        return int(load["activeAgents"])
+    return len(o["managedAgents"])
 _HANDLERS.update(_messages.HANDLERS)

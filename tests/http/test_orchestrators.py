@@ -23,6 +23,7 @@ def test_register_returns_orchestrator_and_token(client: Client) -> None:
     assert o["managedAgents"] == []
     token = o.pop("orchestratorToken")
     assert isinstance(token, str) and len(token) >= 32
+    assert o.pop("heartbeatIntervalMs") == 30_000  # stale-after 90 s / 3: the relay sets the pace
     assert client.get("/api/orchestrators/o1").json == o
     # only a hash of the token is in the log, and the raw log does not show even that
     log = client.get("/api/log").json["events"]
@@ -83,7 +84,13 @@ def test_report_managed_agents_replaces_the_list(client: Client) -> None:
     assert [m["agentId"] for m in r.json["managedAgents"]] == ["m3"]
     everywhere = client.get("/api/managed-agents").json
     assert everywhere == [
-        {**managed("m3"), "orchestratorId": "o1", "hostname": "h1", "orchestratorStatus": "online"}
+        {
+            **managed("m3"),
+            "state": "running",
+            "orchestratorId": "o1",
+            "hostname": "h1",
+            "orchestratorStatus": "online",
+        }
     ]
 
 
