@@ -25,8 +25,13 @@ from relay.host.config import (
     agent_base_env,
     check_id,
     default_state_path,
+    is_loopback_url,
     parse_providers,
+    provider_env,
+    read_config_file,
     read_env_file,
+    read_token_file,
+    tmux_env,
 )
 from relay.host.daemon import HostDaemon, registration_payload
 from relay.host.state import StateFileError
@@ -73,8 +78,20 @@ def configure_parser(
     parser.add_argument("--env-file", default=env.get("RELAY_ENV_FILE"), metavar="FILE",
                         help="KEY=VALUE lines given to agents; only the names are sent "
                         "to the relay (env RELAY_ENV_FILE)")
-    parser.add_argument("--token", default=env.get("RELAY_TOKEN"),
-                        help="the relay's admin token, used only to register (env RELAY_TOKEN)")
+    parser.add_argument("--token-file", default=env.get("RELAY_TOKEN_FILE"), metavar="PATH",
+                        help="a file (mode 0600) holding this host's relay token; or set "
+                        "RELAY_TOKEN in the environment. Never give a token on the command line")
+    # Kept only to refuse it with a useful message: argv is public (/proc/PID/cmdline).
+    parser.add_argument("--token", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--config", default=env.get("RELAY_HOST_CONFIG"), metavar="FILE",
+                        help="TOML file with [providers.NAME] tables: command, approval "
+                        "flags per mode, pass_env (env RELAY_HOST_CONFIG)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a plain http:// relay URL that is not loopback "
+                        "(the token then crosses the network in clear text)")
+    parser.add_argument("--start-grace", type=float, default=2.0, metavar="SECONDS",
+                        help="a provider that exits within this time after its start makes "
+                        "its spawn fail with its exit status and last lines (default 2)")
     parser.add_argument("--state", default=env.get("RELAY_HOST_STATE"), metavar="FILE",
                         help="the state file (default ~/.local/state/relay/host-<id>.json)")
     parser.add_argument("--tmux-socket", default=env.get("RELAY_TMUX_SOCKET", "relay"),
@@ -97,13 +114,41 @@ def configure_parser(
                         help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
 
+TOKEN_ON_ARGV = (
+    "--token is refused: a command line can be read by every local user "
+    "(/proc/PID/cmdline, ps). Put the token in a file only you can read and give "
+    "--token-file PATH (chmod 600), or set RELAY_TOKEN in the daemon's environment"
+)
+
+
+def _token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """The relay token from ``--token-file`` or ``RELAY_TOKEN``; never from argv."""
+    if args.token is not None:
+        raise HostConfigError(TOKEN_ON_ARGV)
+    if args.token_file:
+        return read_token_file(Path(os.path.expanduser(args.token_file)))
+    return env.get("RELAY_TOKEN") or None
+
+
 def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> HostConfig:
     """Validate the parsed arguments into a ``HostConfig`` (raises ``HostConfigError``)."""
     env = os.environ if environ is None else environ
+    token = _token(args, env)
     if not args.relay:
         raise HostConfigError("--relay URL is needed (or RELAY_URL)")
     if not args.relay.startswith(("http://", "https://")):
         raise HostConfigError(f"--relay {args.relay!r}: expected an http:// or https:// URL")
+    if args.relay.startswith("http://") and not is_loopback_url(args.relay):
+        if not args.insecure:
+            raise HostConfigError(
+                f"--relay {args.relay!r} is plain http:// to another machine: the token "
+                "and every command would cross the network in clear text. Use https://, "
+                "or add --insecure if this network is private"
+            )
+        log.warning(
+            "INSECURE: --relay %s is plain http:// to another machine; the token and "
+            "every command cross the network in clear text (--insecure given)", args.relay,
+        )
     if not args.orchestrator_id:
         raise HostConfigError("--id is needed (or RELAY_HOST_ID)")
     orchestrator_id = check_id(args.orchestrator_id, "--id")
@@ -112,8 +157,18 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     base_dir = Path(os.path.abspath(os.path.expanduser(args.base_dir)))
     if not base_dir.is_dir():
         raise HostConfigError(f"--base-dir {str(base_dir)!r} is not an existing directory")
-    providers = parse_providers(args.provider)
+    file_config = read_config_file(
+        Path(os.path.expanduser(args.config)) if args.config else None
+    )
+    providers = parse_providers(args.provider, file_config)
     env_file = Path(os.path.expanduser(args.env_file)) if args.env_file else None
+    agent_env = read_env_file(env_file)
+    if token and token in agent_env.values():
+        leaked = sorted(k for k, v in agent_env.items() if v == token)
+        raise HostConfigError(
+            f"--env-file gives agents this host's own relay token ({', '.join(leaked)}); "
+            "agents must never hold it"
+        )
     state = (
         Path(os.path.expanduser(args.state))
         if args.state
@@ -128,21 +183,40 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
         base_dir=base_dir,
         providers=providers,
         state_path=state,
-        env=read_env_file(env_file),
+        env=agent_env,
         agent_base_env=agent_base_env(env),
-        admin_token=args.token or None,
+        provider_env=provider_env(providers, env),
+        admin_token=token,
         tmux_socket=args.tmux_socket or None,
         stale_after=args.stale_after,
         check_every=max(args.check_every, 0.1),
         max_backoff=max(args.max_backoff, 0.1),
+        start_grace=max(args.start_grace, 0.0),
     )
 
 
+class OneLineFormatter(logging.Formatter):
+    """Escape control characters in every message, so a record is one honest line.
+
+    Labels, paths and a provider's last lines come from outside: a newline in
+    one could forge a log line, an ANSI escape could repaint the terminal of
+    whoever reads the log. Tracebacks (added after the message) keep theirs.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+
+def escape_controls(text: str) -> str:
+    """``\\n``, ``\\x1b``… for every non-printable character but a tab."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
 def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=getattr(logging, str(level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=getattr(logging, str(level).upper(), logging.INFO), handlers=[handler]
     )
 
 
@@ -154,17 +228,26 @@ def run_host(args: argparse.Namespace) -> int:
     except HostConfigError as exc:
         print(f"relay host: {exc}", file=sys.stderr)
         return 2
+    # Read once; from now on nothing this process starts can inherit it.
+    os.environ.pop("RELAY_TOKEN", None)
     if args.once:
         print(json.dumps({
             "relay": config.relay_url,
             "register": registration_payload(config),
-            "providers": {name: list(argv) for name, argv in config.providers.items()},
+            "providers": {
+                name: {
+                    "argv": list(p.argv),
+                    "approval": {m: None if f is None else list(f) for m, f in p.approval.items()},
+                    "passEnv": list(p.pass_env),
+                }
+                for name, p in config.providers.items()
+            },
             "state": str(config.state_path),
             "tmuxSocket": config.tmux_socket,
             "heartbeatEvery": config.heartbeat_every,
         }, indent=2))
         return 0
-    tmux = Tmux(config.tmux_socket)
+    tmux = Tmux(config.tmux_socket, env=tmux_env(os.environ))
     if not tmux.available():
         print("relay host: tmux is not installed (apt-get install tmux)", file=sys.stderr)
         return 2

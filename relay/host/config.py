@@ -6,21 +6,70 @@ loops never read ``os.environ`` or re-parse options while running.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
+import stat
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 KNOWN_PROVIDERS = ("claude", "codex")
 APPROVAL_MODES = ("open", "guarded", "read-only")
+
+# What each approval mode means on the provider's own command line (ADR 0016).
+# A host config may replace any of these per provider, or set a mode to
+# ``false`` to refuse it there.
+DEFAULT_APPROVAL_FLAGS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "claude": {
+        "open": ("--permission-mode", "bypassPermissions"),
+        "guarded": ("--permission-mode", "default"),
+        "read-only": ("--permission-mode", "plan"),
+    },
+    "codex": {
+        "open": ("--sandbox", "workspace-write", "--ask-for-approval", "never"),
+        "guarded": ("--sandbox", "read-only", "--ask-for-approval", "on-request"),
+        "read-only": ("--sandbox", "read-only", "--ask-for-approval", "never"),
+    },
+}
+
+# The only variables an agent (and the tmux server) gets from the daemon's own
+# environment, unless a provider's ``pass_env`` names more (ADR 0017). TERM
+# comes from tmux, which sets it for the pane.
+BASE_ENV_KEYS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+# tmux finds its socket folder through TMUX_TMPDIR: the daemon's tmux client
+# must keep it or it would talk to another server than ``tmux -L`` does.
+TMUX_ENV_KEYS = (*BASE_ENV_KEYS, "TMUX_TMPDIR")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ID = re.compile(r"[^\s/]{1,120}")
 
 
 class HostConfigError(ValueError):
     """Raised when an option or the env file cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One provider on this host: its argv, its approval flags, the env it may see."""
+
+    argv: tuple[str, ...]
+    approval: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
+    pass_env: tuple[str, ...] = ()
+
+    def mode_flags(self, name: str, mode: str) -> tuple[str, ...]:
+        """The flags that make the provider honour ``mode``; raise when it cannot."""
+        flags = self.approval.get(mode)
+        if flags is None:
+            offered = ", ".join(m for m in APPROVAL_MODES if self.approval.get(m) is not None)
+            raise HostConfigError(
+                f"provider {name!r} on this host cannot honour approvalMode {mode!r} "
+                f"(offered: {offered or 'none'})"
+            )
+        return flags
 
 
 @dataclass(frozen=True)
@@ -31,10 +80,11 @@ class HostConfig:
     orchestrator_id: str
     hostname: str
     base_dir: Path
-    providers: Mapping[str, tuple[str, ...]]
+    providers: Mapping[str, ProviderConfig]
     state_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
     agent_base_env: Mapping[str, str] = field(default_factory=dict)
+    provider_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     admin_token: str | None = None
     tmux_socket: str | None = None
     stale_after: float = 90.0
@@ -42,6 +92,7 @@ class HostConfig:
     max_backoff: float = 30.0
     poll_every: float = 2.0
     max_dirs: int = 500
+    start_grace: float = 2.0
 
     @property
     def heartbeat_every(self) -> float:
@@ -54,6 +105,16 @@ class HostConfig:
         return sorted(self.env)
 
 
+def _split_command(name: str, command: str) -> tuple[str, ...]:
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise HostConfigError(f"--provider {name}: cannot split the command: {exc}") from exc
+    if not argv:
+        raise HostConfigError(f"--provider {name}: the command is empty")
+    return argv
+
+
 def parse_provider(spec: str) -> tuple[str, tuple[str, ...]]:
     """Split ``NAME=COMMAND`` into the name and the argv (shlex, never a shell)."""
     name, sep, command = spec.partition("=")
@@ -64,26 +125,98 @@ def parse_provider(spec: str) -> tuple[str, tuple[str, ...]]:
         raise HostConfigError(
             f"--provider {name!r}: unknown provider; use one of {', '.join(KNOWN_PROVIDERS)}"
         )
-    try:
-        argv = tuple(shlex.split(command))
-    except ValueError as exc:
-        raise HostConfigError(f"--provider {name}: cannot split the command: {exc}") from exc
-    if not argv:
-        raise HostConfigError(f"--provider {name}: the command is empty")
-    return name, argv
+    return name, _split_command(name, command)
 
 
-def parse_providers(specs: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """Parse every ``--provider``; naming one twice is a mistake worth stopping for."""
-    providers: dict[str, tuple[str, ...]] = {}
+def parse_providers(
+    specs: Iterable[str], file_config: Mapping[str, Any] | None = None
+) -> dict[str, ProviderConfig]:
+    """Parse every ``--provider`` and the config file's ``[providers.NAME]`` tables.
+
+    A provider may be set up in either place; ``--provider`` gives (or
+    overrides) its command, the file may also set its approval flags and
+    ``pass_env``. Naming one twice on the command line is a mistake worth
+    stopping for.
+    """
+    commands: dict[str, tuple[str, ...]] = {}
     for spec in specs:
         name, argv = parse_provider(spec)
-        if name in providers:
+        if name in commands:
             raise HostConfigError(f"--provider {name} is given twice")
-        providers[name] = argv
+        commands[name] = argv
+    tables = dict((file_config or {}).get("providers") or {})
+    providers: dict[str, ProviderConfig] = {}
+    for name in sorted(set(commands) | set(tables)):
+        providers[name] = _provider_config(name, commands.get(name), tables.get(name) or {})
     if not providers:
         raise HostConfigError("at least one --provider NAME=COMMAND is needed")
     return providers
+
+
+def _provider_config(
+    name: str, command: tuple[str, ...] | None, table: Mapping[str, Any]
+) -> ProviderConfig:
+    where = f"[providers.{name}]"
+    if name not in KNOWN_PROVIDERS:
+        raise HostConfigError(f"{where}: unknown provider; use one of {', '.join(KNOWN_PROVIDERS)}")
+    if not isinstance(table, Mapping):
+        raise HostConfigError(f"{where}: expected a table")
+    unknown = set(table) - {"command", "approval", "pass_env"}
+    if unknown:
+        raise HostConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    if command is None:
+        raw = table.get("command")
+        if isinstance(raw, str):
+            command = _split_command(name, raw)
+        elif isinstance(raw, list) and raw and all(isinstance(a, str) for a in raw):
+            command = tuple(raw)
+        else:
+            raise HostConfigError(f"{where}: command must be a string or a list of strings "
+                                  f"(or give --provider {name}=COMMAND)")
+    approval: dict[str, tuple[str, ...] | None] = dict(DEFAULT_APPROVAL_FLAGS[name])
+    modes = table.get("approval") or {}
+    if not isinstance(modes, Mapping):
+        raise HostConfigError(f"{where}.approval: expected a table of mode = [flags] or false")
+    for mode, flags in modes.items():
+        if mode not in APPROVAL_MODES:
+            raise HostConfigError(
+                f"{where}.approval: unknown mode {mode!r}; use {', '.join(APPROVAL_MODES)}"
+            )
+        if flags is False:
+            approval[mode] = None
+        elif isinstance(flags, list) and all(isinstance(f, str) for f in flags):
+            approval[mode] = tuple(flags)
+        else:
+            raise HostConfigError(f"{where}.approval.{mode}: expected a list of flags or false")
+    pass_env = table.get("pass_env") or []
+    if not isinstance(pass_env, list) or not all(
+        isinstance(k, str) and _ENV_KEY.fullmatch(k) for k in pass_env
+    ):
+        raise HostConfigError(f"{where}.pass_env: expected a list of variable names")
+    relay_keys = [k for k in pass_env if k.startswith("RELAY_")]
+    if relay_keys:
+        raise HostConfigError(
+            f"{where}.pass_env: {', '.join(relay_keys)}: the daemon's RELAY_* settings "
+            "never reach agents"
+        )
+    return ProviderConfig(argv=command, approval=approval, pass_env=tuple(pass_env))
+
+
+def read_config_file(path: Path | None) -> dict[str, Any]:
+    """Read the host config (TOML); none means every provider uses the defaults."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise HostConfigError(f"--config {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise HostConfigError(f"--config {path}: {exc}") from exc
+    unknown = set(data) - {"providers"}
+    if unknown:
+        raise HostConfigError(f"--config {path}: unknown table(s) {', '.join(sorted(unknown))}")
+    return data
 
 
 def parse_env_text(text: str, source: str = "env file") -> dict[str, str]:
@@ -118,16 +251,71 @@ def read_env_file(path: Path | None) -> dict[str, str]:
 
 
 def agent_base_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The daemon's environment minus its own settings, as the base for agents.
+    """The few variables every agent gets from the daemon's environment (ADR 0017).
 
-    ``RELAY_*`` (``RELAY_TOKEN`` above all) configures the daemon and must not
-    leak into agents by inheritance; an agent that needs a relay token gets
-    one only when the env file names it.
+    An allow-list, not a deny-list: whatever else the daemon was started with
+    (``RELAY_TOKEN`` above all, but also a login session's secrets) must not
+    reach agents by inheritance. More comes only from the env file and a
+    provider's ``pass_env``.
     """
+    return {k: environ[k] for k in BASE_ENV_KEYS if k in environ}
+
+
+def tmux_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every tmux client the daemon runs.
+
+    The first client starts the tmux server, which keeps that environment as
+    its global one (``show-environment -g``) and hands it to every pane; so it
+    must be as clean as the agents' own.
+    """
+    return {k: environ[k] for k in TMUX_ENV_KEYS if k in environ}
+
+
+def provider_env(
+    providers: Mapping[str, ProviderConfig], environ: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """Per provider, the ``pass_env`` variables the daemon has, read once at start."""
     return {
-        k: v for k, v in environ.items()
-        if not k.startswith(("RELAY_", "TMUX")) and k not in ("TERM", "COLORTERM")
+        name: {k: environ[k] for k in p.pass_env if k in environ}
+        for name, p in providers.items()
     }
+
+
+def read_token_file(path: Path) -> str:
+    """The relay token from a file that only its owner can read.
+
+    A token file readable by the group or others is as public as ``--token``
+    on the command line, so it is refused, not just warned about.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise HostConfigError(f"--token-file {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise HostConfigError(f"--token-file {path}: not a regular file")
+        if st.st_mode & 0o077:
+            raise HostConfigError(
+                f"--token-file {path} can be read by other users (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
+            )
+        raw = fh.read(4097)
+    token = raw.decode("utf-8", errors="strict").strip() if len(raw) <= 4096 else ""
+    if not token or any(c.isspace() for c in token):
+        raise HostConfigError(f"--token-file {path}: expected one token (no spaces, at most 4 KiB)")
+    return token
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is a loopback name or address."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_id(value: str, option: str) -> str:
@@ -166,13 +354,17 @@ def list_dirs(base_dir: Path, limit: int = 500) -> tuple[list[str], bool]:
     Returns the listing and whether it was cut short.
     """
     found: list[str] = []
+    base_real = Path(os.path.realpath(base_dir))
 
     def children(path: Path) -> list[Path]:
         try:
             entries = [e for e in path.iterdir() if not e.name.startswith(".")]
         except OSError:
             return []
-        return sorted((e for e in entries if _is_dir(e)), key=lambda e: e.name)
+        return sorted(
+            (e for e in entries if _is_dir(e) and _stays_inside(e, base_real)),
+            key=lambda e: e.name,
+        )
 
     for first in children(base_dir):
         found.append(first.name)
@@ -183,6 +375,12 @@ def list_dirs(base_dir: Path, limit: int = 500) -> tuple[list[str], bool]:
             if len(found) >= limit:
                 return found, True
     return found, False
+
+
+def _stays_inside(path: Path, base_real: Path) -> bool:
+    """A symlink out of the base dir is not a place an agent may work: don't list it."""
+    real = Path(os.path.realpath(path))
+    return real == base_real or real.is_relative_to(base_real)
 
 
 def _is_dir(path: Path) -> bool:

@@ -12,6 +12,13 @@ The command-follow loop is one piece (``follow_commands``): it prefers the
 SSE stream, resuming from the last handled log position, reconciles with the
 pending list each time it (re)connects, and falls back to polling that list
 when the relay has no stream.
+
+A spawn is settled only after ``start_grace``: a provider that exits in that
+time (a missing key, a bad flag, a refused cwd) makes the spawn ``failed``
+with its exit status and the last lines it printed, instead of a ``done``
+for an agent that is already gone. The wait runs beside the other commands,
+not under the command lock, and a daemon killed during it settles the
+command from the tmux session on its next start.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import os
 import random
 import shutil
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -45,9 +53,12 @@ from relay.host.config import (
     resolve_inside,
 )
 from relay.host.state import HostState, ManagedAgent, StateFile
-from relay.host.tmux import Tmux, TmuxError, session_name
+from relay.host.tmux import PaneState, Tmux, TmuxError, session_name
 
 log = logging.getLogger("relay.host")
+
+MAX_RESULT_ERROR = 3900  # the relay takes at most 4000 characters of ``error``
+LAST_LINES = 20
 
 
 def now_ms() -> int:
@@ -113,6 +124,8 @@ class HostDaemon:
         self._last_dirs: list[str] | None = None
         self._register_lock = asyncio.Lock()
         self._generation = 0  # counts registrations, so concurrent 404s register once
+        self._settling: set[asyncio.Task[None]] = set()
+        self._in_grace: set[str] = set()  # sessions whose spawn is not settled yet
 
     # ----------------------------------------------------------------- running
 
@@ -142,6 +155,16 @@ class HostDaemon:
             self.config.tmux_socket or "(default)", self.state_file.path,
         )
         async with self.client:
+            with contextlib.suppress(TmuxError):
+                removed = await self.tmux.scrub_global_env()
+                if removed:
+                    log.warning(
+                        "the tmux server on socket %s was started with a wider environment; "
+                        "removed %s from its global environment. Its own process still holds "
+                        "them: once its agents are done, run tmux -L %s kill-server",
+                        self.config.tmux_socket or "(default)", ", ".join(sorted(removed)),
+                        self.config.tmux_socket or "default",
+                    )
             await self._refresh_agents()
             await self._recover_started()
             tasks = [
@@ -157,8 +180,11 @@ class HostDaemon:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lock.acquire(), timeout=10)
             finally:
-                for task in tasks:
+                # A spawn still in its grace period stays "started" in the
+                # state file; the next start settles it from its tmux session.
+                for task in [*tasks, *self._settling]:
                     task.cancel()
+                await asyncio.gather(*self._settling, return_exceptions=True)
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self._save()
         log.info("host daemon stopped; %d managed agent(s) keep running", len(self.state.agents))
@@ -359,6 +385,7 @@ class HostDaemon:
             self._save()
             kind = command.get("kind")
             log.info("command %s: %s %s", command_id, kind, _describe(command))
+            result: dict[str, Any] | None
             try:
                 result = await self._execute(command)
             except CommandFailedError as exc:
@@ -366,15 +393,20 @@ class HostDaemon:
             except Exception as exc:
                 log.exception("command %s crashed", command_id)
                 result = {"status": "failed", "error": f"the host daemon hit an error: {exc}"}
-            if result["status"] == "failed":
-                log.warning("command %s failed: %s", command_id, result["error"])
-            else:
-                log.info("command %s done", command_id)
-            self.state.finish(command_id, result)
-            self._save()
+            if result is not None:
+                self._finish(command_id, result)
         if self._agents_dirty:
             await self._report_agents()
         await self.flush_outbox()
+
+    def _finish(self, command_id: str, result: dict[str, Any]) -> None:
+        """Mark a command handled with its result queued (call under ``_lock``)."""
+        if result["status"] == "failed":
+            log.warning("command %s failed: %s", command_id, result["error"])
+        else:
+            log.info("command %s done", command_id)
+        self.state.finish(command_id, result)
+        self._save()
 
     async def flush_outbox(self) -> None:
         """Post queued results; keep the ones the relay could not take yet."""
@@ -391,11 +423,18 @@ class HostDaemon:
             self.state.outbox.pop(command_id, None)
             self._save()
 
-    async def _execute(self, command: dict[str, Any]) -> dict[str, Any]:
+    async def _execute(self, command: dict[str, Any]) -> dict[str, Any] | None:
+        """Carry out a command; ``None`` when its result comes later (a spawn's grace)."""
         kind = command.get("kind")
         if kind == "spawn":
             agent = await self._spawn(command)
-            return {"status": "done", "agentId": agent.agent_id}
+            if self.config.start_grace <= 0:
+                return {"status": "done", "agentId": agent.agent_id}
+            self._in_grace.add(agent.tmux_session)
+            task = asyncio.create_task(self._settle_spawn(str(command["id"]), agent))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+            return None
         if kind in ("restart", "shutdown"):
             agent_id = command.get("agentId")
             targets = self._targets(agent_id)
@@ -420,22 +459,33 @@ class HostDaemon:
 
     # ------------------------------------------------------------------ agents
 
-    def _argv(self, provider: str, prompt: str | None) -> list[str]:
-        base = self.config.providers.get(provider)
-        if base is None:
+    def _argv(self, provider: str, mode: str, prompt: str | None) -> list[str]:
+        """The provider's argv for ``mode``, the prompt last and never an option.
+
+        The approval flags are the provider's own (ADR 0016). The prompt goes
+        after ``--``, so ``--dangerously-skip-permissions`` as a prompt is a
+        prompt, never a flag.
+        """
+        config = self.config.providers.get(provider)
+        if config is None:
             configured = ", ".join(sorted(self.config.providers))
             raise CommandFailedError(
                 f"provider {provider!r} is not configured on this host (configured: {configured})"
             )
-        argv = list(base)
-        if shutil.which(argv[0]) is None:
+        try:
+            flags = config.mode_flags(provider, mode)
+        except HostConfigError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        argv = [*config.argv, *flags]
+        if shutil.which(argv[0], path=self.config.agent_base_env.get("PATH")) is None:
             raise CommandFailedError(f"provider {provider!r}: command {argv[0]!r} not found")
         if prompt:
-            argv.append(prompt)  # one argv element: never parsed by a shell
+            argv += ["--", prompt]  # one argv element, after the end of options
         return argv
 
     def _env(self, agent: ManagedAgent, command_id: str) -> dict[str, str]:
         env = dict(self.config.agent_base_env)
+        env.update(self.config.provider_env.get(agent.provider, {}))
         env.update(self.config.env)
         env.update({
             "RELAY_URL": self.config.relay_url,
@@ -453,18 +503,76 @@ class HostDaemon:
     def _spec_dir(self) -> Path:
         return self.state_file.path.parent / "launch"
 
+    @property
+    def _base_real(self) -> Path:
+        return Path(os.path.realpath(self.config.base_dir))
+
+    async def _settle_spawn(self, command_id: str, agent: ManagedAgent) -> None:
+        """After the grace period, report the spawn ``done``, or ``failed`` if it exited."""
+        try:
+            await asyncio.sleep(self.config.start_grace)
+            async with self._lock:
+                await self._settle_locked(command_id, agent)
+        finally:
+            self._in_grace.discard(agent.tmux_session)
+        if self._agents_dirty:
+            await self._report_agents()
+        await self.flush_outbox()
+
+    async def _settle_locked(self, command_id: str, agent: ManagedAgent) -> None:
+        if command_id not in self.state.started:
+            return  # settled already (a recovery after a restart)
+        try:
+            pane = (await self.tmux.panes()).get(agent.tmux_session)
+        except TmuxError as exc:
+            log.warning("cannot look at tmux session %s: %s", agent.tmux_session, exc)
+            pane = PaneState(pid=agent.pid, dead=False, status=None)
+        managed = self.state.agent(agent.agent_id) is not None
+        if (pane is not None and not pane.dead) or (pane is None and not managed):
+            # Running; or already shut down by a later command: it did start.
+            result: dict[str, Any] = {"status": "done", "agentId": agent.agent_id}
+        else:
+            why = await self._exit_report(agent.provider, agent.tmux_session, pane)
+            self._drop(agent)
+            result = {"status": "failed", "error": _clip(
+                f"the provider exited within {self.config.start_grace:g}s of its start "
+                f"and is not running: {why}"
+            )}
+        self._finish(command_id, result)
+
+    async def _exit_report(self, provider: str, session: str, pane: PaneState | None) -> str:
+        """The exit status and last lines of a dead pane; closes its session."""
+        lines = await self.tmux.last_lines(session, LAST_LINES) if pane is not None else []
+        with contextlib.suppress(TmuxError):
+            await self.tmux.kill(session)
+        if pane is not None and pane.status is not None:
+            status = f"status {pane.status}"
+        elif pane is not None and pane.signal is not None:
+            status = f"signal {pane.signal}"
+        else:
+            status = "an unknown status"
+        text = "\n".join(_printable(line) for line in lines) or "(it printed nothing)"
+        return f"{provider!r} ended with {status}; its last lines:\n{text}"
+
+    def _drop(self, agent: ManagedAgent) -> None:
+        before = len(self.state.agents)
+        self.state.agents = [a for a in self.state.agents if a.agent_id != agent.agent_id]
+        if len(self.state.agents) != before:
+            self._agents_dirty = True
+            self._save()
+
     async def _spawn(self, command: dict[str, Any]) -> ManagedAgent:
         command_id = str(command["id"])
         provider = str(command.get("provider") or "")
         prompt = command.get("prompt") or None
-        argv = self._argv(provider, prompt)
+        approval = command.get("approvalMode") or "guarded"
+        if approval not in APPROVAL_MODES:
+            raise CommandFailedError(f"unknown approvalMode {approval!r}")
+        argv = self._argv(provider, approval, prompt)
         try:
             cwd = resolve_inside(self.config.base_dir, command.get("cwd"))
         except HostConfigError as exc:
             raise CommandFailedError(str(exc)) from exc
-        approval = command.get("approvalMode") or "guarded"
-        if approval not in APPROVAL_MODES:
-            raise CommandFailedError(f"unknown approvalMode {approval!r}")
         label = command.get("label") or None
         session = session_name(label, provider, command_id)
         agent = ManagedAgent(
@@ -481,7 +589,8 @@ class HostDaemon:
             raise CommandFailedError(f"a managed agent {agent.agent_id!r} already runs here")
         try:
             agent.pid = await self.tmux.start(
-                session, cwd, argv, self._env(agent, command_id), self._spec_dir
+                session, cwd, argv, self._env(agent, command_id), self._spec_dir,
+                base=self._base_real,
             )
         except TmuxError as exc:
             raise CommandFailedError(str(exc)) from exc
@@ -495,7 +604,7 @@ class HostDaemon:
     async def _restart(self, agent: ManagedAgent) -> None:
         # Restart runs the provider's command again without the original
         # prompt: the first run may have done that work already.
-        argv = self._argv(agent.provider, None)
+        argv = self._argv(agent.provider, agent.approval_mode, None)
         await self.tmux.kill(agent.tmux_session)
         try:
             cwd = resolve_inside(self.config.base_dir, agent.cwd)
@@ -505,6 +614,7 @@ class HostDaemon:
             agent.pid = await self.tmux.start(
                 agent.tmux_session, cwd, argv,
                 self._env(agent, agent.command_id or ""), self._spec_dir,
+                base=self._base_real,
             )
         except TmuxError as exc:
             raise CommandFailedError(str(exc)) from exc
@@ -527,17 +637,26 @@ class HostDaemon:
     async def _refresh_agents(self) -> bool:
         """Drop agents whose tmux session is gone; True when the list changed."""
         try:
-            live = await self.tmux.sessions()
+            panes = await self.tmux.panes()
         except TmuxError as exc:
             log.warning("cannot list tmux sessions: %s", exc)
             return False
+        # A spawn in its grace period is settled by ``_settle_spawn``, which
+        # reports why it ended; don't take its session away first.
+        live = {name for name, pane in panes.items() if not pane.dead} | self._in_grace
         dead = [a for a in self.state.agents if a.tmux_session not in live]
         if not dead:
             return False
         for agent in dead:
-            log.warning(
-                "agent %s stopped (tmux session %s is gone)", agent.agent_id, agent.tmux_session
-            )
+            pane = panes.get(agent.tmux_session)
+            if pane is None:
+                log.warning(
+                    "agent %s stopped (tmux session %s is gone)",
+                    agent.agent_id, agent.tmux_session,
+                )
+            else:
+                log.warning("agent %s stopped: %s", agent.agent_id,
+                            await self._exit_report(agent.provider, agent.tmux_session, pane))
         self.state.agents = [a for a in self.state.agents if a.tmux_session in live]
         self._agents_dirty = True
         self._save()
@@ -573,9 +692,10 @@ class HostDaemon:
                     command.get("label") or None, str(command.get("provider") or ""), command_id
                 )
                 try:
-                    alive = await self.tmux.has_session(session)
+                    pane = (await self.tmux.panes()).get(session)
                 except TmuxError:
-                    alive = False
+                    pane = None
+                alive = pane is not None and not pane.dead
                 agent = next((a for a in self.state.agents if a.tmux_session == session), None)
                 if alive and agent is None:
                     agent = ManagedAgent(
@@ -593,6 +713,15 @@ class HostDaemon:
                     self._agents_dirty = True
                 if alive and agent is not None:
                     result = {"status": "done", "agentId": agent.agent_id}
+                elif pane is not None:
+                    why = await self._exit_report(
+                        str(command.get("provider") or ""), session, pane
+                    )
+                    if agent is not None:
+                        self._drop(agent)
+                    result = {"status": "failed", "error": _clip(
+                        f"the provider exited right after its start: {why}"
+                    )}
                 else:
                     result = {
                         "status": "failed",
@@ -608,6 +737,22 @@ class HostDaemon:
             log.warning("command %s was interrupted by a daemon stop: %s", command_id, result)
             self.state.finish(command_id, result)
             self._save()
+
+
+def _printable(line: str) -> str:
+    """A provider's output line without control characters (escapes, bells)."""
+    return "".join(
+        c if c == "\t" or unicodedata.category(c)[0] != "C" else "\ufffd" for c in line
+    )
+
+
+def _clip(text: str) -> str:
+    """Keep the end (the last lines say most) within what the relay accepts."""
+    if len(text) <= MAX_RESULT_ERROR:
+        return text
+    head = text.split("\n", 1)[0][:400]
+    tail = text[-(MAX_RESULT_ERROR - len(head) - 8):]
+    return f"{head}\n…\n{tail}"
 
 
 def _describe(command: dict[str, Any]) -> str:

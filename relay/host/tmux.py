@@ -4,6 +4,14 @@ Every tmux call goes through ``asyncio.create_subprocess_exec`` with an argv
 list, so no shell ever parses a label, a path or a prompt. A dedicated socket
 (``tmux -L NAME``) keeps a host's agents (and each test's) apart from the
 user's own tmux sessions.
+
+Every tmux client runs with a clean environment (``config.tmux_env``): the
+client that happens to start the server gives it its environment, which tmux
+keeps as the global one and hands to every pane (ADR 0017).
+
+Sessions keep their pane after the program exits (``remain-on-exit``), so the
+daemon can read the exit status and the last lines printed before it closes
+the session: an agent that dies at once leaves a reason, not just a gap.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from relay.host import launch
+from relay.host.config import tmux_env
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # tmux says this (or cannot connect) when no session exists on the socket yet.
@@ -42,12 +52,28 @@ def session_name(label: str | None, provider: str, command_id: str) -> str:
     return f"relay-{base}-{suffix}"
 
 
+@dataclass(frozen=True)
+class PaneState:
+    """A session's (first) pane: its pid and, once its program exited, the status."""
+
+    pid: int | None
+    dead: bool
+    status: int | None
+    signal: int | None = None
+
+
 class Tmux:
     """A thin async wrapper over the ``tmux`` binary on one socket."""
 
-    def __init__(self, socket: str | None = None, binary: str = "tmux") -> None:
+    def __init__(
+        self,
+        socket: str | None = None,
+        binary: str = "tmux",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.socket = socket
-        self.binary = binary
+        self.env = dict(tmux_env(os.environ) if env is None else env)
+        self.binary = shutil.which(binary) or binary
 
     def available(self) -> bool:
         """True when the tmux binary can be found on PATH."""
@@ -61,6 +87,7 @@ class Tmux:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
+                env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -83,6 +110,41 @@ class Tmux:
         """True when a session with exactly this name exists."""
         return name in await self.sessions()
 
+    async def panes(self) -> dict[str, PaneState]:
+        """Every session's first pane: pid, whether its program exited, and how."""
+        code, out, err = await self._run(
+            "list-panes", "-a", "-F",
+            "#{session_name}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}",
+        )
+        if code != 0:
+            if any(s in err for s in _NO_SERVER):
+                return {}
+            raise TmuxError(f"tmux list-panes failed: {err.strip()}")
+        found: dict[str, PaneState] = {}
+        for line in out.splitlines():
+            name, pid, dead, status, sig = [*line.split("\t"), "", "", "", ""][:5]
+            if name and name not in found:
+                found[name] = PaneState(
+                    pid=int(pid) if pid.isdigit() else None,
+                    dead=dead == "1",
+                    status=int(status) if status.lstrip("-").isdigit() else None,
+                    signal=int(sig) if sig.isdigit() else None,
+                )
+        return found
+
+    async def last_lines(self, name: str, count: int = 20) -> list[str]:
+        """The last non-blank lines the session's pane shows (tmux's own note dropped)."""
+        code, out, _ = await self._run(
+            "capture-pane", "-p", "-J", "-t", f"={name}:", "-S", f"-{max(count, 1) * 5}",
+        )
+        if code != 0:
+            return []
+        lines = [
+            line.rstrip() for line in out.splitlines()
+            if line.strip() and not line.startswith("Pane is dead")
+        ]
+        return lines[-count:]
+
     async def pane_pid(self, name: str) -> int | None:
         """The pid of the session's process (the provider, after the shim's exec)."""
         code, out, _ = await self._run("list-panes", "-t", f"={name}", "-F", "#{pane_pid}")
@@ -100,24 +162,34 @@ class Tmux:
         argv: Sequence[str],
         env: Mapping[str, str],
         spec_dir: Path,
+        base: Path | None = None,
     ) -> int | None:
         """Start ``argv`` in a new detached session; returns its pid if known.
 
         ``env`` is the program's whole environment (plus what tmux sets for
         the pane, such as ``TERM``). The argv and env go to the launch shim
-        through a private spec file.
+        through a private spec file. ``cwd`` must be a resolved path inside
+        ``base``: the shim enters it without following any symlink and
+        refuses (exit 126) if it is not there any more. tmux itself starts in
+        ``base``, never in a path the relay chose.
         """
         if await self.has_session(name):
             raise TmuxError(f"a tmux session named {name!r} already exists")
         spec_dir.mkdir(parents=True, exist_ok=True)
         fd, spec_path = tempfile.mkstemp(prefix="launch-", suffix=".json", dir=spec_dir)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"argv": list(argv), "env": dict(env), "cwd": str(cwd)}, fh)
+            json.dump({
+                "argv": list(argv), "env": dict(env), "cwd": str(cwd),
+                "base": str(base if base is not None else cwd),
+            }, fh)
         shim = [sys.executable, "-I", os.path.abspath(launch.__file__), spec_path]
+        start_dir = str(base if base is not None else cwd)
         for _ in range(3):
+            # One tmux command list: the option is set before the server
+            # handles the child's exit, so even an instant exit is kept.
             code, _, err = await self._run(
-                "new-session", "-d", "-s", name, "-c", str(cwd), "-x", "200", "-y", "50",
-                "--", *shim,
+                "new-session", "-d", "-s", name, "-c", start_dir, "-x", "200", "-y", "50",
+                "--", *shim, ";", "set-option", "-p", "-t", f"={name}:", "remain-on-exit", "on",
             )
             # A server that is exiting (its last session just ended) can refuse
             # a new client; the next try starts a fresh server.
@@ -139,6 +211,26 @@ class Tmux:
         if not await self.has_session(name):
             return False
         raise TmuxError(f"tmux kill-session failed: {err.strip()}")
+
+    async def scrub_global_env(self) -> list[str]:
+        """Unset global variables a running server has beyond the clean list.
+
+        A server started before the daemon ran tmux with a clean environment
+        (an older version, or a person's own ``tmux -L relay``) may hold a
+        token; new panes must not see it there. Returns the names removed.
+        """
+        code, out, _ = await self._run("show-environment", "-g")
+        if code != 0:
+            return []  # no server yet: the next client starts a clean one
+        extra = []
+        for line in out.splitlines():
+            name = line.lstrip("-").partition("=")[0]
+            # tmux itself puts PWD there when it starts.
+            if name and name not in self.env and name not in (*launch.PANE_VARS, "PWD"):
+                extra.append(name)
+        for name in extra:
+            await self._run("set-environment", "-g", "-u", name)
+        return extra
 
     async def kill_server(self) -> None:
         """Stop this socket's tmux server (tests use it to clean up)."""

@@ -249,13 +249,17 @@ class HostWorld:
             "--base-dir", str(self.base), "--env-file", str(self.env_file),
             "--state", str(self.state), "--tmux-socket", self.tmux.socket,
             "--stale-after", "3", "--check-every", "0.2", "--max-backoff", "0.5",
-            "--log-level", "DEBUG",
+            "--start-grace", "0.5", "--log-level", "DEBUG",
         ]
         for name in providers:
             args += ["--provider", f"{name}={command}"]
         return args
 
-    def start_host(self, providers: Sequence[str] = ("claude", "codex")) -> HostProcess:
+    def start_host(
+        self,
+        providers: Sequence[str] = ("claude", "codex"),
+        extra: Sequence[str] = (),
+    ) -> HostProcess:
         """Start a daemon and wait until the relay lists this host online.
 
         The admin token, if any, reaches it as ``RELAY_TOKEN`` in its
@@ -265,7 +269,7 @@ class HostWorld:
         if self.token:
             env["RELAY_TOKEN"] = self.token
         host = HostProcess(self.host_args(providers), self.root / "host.log").start(
-            env_extra=env
+            extra, env_extra=env
         )
         self.hosts.append(host)
         self.wait_online()

@@ -8,6 +8,7 @@ Standard library only: it runs under whatever environment tmux gives it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -29,6 +30,22 @@ def post(url: str, body: dict[str, object]) -> None:
         pass
 
 
+def parse_like_a_provider(argv: list[str]) -> dict[str, object]:
+    """Read argv the way claude/codex do (options, then one positional prompt).
+
+    So a test sees what a real provider would make of its command line: a
+    prompt that looks like a flag is a flag unless it comes after ``--``.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--permission-mode")
+    parser.add_argument("--dangerously-skip-permissions", action="store_true")
+    parser.add_argument("--sandbox")
+    parser.add_argument("--ask-for-approval")
+    parser.add_argument("prompt", nargs="?")
+    known, unknown = parser.parse_known_args(argv)
+    return {**vars(known), "unknown": unknown}
+
+
 def main() -> None:
     """Record this start, register, then heartbeat until a signal ends the process."""
     relay = os.environ["RELAY_URL"]
@@ -37,6 +54,7 @@ def main() -> None:
         "agentId": agent_id,
         "pid": os.getpid(),
         "argv": sys.argv[1:],
+        "parsed": parse_like_a_provider(sys.argv[1:]),
         "cwd": os.getcwd(),
         "commandId": os.environ.get("RELAY_COMMAND_ID"),
         "approvalMode": os.environ.get("RELAY_APPROVAL_MODE"),

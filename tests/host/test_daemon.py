@@ -47,8 +47,10 @@ def test_spawn_runs_the_provider_in_tmux_and_reports_it(world: HostWorld) -> Non
     agent_id = world.api.commands(world.oid)[cid]["result"]["agentId"]
     assert "following commands on the event stream" in world.host_log()
 
-    # The prompt arrived as one untouched argument, in the cwd, with the env file's values.
-    assert record["argv"] == [prompt]
+    # The prompt arrived as one untouched argument after the mode's own flags,
+    # in the cwd, with the env file's values.
+    assert record["argv"] == ["--permission-mode", "bypassPermissions", "--", prompt]
+    assert record["parsed"]["prompt"] == prompt
     assert record["cwd"] == str((world.base / "proj").resolve())
     assert record["secret"] == "s3cr3t-value"
     assert record["approvalMode"] == "open"
@@ -117,6 +119,8 @@ def test_an_agent_that_dies_is_noticed_and_reported(world: HostWorld) -> None:
     os.kill(record["pid"], signal.SIGKILL)
     wait_for(lambda: world.managed() == [], 10, "the dead agent to leave the list")
     assert world.tmux.sessions() == set()
+    # The log says how it ended, and what it printed last.
+    assert f"agent {record['agentId']} stopped: 'claude' ended with signal 9" in world.host_log()
 
 
 def test_a_cwd_escaping_through_a_symlink_fails_and_starts_nothing(
@@ -258,8 +262,8 @@ def test_with_an_admin_token_the_daemon_keeps_its_own(token_world: HostWorld) ->
     record = _spawned(world, world.api.spawn(world.oid, provider="claude"))
     wait_for(lambda: len(world.managed()) == 1, 10, "the agent to be reported")
     assert record["secret"] == "s3cr3t-value"
-    # The daemon's environment is inherited, except its own RELAY_* settings.
-    assert record["inherited"] == "from-the-daemon"
+    # Nothing of the daemon's own environment is inherited (ADR 0017).
+    assert record["inherited"] is None
     assert record["relayToken"] is None
     assert record["term"]  # tmux's, so TUIs work
     state = json.loads(world.state.read_text())

@@ -26,7 +26,9 @@ from tests.host.conftest import requires_tmux, wait_for
 
 def test_providers_are_split_like_a_shell_but_never_run_by_one() -> None:
     providers = parse_providers(["claude=claude --model 'opus 4'", "codex=codex"])
-    assert providers == {"claude": ("claude", "--model", "opus 4"), "codex": ("codex",)}
+    assert {n: p.argv for n, p in providers.items()} == {
+        "claude": ("claude", "--model", "opus 4"), "codex": ("codex",),
+    }
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,8 @@ def test_dry_run_prints_names_not_values(tmp_path: Path) -> None:
     assert plan["register"]["envKeys"] == ["API_KEY"]
     assert plan["register"]["providers"] == ["claude"]
     assert plan["register"]["meta"]["dirs"] == ["proj"]
-    assert plan["providers"] == {"claude": ["claude", "--verbose"]}
+    assert plan["providers"]["claude"]["argv"] == ["claude", "--verbose"]
+    assert plan["providers"]["claude"]["approval"]["read-only"] == ["--permission-mode", "plan"]
     assert not (tmp_path / "s.json").exists()
 
 
@@ -192,3 +195,49 @@ def test_tmux_runner_starts_without_a_shell(tmp_path: Path) -> None:
             await tmux.kill_server()
 
     asyncio.run(scenario())
+
+
+def test_host_config_sets_approval_flags_and_pass_env(tmp_path: Path) -> None:
+    from relay.host.config import read_config_file
+
+    path = tmp_path / "host.toml"
+    path.write_text(
+        '[providers.codex]\ncommand = ["codex", "--model", "o4"]\npass_env = ["OPENAI_API_KEY"]\n'
+        '[providers.codex.approval]\nopen = false\n'
+    )
+    providers = parse_providers([], read_config_file(path))
+    codex = providers["codex"]
+    assert codex.argv == ("codex", "--model", "o4")
+    assert codex.pass_env == ("OPENAI_API_KEY",)
+    assert codex.mode_flags("codex", "read-only") == (
+        "--sandbox", "read-only", "--ask-for-approval", "never",
+    )
+    with pytest.raises(HostConfigError, match=r"cannot honour approvalMode 'open'"):
+        codex.mode_flags("codex", "open")
+    # --provider gives the command; the file still gives the rest.
+    both = parse_providers(["codex=/opt/codex"], read_config_file(path))["codex"]
+    assert both.argv == ("/opt/codex",) and both.approval["open"] is None
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[providers.codex]\ncommand = 'codex'\nflavour = 1\n", "unknown key"),
+        ("[providers.codex]\ncommand = 'codex'\n[providers.codex.approval]\nyolo = []\n",
+         "unknown mode 'yolo'"),
+        ("[providers.codex]\ncommand = 'codex'\n[providers.codex.approval]\nopen = true\n",
+         "list of flags or false"),
+        ("[providers.codex]\ncommand = 'codex'\npass_env = ['RELAY_TOKEN']\n", "RELAY_TOKEN"),
+        ("[providers.gemini]\ncommand = 'gemini'\n", "unknown provider"),
+        ("[providers.codex]\n", "command must be"),
+        ("[agents]\n", "unknown table"),
+        ("not toml [", "--config"),
+    ],
+)
+def test_bad_host_config_says_what_is_wrong(tmp_path: Path, text: str, needle: str) -> None:
+    from relay.host.config import read_config_file
+
+    path = tmp_path / "host.toml"
+    path.write_text(text)
+    with pytest.raises(HostConfigError, match=needle):
+        parse_providers([], read_config_file(path))
