@@ -780,8 +780,12 @@ class HostDaemon:
             return
         self._agents_dirty = False
         agents = [a.to_wire() for a in self.state.agents]
+        load = load_report(self.crash.running(self.state.agents))
         try:
             await self._registered_call(lambda: self.client.report_agents(agents))
+            # The load a heartbeat carries wins over the list until the next
+            # beat; send the new one now, not a heartbeat interval later.
+            await self._registered_call(lambda: self.client.heartbeat(load))
         except RelayClientError as exc:
             self._agents_dirty = True
             log.warning("could not report managed agents yet: %s", exc)
