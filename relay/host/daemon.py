@@ -145,6 +145,7 @@ class HostDaemon:
         self._generation = 0  # counts registrations, so concurrent 404s register once
         self._settling: set[asyncio.Task[None]] = set()
         self._in_grace: set[str] = set()  # sessions whose spawn is not settled yet
+        self._no_status: dict[str, int] = {}  # dead panes seen without an exit status yet
 
     # ----------------------------------------------------------------- running
 
@@ -707,10 +708,18 @@ class HostDaemon:
         live = {name for name, pane in panes.items() if not pane.dead} | self._in_grace
         # Agents waiting for a restart or given up on have no session by design.
         live |= {a.tmux_session for a in self.state.agents if self.crash.waiting(a)}
+        for name, pane in panes.items():
+            # tmux marks a pane dead when its terminal closes and fills in the
+            # status when it reaps the child: wait a few checks for the status.
+            if pane.dead and pane.status is None and pane.signal is None:
+                self._no_status[name] = self._no_status.get(name, 0) + 1
+                if self._no_status[name] <= 3:
+                    live.add(name)
         dead = [a for a in self.state.agents if a.tmux_session not in live]
         if not dead:
             return False
         for agent in dead:
+            self._no_status.pop(agent.tmux_session, None)
             pane = panes.get(agent.tmux_session)
             if pane is None:
                 log.warning(
