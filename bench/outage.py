@@ -171,7 +171,9 @@ def main() -> None:
     print(f"  5 hosts die: reaped {len(out['small_failure_reaped'])} "
           f"({', '.join(out['small_failure_reaped'])})")
     print(f"  {int(args.hosts * 0.7)} hosts silent for {args.outage:g} s: {out['outage_passes']} "
-          f"passes, {out['outage_reaps']} reaps, {out['suspended_passes']} passes suspended")
+          f"passes, {out['outage_reaps']} reaps, {out['suspended_passes']} passes suspended (the "
+          f"other {out['outage_passes'] - out['suspended_passes']} came before anyone had been "
+          f"silent for stale-after)")
     print(f"  ReapResumed {out['resumed_after_return_ms']} ms after the hosts came back")
     print(f"  {out['late_returned']} hosts back within the fresh grace: "
           f"{len(out['late_reaped'])} reaped; hosts back at once: {len(out['back_reaped'])} reaped")
