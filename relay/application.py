@@ -368,8 +368,6 @@ class RelayApp(Application):
         touched: list[Any] = []
         agents: list[str] = []
         orchestrators: list[str] = []
-        expired_commands: list[str] = []
-        lost: list[str] = []
         for cand in cmd.candidates:
             cls = Agent if cand.kind == "agent" else Orchestrator
             agg = self._get(cls, cand.entity_id)
@@ -383,26 +381,6 @@ class RelayApp(Application):
             if agg.reap(cmd.now, cand.last_seen, cmd.stale_after_ms, cmd.grace_from):
                 touched.append(agg)
                 (agents if cand.kind == "agent" else orchestrators).append(cand.entity_id)
-                if cand.kind == "orchestrator":
-                    # A host that went offline will not start what it has not started.
-                    ended, notes = self._expire(
-                        agg, agg.pending_commands(), "orchestrator offline", cmd.now
-                    )
-                    expired_commands.extend(ended)
-                    touched.extend(notes)
-        for oid in cmd.overdue:
-            o = self._get(Orchestrator, oid)
-            if o is None or o.removed:
-                continue
-            ended, notes = self._expire(o, o.overdue_commands(cmd.now), "deadline passed", cmd.now)
-            if ended:
-                expired_commands.extend(ended)
-                touched.extend([o, *notes])
-        for oid in cmd.offline:
-            o = self._get(Orchestrator, oid)
-            if o is not None and o.mark_agents_lost(cmd.now, cmd.lost_after_ms):
-                lost.append(oid)
-                touched.append(o)
         released: list[str] = []
         for claim in cmd.expired_claims:
             msg = self._get(Message, claim.message_id)
@@ -414,9 +392,39 @@ class RelayApp(Application):
             if msg.expire(cmd.now, claim.claim_id):
                 touched.append(msg)
                 released.append(claim.message_id)
-        # An aggregate touched twice (reaped, then lost or expired) is saved once.
-        unique = list({id(a): a for a in touched}.values())
-        return c.ReapResult(agents, orchestrators, released, expired_commands, lost), unique
+        return c.ReapResult(agents, orchestrators, released), touched
+
+    def expire_commands(self, cmd: c.ExpireCommands) -> tuple[c.ReapResult, list[Any]]:
+        """End what can no longer happen: commands past their deadline, the pending commands
+        of hosts that went offline, and the agents of hosts offline longer than lost-after.
+
+        Its own command, after the reap's: a reap records statuses only
+        (invariant 8), and each of these re-checks the live aggregate.
+        """
+        touched: list[Any] = []
+        expired_commands: list[str] = []
+        lost: list[str] = []
+        for oid in cmd.overdue:
+            o = self._get(Orchestrator, oid)
+            if o is None or o.removed:
+                continue
+            ended, notes = self._expire(o, o.overdue_commands(cmd.now), "deadline passed", cmd.now)
+            if ended:
+                expired_commands.extend(ended)
+                touched.extend([o, *notes])
+        for oid in cmd.offline:
+            o = self._get(Orchestrator, oid)
+            if o is None or o.status != "offline":
+                continue
+            ended, notes = self._expire(o, o.pending_commands(), "orchestrator offline", cmd.now)
+            expired_commands.extend(ended)
+            touched.extend(notes)
+            if o.mark_agents_lost(cmd.now, cmd.lost_after_ms):
+                lost.append(oid)
+            if ended or oid in lost:
+                touched.append(o)
+        unique = list({id(a): a for a in touched}.values())  # an aggregate is saved once
+        return c.ReapResult([], [], [], expired_commands, lost), unique
 
     # -- messages --------------------------------------------------------------------
 
@@ -490,6 +498,7 @@ _HANDLERS: dict[type, Any] = {
     c.HeartbeatAgent: RelayApp.heartbeat_agent,
     c.RemoveAgent: RelayApp.remove_agent,
     c.Reap: RelayApp.reap,
+    c.ExpireCommands: RelayApp.expire_commands,
     c.SendMessage: RelayApp.send_message,
     c.ClaimMessage: RelayApp.claim_message,
     c.AckMessage: RelayApp.ack_message,

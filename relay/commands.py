@@ -141,8 +141,15 @@ class Reap:
     grace_from: int
     candidates: tuple[ReapCandidate, ...] = field(factory=tuple)
     expired_claims: tuple[ExpiredClaim, ...] = field(factory=tuple)
-    # Orchestrators with commands past their deadline, and offline ones whose
-    # agents may now be lost, as the read model saw them; each aggregate re-checks.
+
+
+@frozen
+class ExpireCommands:
+    """Orchestrators with commands past their deadline, and offline ones with pending
+    commands or agents that may now be lost, as the read model saw them at ``now``;
+    each aggregate re-checks."""
+
+    now: int
     overdue: tuple[str, ...] = field(factory=tuple)
     offline: tuple[str, ...] = field(factory=tuple)
     lost_after_ms: int = 300_000
@@ -240,6 +247,7 @@ Command = (
     | HeartbeatAgent
     | RemoveAgent
     | Reap
+    | ExpireCommands
     | SendMessage
     | ClaimMessage
     | AckMessage

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from attrs import evolve
 from eventsourcing.persistence import PersistenceError
 
 from relay import __version__
@@ -170,26 +171,34 @@ class RelayService:
         expired = expired_claims(self.rm, now)
         overdue = overdue_orchestrators(self.rm, now)
         lost_after_ms = int(self.settings.lost_after * 1000)
-        offline = lost_candidates(self.rm, now, lost_after_ms)
         suspended = bool(self.rm.reaper.get("suspended"))
-        if not candidates and not expired and not overdue and not offline:
-            return c.ReapResult([], [], suspended=suspended)
-        if self.reap_hook is not None:
-            await self.reap_hook()
-        result: c.ReapResult = await self.execute(
-            c.Reap(
-                now=now,
-                stale_after_ms=self.settings.stale_after_ms,
-                grace_from=self.grace_from(),
-                candidates=tuple(candidates),
-                expired_claims=tuple(expired),
-                overdue=tuple(overdue),
-                offline=tuple(offline),
-                lost_after_ms=lost_after_ms,
+        result = c.ReapResult([], [], suspended=suspended)
+        if candidates or expired:
+            if self.reap_hook is not None:
+                await self.reap_hook()
+            result = await self.execute(
+                c.Reap(
+                    now=now,
+                    stale_after_ms=self.settings.stale_after_ms,
+                    grace_from=self.grace_from(),
+                    candidates=tuple(candidates),
+                    expired_claims=tuple(expired),
+                )
             )
-        )
-        if result.expired_command_ids:
-            log.info("expired commands %s", result.expired_command_ids)
+        # After the reap's own commit, so that a host it just reaped is judged offline here.
+        offline = lost_candidates(self.rm, now, lost_after_ms)
+        if overdue or offline:
+            ended: c.ReapResult = await self.execute(
+                c.ExpireCommands(now, tuple(overdue), tuple(offline), lost_after_ms)
+            )
+            result = evolve(
+                result,
+                expired_command_ids=ended.expired_command_ids,
+                lost_orchestrator_ids=ended.lost_orchestrator_ids,
+                suspended=suspended,
+            )
+            if ended.expired_command_ids:
+                log.info("expired commands %s", ended.expired_command_ids)
         if result.released_message_ids:
             log.info("released expired claims on messages %s", result.released_message_ids)
         if result.reaped_agent_ids or result.reaped_orchestrator_ids:
@@ -393,15 +402,24 @@ def overdue_orchestrators(rm: ReadModels, now: int) -> list[str]:
 
 
 def lost_candidates(rm: ReadModels, now: int, lost_after_ms: int) -> list[str]:
-    """Offline orchestrators whose agents have been unknown for longer than ``lost_after_ms``."""
-    return sorted(
-        o["id"]
-        for o in rm.orchestrators.values()
-        if o["status"] == "offline"
-        and o.get("offlineSince") is not None
-        and now - o["offlineSince"] > lost_after_ms
-        and any(m.get("state") == "unknown" for m in o["managedAgents"])
-    )
+    """Offline orchestrators with pending commands (they will not start them), or whose
+    agents have been unknown for longer than ``lost_after_ms``."""
+    out = []
+    for o in rm.orchestrators.values():
+        if o["status"] != "offline":
+            continue
+        since = o.get("offlineSince")
+        lost = (
+            since is not None
+            and now - since > lost_after_ms
+            and any(m.get("state") == "unknown" for m in o["managedAgents"])
+        )
+        pending = any(
+            rm.commands[cid]["status"] == "pending" for cid in rm.commands_by_orchestrator.get(o["id"], ())
+        )
+        if lost or pending:
+            out.append(o["id"])
+    return sorted(out)
 
 
 _HIDDEN_FIELDS = frozenset(

@@ -62,8 +62,6 @@ def place(
     """
     selector = selector or {}
     online = [h for h in hosts if h.online]
-    if not online:
-        raise NoPlacementError("no orchestrator is online")
     offering = [h for h in online if provider in h.providers]
     if not offering:
         raise NoPlacementError(f"no online host offers {provider}")

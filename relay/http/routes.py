@@ -185,7 +185,9 @@ def host_views(s: RelayService) -> list[HostView]:
             providers=tuple(o["providers"]),
             labels=o.get("labels") or {},
             max_agents=o.get("maxAgents"),
-            active_agents=o.get("activeAgents", len(o["managedAgents"])),
+            # spawns on their way count as taken, as the aggregate counts them
+            active_agents=o.get("activeAgents", len(o["managedAgents"]))
+            + len(s.rm.open_spawns.get(o["id"], ())),
         )
         for o in s.rm.orchestrators.values()
     ]

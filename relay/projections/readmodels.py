@@ -49,6 +49,9 @@ class ReadModels:
         self._encoded_orchestrators: dict[str, bytes] = {}
         self._orchestrators_json: tuple[int, bytes] | None = None
         self.messages = Messages()
+        # orchestrator id -> its spawn commands not yet over (placement counts them as
+        # taken). Internal, derived from ``commands`` (rebuilt, not checkpointed).
+        self.open_spawns: dict[str, set[str]] = {}
         # The reaper's brake (relay/domain/outage.py), as the log says.
         self.reaper: dict[str, Any] = {"suspended": False, "since": None, "resumedAt": 0}
         # The position of the event being applied (a message's seq is where it was sent).
@@ -193,6 +196,7 @@ class ReadModels:
 
     def _command_expired(self, ev: Any, changes: list[Change] | None) -> None:
         cmd = self.commands[ev.command_id]
+        self.open_spawns.get(cmd["orchestratorId"], set()).discard(ev.command_id)
         cmd["status"] = "expired"
         cmd["expired"] = {"reason": ev.reason, "at": ev.at}
         if changes is not None:
@@ -233,6 +237,7 @@ class ReadModels:
             "prompt": ev.prompt,
             "deadlineAt": ev.__dict__.get("deadline_at"),
         }
+        self.open_spawns.setdefault(oid, set()).add(ev.command_id)
         self._command_added(oid, cmd, changes)
 
     def _action_requested(self, ev: Any, changes: list[Change] | None) -> None:
@@ -258,6 +263,7 @@ class ReadModels:
 
     def _command_result_recorded(self, ev: Any, changes: list[Change] | None) -> None:
         cmd = self.commands[ev.command_id]
+        self.open_spawns.get(cmd["orchestratorId"], set()).discard(ev.command_id)
         cmd["status"] = ev.status
         cmd["result"] = {
             "status": ev.status,
@@ -271,6 +277,7 @@ class ReadModels:
     def _orchestrator_removed(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
         o = self.orchestrators.pop(oid)
+        self.open_spawns.pop(oid, None)
         self._set_token_hash(oid, None)
         self.agents.pop(o["agentId"], None)
         for cid in self.commands_by_orchestrator.pop(oid, []):
@@ -488,6 +495,9 @@ class ReadModels:
         rm._token_owners = {h: oid for oid, h in rm.token_hashes.items()}
         rm.messages = Messages.from_state(state["messages"])
         rm.reaper = state["reaper"]
+        for cmd in rm.commands.values():
+            if cmd["kind"] == "spawn" and cmd["status"] in ("pending", "running"):
+                rm.open_spawns.setdefault(cmd["orchestratorId"], set()).add(cmd["id"])
         return rm
 
     def comparable(self) -> dict[str, Any]:

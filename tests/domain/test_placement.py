@@ -98,7 +98,7 @@ def test_refusals_name_the_first_reason() -> None:
         place(fulls, "claude")
     with pytest.raises(NoPlacementError, match=r"'a' is full \(1 of 1 agents\)"):
         check_room(full)
-    with pytest.raises(NoPlacementError, match="no orchestrator is online"):
+    with pytest.raises(NoPlacementError, match="no online host offers claude"):
         place([offline], "claude")
 
 
@@ -165,3 +165,34 @@ def test_a_full_tie_goes_to_the_smaller_id_in_any_order() -> None:
     y = HostView("y", "same", True, ("claude",), {}, None, 1)
     assert place([x, y], "claude") is x
     assert place([y, x], "claude") is x
+
+
+# -- old snapshots still load -------------------------------------------------------
+
+
+def test_an_orchestrator_snapshot_taken_before_issue_15_loads_with_defaults() -> None:
+    """Snapshots carry the aggregate's class_version; a v1 one is upcast, never edited."""
+    from eventsourcing.domain import Snapshot
+
+    from relay.domain.orchestrator import Orchestrator
+
+    o = Orchestrator("o", "host", "/srv", ["claude"], [], {}, "0" * 64, 5)
+    o.reap(10**6, 5, 1, 0)
+    snap = Snapshot.take(o)
+    state = dict(snap.state)
+    assert state.pop("class_version") == 2
+    added = ("max_agents", "labels", "load", "deadlines", "pending_spawns", "offline_since", "agents_lost")
+    for name in added:
+        state.pop(name)
+    old = Snapshot(
+        originator_id=snap.originator_id,
+        originator_version=snap.originator_version,
+        timestamp=snap.timestamp,
+        topic=snap.topic,
+        state=state,
+    )
+    loaded = old.mutate(None)
+    assert loaded.max_agents is None and loaded.labels == {} and loaded.deadlines == {}
+    assert loaded.offline_since == 5  # offline: since its last sign of life, the best we know
+    loaded.declare_capacity(2, {}, 11)
+    assert loaded.max_agents == 2

@@ -744,12 +744,23 @@ class ReaperMachine(RuleBasedStateMachine):
                 for b, a, rid in rows:
                     assert (b[rid]["status"], a[rid]["status"]) == ("online", "offline"), rid
                     b[rid]["status"] = a[rid]["status"] = None
+                if key[0] == "orchestrator":
+                    # Liveness that follows the status (issue 15): since when it is
+                    # offline, and its managed agents now unknown rather than running.
+                    b, a = before["orchestrators"][key[1]], after["orchestrators"][key[1]]
+                    assert a.pop("offlineSince") == obs.now and b.pop("offlineSince", None) != obs.now
+                    assert all(m["state"] == "unknown" for m in a["managedAgents"]), key
+                    for m in (*a["managedAgents"], *b["managedAgents"]):
+                        m.pop("state")
             assert before == after, f"the {obs.why} reap at {self._t(obs.now)} changed more than statuses"
             for key in set(obs.aggs_before) | set(obs.aggs_after):
                 b, a = obs.aggs_before.get(key), obs.aggs_after.get(key)
                 assert b is not None and a is not None, f"the reap made {key} appear or vanish"
                 if key in obs.reaped:
                     assert (b.pop("status"), a.pop("status")) == ("online", "offline"), key
+                    if "offline_since" in a:
+                        assert a.pop("offline_since") == obs.now
+                        b.pop("offline_since")
                 assert b == a, f"the reap changed {key}'s aggregate: {b} -> {a}"
             # judged: drop the snapshots, long runs keep thousands of these
             obs.rm_before, obs.rm_after, obs.aggs_before, obs.aggs_after = {}, {}, {}, {}

@@ -77,7 +77,7 @@ def test_every_position_of_the_log_arrives_in_order_with_the_entity_as_it_was(
     assert "agent.removed" in names and "orchestrator.removed" in names
     # a heartbeat's frame shows lastSeen as of that heartbeat, not as of now
     o1 = [e.json() for e in events if e.event == "orchestrator.status" and e.json()["id"] == "o1"]
-    assert [x["managedAgents"] for x in o1][:3] == [[], [], [managed("m1")]]
+    assert [x["managedAgents"] for x in o1][:3] == [[], [], [{**managed("m1"), "state": "running"}]]
 
 
 def test_resume_from_the_ring_and_from_the_store_after_a_restart(
