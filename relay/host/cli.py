@@ -35,6 +35,7 @@ from relay.host.config import (
     tmux_env,
 )
 from relay.host.daemon import HostDaemon, registration_payload
+from relay.host.lifecycle import add_lifecycle_arguments, lifecycle_from_args
 from relay.host.state import StateFileError
 from relay.host.tmux import Tmux
 
@@ -108,6 +109,7 @@ def configure_parser(
     parser.add_argument("--max-backoff", type=float, default=30.0, metavar="SECONDS",
                         help="the longest wait between retries when the relay is away "
                         "(default 30)")
+    add_lifecycle_arguments(parser)
     parser.add_argument("--once", "--dry-run", dest="once", action="store_true",
                         help="print what would be registered and exit without contacting "
                         "the relay")
@@ -207,6 +209,7 @@ def run_host(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
         config = build_config(args)
+        lifecycle = lifecycle_from_args(args)
     except HostConfigError as exc:
         print(f"relay host: {exc}", file=sys.stderr)
         return 2
@@ -215,7 +218,7 @@ def run_host(args: argparse.Namespace) -> int:
     if args.once:
         print(json.dumps({
             "relay": config.relay_url,
-            "register": registration_payload(config),
+            "register": registration_payload(config, lifecycle),
             "providers": {
                 name: {
                     "argv": list(p.argv),
@@ -233,7 +236,7 @@ def run_host(args: argparse.Namespace) -> int:
     if not tmux.available():
         print("relay host: tmux is not installed (apt-get install tmux)", file=sys.stderr)
         return 2
-    daemon = HostDaemon(config, tmux)
+    daemon = HostDaemon(config, tmux, lifecycle)
     try:
         asyncio.run(_main(daemon))
     except (HostConfigError, StateFileError) as exc:

@@ -198,9 +198,19 @@ class RelayClient:
         # token is the only credential there is.
         return self.orchestrator_token or self.admin_token
 
-    async def heartbeat(self) -> None:
-        """``POST .../heartbeat``."""
-        await self._request("POST", f"{self._own}/heartbeat", self._token)
+    async def heartbeat(self, load: dict[str, Any] | None = None) -> None:
+        """``POST .../heartbeat``, with the host's ``load`` when given."""
+        body = None if load is None else {"load": load}
+        await self._request("POST", f"{self._own}/heartbeat", self._token, body)
+
+    async def start_command(self, command_id: str) -> None:
+        """``POST .../commands/{id}/progress {"status": "running"}`` before starting it.
+
+        A 409 (the command is over, expired or past its deadline) raises
+        ``RelayRejectedError``: the caller must not start it.
+        """
+        url = f"{self._own}/commands/{quote(command_id, safe='')}/progress"
+        await self._request("POST", url, self._token, {"status": "running"})
 
     async def report_agents(self, agents: list[dict[str, Any]]) -> None:
         """``PATCH .../agents`` with the full list (it replaces the previous one)."""

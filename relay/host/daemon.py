@@ -53,6 +53,13 @@ from relay.host.config import (
     list_dirs,
     resolve_inside,
 )
+from relay.host.crashloop import CrashLoopPolicy, ExitSeen
+from relay.host.lifecycle import (
+    LifecycleConfig,
+    deadline_passed,
+    heartbeat_interval,
+    load_report,
+)
 from relay.host.state import HostState, ManagedAgent, StateFile
 from relay.host.tmux import PaneState, Tmux, TmuxError, session_name
 
@@ -90,10 +97,13 @@ class Backoff:
         self.attempt = 0
 
 
-def registration_payload(config: HostConfig) -> dict[str, Any]:
+def registration_payload(
+    config: HostConfig, lifecycle: LifecycleConfig | None = None
+) -> dict[str, Any]:
     """What ``POST /api/orchestrators`` gets: names only, never env values."""
     dirs, truncated = list_dirs(config.base_dir, config.max_dirs)
     return {
+        **(lifecycle.registration_fields() if lifecycle else {}),
         "id": config.orchestrator_id,
         "hostname": config.hostname,
         "baseDir": str(config.base_dir),
@@ -112,8 +122,17 @@ def registration_payload(config: HostConfig) -> dict[str, Any]:
 class HostDaemon:
     """One host's orchestrator: owns the state file, the tmux socket and the loops."""
 
-    def __init__(self, config: HostConfig, tmux: Tmux | None = None) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        tmux: Tmux | None = None,
+        lifecycle: LifecycleConfig | None = None,
+    ) -> None:
         self.config = config
+        self.lifecycle = lifecycle or LifecycleConfig()
+        self.crash = CrashLoopPolicy(self.lifecycle.restart_max, self.lifecycle.restart_window)
+        # The relay's pace once registered (heartbeatIntervalMs); ours until then.
+        self.heartbeat_every = config.heartbeat_every
         self.tmux = tmux or Tmux(config.tmux_socket)
         self.state_file = StateFile(config.state_path)
         self.state: HostState = HostState()
@@ -127,6 +146,7 @@ class HostDaemon:
         self._generation = 0  # counts registrations, so concurrent 404s register once
         self._settling: set[asyncio.Task[None]] = set()
         self._in_grace: set[str] = set()  # sessions whose spawn is not settled yet
+        self._no_status: dict[str, int] = {}  # dead panes seen without an exit status yet
 
     # ----------------------------------------------------------------- running
 
@@ -237,15 +257,16 @@ class HostDaemon:
             self._registered.clear()
             backoff = Backoff(self.config.max_backoff)
             while not self._stop.is_set():
-                payload = registration_payload(self.config)
+                payload = registration_payload(self.config, self.lifecycle)
                 try:
-                    await self.client.register(payload)
+                    answer = await self.client.register(payload)
                 except RelayRejectedError as exc:
                     log.error("the relay refused the registration (%s); retrying", exc)
                 except RelayUnavailableError as exc:
                     log.warning("cannot reach the relay to register: %s", exc)
                 else:
                     self._last_dirs = payload["meta"]["dirs"]
+                    self._follow_pace(answer)
                     self._generation += 1
                     self._save()
                     log.info(
@@ -261,6 +282,13 @@ class HostDaemon:
             # Outside the lock: these calls may themselves find us forgotten.
             await self._report_agents()
             await self.flush_outbox()
+
+    def _follow_pace(self, answer: Any) -> None:
+        """Beat at the relay's ``heartbeatIntervalMs``; our --stale-after / 3 if it sends none."""
+        pace = heartbeat_interval(answer, self.config.heartbeat_every)
+        if pace != self.heartbeat_every:
+            log.info("heartbeat every %.1fs, as the relay asks", pace)
+        self.heartbeat_every = pace
 
     async def _registered_call(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run a call that needs our registration, registering again on 404/401/403."""
@@ -281,7 +309,8 @@ class HostDaemon:
         while not self._stop.is_set():
             await self._registered.wait()
             try:
-                await self._registered_call(self.client.heartbeat)
+                load = load_report(self.crash.running(self.state.agents))
+                await self._registered_call(lambda load=load: self.client.heartbeat(load))
                 dirs, _ = list_dirs(self.config.base_dir, self.config.max_dirs)
                 if dirs != self._last_dirs:
                     log.info("base dir listing changed; registering again to publish it")
@@ -291,12 +320,12 @@ class HostDaemon:
                 if self.state.outbox:
                     await self.flush_outbox()
             except RelayClientError as exc:
-                delay = min(backoff.next_delay(), self.config.heartbeat_every)
+                delay = min(backoff.next_delay(), self.heartbeat_every)
                 log.warning("heartbeat failed: %s; next try in %.1fs", exc, delay)
                 await self._sleep(delay)
                 continue
             backoff.reset()
-            await self._sleep(self.config.heartbeat_every)
+            await self._sleep(self.heartbeat_every)
 
     # ---------------------------------------------------------------- commands
 
@@ -384,6 +413,8 @@ class HostDaemon:
         async with self._lock:
             if self.state.is_handled(command_id):
                 return
+            if not await self._may_start(command):
+                return
             self.state.mark_started(command)
             self._save()
             kind = command.get("kind")
@@ -401,6 +432,36 @@ class HostDaemon:
         if self._agents_dirty:
             await self._report_agents()
         await self.flush_outbox()
+
+    async def _may_start(self, command: dict[str, Any]) -> bool:
+        """Never start a command past its deadline, nor before the relay marked it running.
+
+        A command the relay will expire (or already did) is marked handled with
+        no result: a result would only be refused (409). When the relay cannot
+        be reached the command stays unhandled, so the next reconcile tries again.
+        """
+        command_id = str(command["id"])
+        if deadline_passed(command, now_ms()):
+            log.warning("command %s is past its deadline (%s); not starting it, the relay "
+                        "expires it", command_id, command.get("deadlineAt"))
+            self.state.skip(command_id)
+            self._save()
+            return False
+        if "deadlineAt" not in command:
+            return True  # an older relay: no deadlines, no progress route
+        try:
+            await self._registered_call(lambda: self.client.start_command(command_id))
+        except RelayRejectedError as exc:
+            log.warning("the relay will not let command %s start (%s); not starting it",
+                        command_id, exc)
+            self.state.skip(command_id)
+            self._save()
+            return False
+        except RelayClientError as exc:
+            log.warning("cannot mark command %s running yet (%s); it waits for the next "
+                        "reconcile", command_id, exc)
+            return False
+        return True
 
     def _finish(self, command_id: str, result: dict[str, Any]) -> None:
         """Mark a command handled with its result queued (call under ``_lock``)."""
@@ -443,6 +504,7 @@ class HostDaemon:
             targets = self._targets(agent_id)
             for agent in targets:
                 if kind == "restart":
+                    self.crash.reset(agent)  # an operator's restart starts the count afresh
                     await self._restart(agent)
                 else:
                     await self._shutdown(agent)
@@ -647,10 +709,20 @@ class HostDaemon:
         # A spawn in its grace period is settled by ``_settle_spawn``, which
         # reports why it ended; don't take its session away first.
         live = {name for name, pane in panes.items() if not pane.dead} | self._in_grace
+        # Agents waiting for a restart or given up on have no session by design.
+        live |= {a.tmux_session for a in self.state.agents if self.crash.waiting(a)}
+        for name, pane in panes.items():
+            # tmux marks a pane dead when its terminal closes and fills in the
+            # status when it reaps the child: wait a few checks for the status.
+            if pane.dead and pane.status is None and pane.signal is None:
+                self._no_status[name] = self._no_status.get(name, 0) + 1
+                if self._no_status[name] <= 3:
+                    live.add(name)
         dead = [a for a in self.state.agents if a.tmux_session not in live]
         if not dead:
             return False
         for agent in dead:
+            self._no_status.pop(agent.tmux_session, None)
             pane = panes.get(agent.tmux_session)
             if pane is None:
                 log.warning(
@@ -660,17 +732,57 @@ class HostDaemon:
             else:
                 log.warning("agent %s stopped: %s", agent.agent_id,
                             await self._exit_report(agent.provider, agent.tmux_session, pane))
+                if self._supervise(agent, pane):
+                    live.add(agent.tmux_session)
         self.state.agents = [a for a in self.state.agents if a.tmux_session in live]
         self._agents_dirty = True
         self._save()
         return True
 
+    def _supervise(self, agent: ManagedAgent, pane: PaneState) -> bool:
+        """A failed exit: schedule a restart or give up (crashloop); True keeps the agent listed."""
+        seen = ExitSeen(pane.status, pane.signal, now_ms())
+        if not seen.failed:
+            return False  # exit 0: it finished its work
+        if self.crash.on_exit(agent, seen):
+            log.warning("agent %s will be restarted in %.1fs (%d restart(s) in the last %gs)",
+                        agent.agent_id, (agent.restart_due or seen.at) / 1000 - seen.at / 1000,
+                        len(agent.restarts), self.crash.restart_window)
+        else:
+            log.error("agent %s is crash-looping: %d restart(s) in %gs, last exit %s; "
+                      "not restarting it (a restart command starts it afresh)",
+                      agent.agent_id, len(agent.restarts), self.crash.restart_window,
+                      agent.last_exit)
+        return True
+
+    async def _restart_due(self) -> bool:
+        """Restart the agents whose backoff is over; True when any changed (call under ``_lock``)."""
+        changed = False
+        for agent in list(self.state.agents):
+            now = now_ms()
+            if not self.crash.due(agent, now):
+                continue
+            changed = True
+            try:
+                await self._restart(agent)
+            except (CommandFailedError, TmuxError) as exc:
+                log.warning("could not restart %s: %s", agent.agent_id, exc)
+                self.crash.restarted(agent, now)
+                self.crash.on_exit(agent, ExitSeen(None, None, now))
+                continue
+            self.crash.restarted(agent, now)
+        if changed:
+            self._agents_dirty = True
+            self._save()
+        return changed
+
     async def watch_agents(self) -> None:
-        """Notice agents that died and report the new list."""
+        """Notice agents that died, restart failed ones when due, and report the new list."""
         while not self._stop.is_set():
             await self._sleep(self.config.check_every)
             async with self._lock:
                 changed = await self._refresh_agents()
+                changed = await self._restart_due() or changed
             if changed:
                 await self._report_agents()
 
@@ -682,8 +794,12 @@ class HostDaemon:
         agents = [a.to_wire() for a in self.state.agents]
         for wire in agents:
             wire["cwd"] = as_registered(self.config.base_dir, wire["cwd"])
+        load = load_report(self.crash.running(self.state.agents))
         try:
             await self._registered_call(lambda: self.client.report_agents(agents))
+            # The load a heartbeat carries wins over the list until the next
+            # beat; send the new one now, not a heartbeat interval later.
+            await self._registered_call(lambda: self.client.heartbeat(load))
         except RelayClientError as exc:
             self._agents_dirty = True
             log.warning("could not report managed agents yet: %s", exc)

@@ -36,6 +36,13 @@ class ManagedAgent:
     label: str | None = None
     pid: int | None = None
     command_id: str | None = None
+    # Crash-loop bookkeeping (relay/host/crashloop.py): restart times in the
+    # window, when the next restart is due, how it last ended, and the record
+    # of giving up.
+    restarts: list[int] = field(default_factory=list)
+    restart_due: int | None = None
+    last_exit: dict[str, Any] | None = None
+    crashloop: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The managed-agent shape of the HTTP contract (camelCase, no nulls)."""
@@ -51,6 +58,12 @@ class ManagedAgent:
             wire["label"] = self.label
         if self.pid is not None:
             wire["pid"] = self.pid
+        if self.restarts:
+            wire["restarts"] = len(self.restarts)
+        if self.last_exit is not None:
+            wire["lastExit"] = self.last_exit
+        if self.crashloop is not None:
+            wire["crashloop"] = self.crashloop
         return wire
 
     @classmethod
@@ -66,6 +79,10 @@ class ManagedAgent:
             label=data.get("label"),
             pid=data.get("pid"),
             command_id=data.get("command_id"),
+            restarts=[int(t) for t in data.get("restarts") or []],
+            restart_due=data.get("restart_due"),
+            last_exit=data.get("last_exit"),
+            crashloop=data.get("crashloop"),
         )
 
 
@@ -99,6 +116,12 @@ class HostState:
             # only pending commands are ever acted on.
             del self.handled[:-HANDLED_LIMIT]
         self.outbox[command_id] = result
+
+    def skip(self, command_id: str) -> None:
+        """Mark a command handled without running it and without a result (it expires)."""
+        if command_id not in self.handled:
+            self.handled.append(command_id)
+            del self.handled[:-HANDLED_LIMIT]
 
     def agent(self, agent_id: str) -> ManagedAgent | None:
         """The managed agent with this id, if this host runs it."""

@@ -63,6 +63,7 @@ ORCHESTRATOR_ROUTES = frozenset(
         ("GET", "/api/orchestrators/{id}/commands"),
         ("HEAD", "/api/orchestrators/{id}/commands"),
         ("POST", "/api/orchestrators/{id}/commands/{commandId}/result"),
+        ("POST", "/api/orchestrators/{id}/commands/{commandId}/progress"),
     }
 )
 

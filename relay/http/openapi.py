@@ -156,6 +156,37 @@ _MANAGED_AGENT_PROPERTIES = {
         "comes back and reports returns its agents to running, with no respawn.",
     },
 }
+_EXIT_CODE = {"type": ["integer", "null"], "minimum": 0, "maximum": 255}
+_AT = {"type": "integer", "minimum": 0, "maximum": 2**53 - 1, "description": "Epoch milliseconds."}
+_CRASH_PROPERTIES = {
+    "restarts": {
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "maximum": 10000,
+        "description": "Restarts the host made after the agent exited with a failure, within "
+        "its --restart-window.",
+    },
+    "lastExit": {
+        "type": ["object", "null"],
+        "required": ["at"],
+        "properties": {"status": _EXIT_CODE, "signal": _EXIT_CODE, "at": _AT},
+        "description": "How the agent's program last ended (exit status, or the signal).",
+    },
+    "crashloop": {
+        "type": ["object", "null"],
+        "required": ["at", "restarts"],
+        "properties": {
+            "exitStatus": _EXIT_CODE,
+            "signal": _EXIT_CODE,
+            "restarts": {"type": "integer", "minimum": 0, "maximum": 10000},
+            "at": _AT,
+        },
+        "description": "Present when the host gave up: the agent exited with a failure after "
+        "--restart-max restarts within --restart-window, so it is not restarted again until "
+        "an operator's restart command. Its last exit status or signal says why.",
+    },
+}
+_MANAGED_AGENT_PROPERTIES.update(_CRASH_PROPERTIES)
 _LABELS = {
     "type": "object",
     "additionalProperties": {"type": "string", "maxLength": 100},
@@ -240,6 +271,7 @@ SCHEMAS: dict[str, Any] = {
             "approvalMode": _nullable(APPROVAL_MODE),
             "pid": OPT_COUNT,
             "startedAt": {**OPT_COUNT, "description": "Epoch ms; defaults to the report's time."},
+            **_CRASH_PROPERTIES,
         },
     },
     "ManagedAgentsReport": {

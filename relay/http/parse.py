@@ -280,6 +280,7 @@ def managed_agents(body: dict[str, Any], at: int) -> list[dict[str, Any]]:
         pid = opt_int(item, "pid")
         if pid is not None:
             agent["pid"] = pid
+        agent.update(crash_report(item, where))
         out.append(agent)
     return out
 
@@ -508,3 +509,62 @@ def progress(body: dict[str, Any]) -> str:
     if body.get("status") != "running":
         raise InvalidInputError("status", "is required: running")
     return "running"
+
+
+# -- crash loops (issue 15): what a host says about an agent that keeps exiting ----
+
+MAX_RESTARTS_REPORTED = 10_000
+
+
+def _exit_code(value: Any, field: str, hi: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
+        raise InvalidInputError(field, f"must be null or an integer from 0 to {hi}")
+    return value
+
+
+def _exit_fields(value: Any, where: str, status_key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInputError(where, "must be an object")
+    at = value.get("at")
+    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 2**53:
+        raise InvalidInputError(f"{where}.at", "is required: epoch milliseconds")
+    return {
+        status_key: _exit_code(value.get(status_key), f"{where}.{status_key}", 255),
+        "signal": _exit_code(value.get("signal"), f"{where}.signal", 255),
+        "at": at,
+    }
+
+
+def crash_report(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A managed agent's optional ``restarts``, ``lastExit`` and ``crashloop`` (relay/host/crashloop.py)."""
+    out: dict[str, Any] = {}
+    restarts = item.get("restarts")
+    if restarts is not None:
+        if (
+            isinstance(restarts, bool)
+            or not isinstance(restarts, int)
+            or not 0 <= restarts <= MAX_RESTARTS_REPORTED
+        ):
+            raise InvalidInputError(
+                f"{where}.restarts", f"must be an integer from 0 to {MAX_RESTARTS_REPORTED}"
+            )
+        out["restarts"] = restarts
+    if item.get("lastExit") is not None:
+        out["lastExit"] = _exit_fields(item["lastExit"], f"{where}.lastExit", "status")
+    loop = item.get("crashloop")
+    if loop is not None:
+        fields = _exit_fields(loop, f"{where}.crashloop", "exitStatus")
+        count = loop.get("restarts")
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 0 <= count <= MAX_RESTARTS_REPORTED
+        ):
+            raise InvalidInputError(
+                f"{where}.crashloop.restarts",
+                f"is required: an integer from 0 to {MAX_RESTARTS_REPORTED}",
+            )
+        out["crashloop"] = {**fields, "restarts": count}
+    return out

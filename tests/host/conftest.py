@@ -144,7 +144,8 @@ class Api:
         """Wait until the command has a result; returns the command."""
         def check() -> dict[str, Any] | None:
             cmd = self.commands(oid).get(command_id)
-            return cmd if cmd and cmd.get("status") != "pending" else None
+            # "running" is the host's progress mark, not a result.
+            return cmd if cmd and cmd.get("status") not in ("pending", "running") else None
 
         return wait_for(check, timeout, f"command {command_id} to settle")
 

@@ -68,6 +68,10 @@ def main() -> None:
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.write(fd, (json.dumps(record) + "\n").encode())
         os.close(fd)
+    if "--exit-status" in sys.argv:
+        # A provider that dies at once (a bad key, a broken install): the crash-loop tests.
+        print(f"stub: exiting at once as asked (pid {os.getpid()})", flush=True)
+        sys.exit(int(sys.argv[sys.argv.index("--exit-status") + 1]))
     post(f"{relay}/api/agents", {
         "id": agent_id, "name": agent_id, "machine": socket.gethostname(),
         "capabilities": ["stub"], "meta": {"pid": os.getpid()},

@@ -16,6 +16,7 @@ const TOKEN_KEY = 'relay.token';
 const EVENT_NAMES = [
   'agent.status', 'agent.removed',
   'orchestrator.status', 'orchestrator.removed', 'orchestrator.command',
+  'system.reaper',
 ];
 const VIEWS = ['orchestrators', 'commands', 'agents', 'history'];
 const LOG_PAGE = 500;
@@ -35,6 +36,7 @@ const state = {
   busy: new Set(), // control keys with a request in flight
   openDetails: new Set(), // <details> kept open across re-renders
   loaded: false,
+  reaper: null, // {suspended, since, wouldReap, online} or {suspended, detail} from /api/health
 };
 
 const history = {
@@ -406,6 +408,7 @@ function applyEvent(type, data) {
       for (const [id, c] of state.commands) if (c.orchestratorId === data.id) state.commands.delete(id);
       break;
     case 'orchestrator.command': state.commands.set(data.id, data); break;
+    case 'system.reaper': state.reaper = data; break;
     default: break;
   }
 }
@@ -467,10 +470,12 @@ async function resync() {
 }
 
 async function loadSnapshot() {
-  const [orchs, agents] = await Promise.all([
+  const [orchs, agents, health] = await Promise.all([
     api('GET', '/api/orchestrators'),
     api('GET', '/api/agents'),
+    api('GET', '/api/health').catch(() => null),
   ]);
+  state.reaper = reaperFromHealth(health);
   state.orchestrators = new Map(asList(orchs, 'orchestrators').map((o) => [o.id, o]));
   state.agents = new Map(asList(agents, 'agents').map((a) => [a.id, a]));
   const lists = await Promise.all([...state.orchestrators.keys()].map((id) => (
@@ -527,6 +532,7 @@ function reconcile(container, items, keyOf, sigOf, build) {
 
 function render() {
   renderNav();
+  renderReaper();
   renderOrchestrators();
   if (state.view === 'commands') renderCommands();
   if (state.view === 'agents') renderAgents();
@@ -569,7 +575,7 @@ function matchesFilter(o, f) {
 
 function pendingFor(orchId) {
   return [...state.commands.values()]
-    .filter((c) => c.orchestratorId === orchId && c.status === 'pending')
+    .filter((c) => c.orchestratorId === orchId && OPEN_COMMAND.includes(c.status))
     .sort((a, b) => (a.requestedAt || 0) - (b.requestedAt || 0));
 }
 
@@ -622,6 +628,9 @@ function orchCard(o, { live }) {
       h('div', {}, h('dt', {}, 'Providers'), h('dd', { class: 'providers' },
         (o.providers || []).map((p) => badge(p, `provider ${p}`)))),
       h('div', {}, h('dt', {}, 'Env'), h('dd', {}, envDetails)),
+      h('div', {}, h('dt', {}, 'Capacity'), h('dd', {}, capacityEl(o))),
+      Object.keys(o.labels || {}).length ? h('div', {}, h('dt', {}, 'Labels'), h('dd', { class: 'labels' },
+        Object.entries(o.labels).sort().map(([k, v]) => badge(`${k}=${v}`, 'tag')))) : null,
       h('div', {}, h('dt', {}, 'Last seen'), h('dd', { class: 'last-seen' },
         live ? agoEl(o.lastSeen) : h('time', { title: fmtTime(o.lastSeen) }, fmtTime(o.lastSeen))))),
     h('section', { class: 'managed', 'aria-label': `Managed agents on ${o.hostname || o.id}` },
@@ -631,7 +640,8 @@ function orchCard(o, { live }) {
     pending.length ? h('section', { class: 'pending-cmds', 'aria-label': 'Pending commands' },
       h('h3', {}, 'Pending'),
       h('ul', {}, pending.map((c) => h('li', { class: 'pending-cmd' },
-        h('span', { class: 'spinner', 'aria-hidden': 'true' }), commandSummary(c, o), ' · ', agoEl(c.requestedAt))))) : null,
+        h('span', { class: 'spinner', 'aria-hidden': 'true' }), commandSummary(c, o),
+        c.status === 'running' ? ' · started' : null, ' · ', agoEl(c.requestedAt))))) : null,
     live ? h('footer', { class: 'card-foot' },
       h('button', {
         type: 'button', class: 'primary', disabled: !online, dataset: { fkey: `${o.id}:spawn` },
@@ -665,8 +675,10 @@ function managedRow(o, m, live) {
     }, busy ? `${label}…` : label);
   });
   const errs = ['restart', 'shutdown'].map((a) => inlineError(ckey(o.id, `${a}:${m.agentId}`)));
-  return h('li', { class: 'managed-agent', dataset: { agent: m.agentId } },
+  const st = agentState(m);
+  return h('li', { class: `managed-agent state-${st}`, dataset: { agent: m.agentId, state: st } },
     h('div', { class: 'm-main' },
+      stateBadge(st),
       h('span', { class: 'm-name' }, name),
       badge(m.provider, `provider ${m.provider}`),
       m.approvalMode && m.approvalMode !== 'guarded' ? badge(m.approvalMode, 'mode') : null),
@@ -674,6 +686,7 @@ function managedRow(o, m, live) {
       h('code', { class: 'm-cwd', title: m.cwd }, relPath(m.cwd, o.baseDir)),
       m.tmuxSession && m.label ? h('span', { class: 'muted' }, ` · tmux ${m.tmuxSession}`) : null,
       m.startedAt ? h('span', { class: 'muted' }, ' · started ', live ? agoEl(m.startedAt) : fmtTime(m.startedAt)) : null),
+    crashNote(m, live),
     live ? h('div', { class: 'm-actions' }, actions) : null,
     live ? errs : null);
 }
@@ -987,7 +1000,7 @@ function initSpawn() {
 
 function renderCommands() {
   const all = [...state.commands.values()].sort((a, b) => (b.requestedAt || 0) - (a.requestedAt || 0));
-  const counts = { all: all.length, pending: 0, done: 0, failed: 0 };
+  const counts = { all: all.length, pending: 0, running: 0, done: 0, failed: 0, expired: 0 };
   for (const c of all) counts[c.status] = (counts[c.status] || 0) + 1;
   for (const k of Object.keys(counts)) {
     const el = $(`#cmd-n-${k}`);
@@ -1020,11 +1033,95 @@ function commandRow(c) {
         details.length ? h('div', { class: 'muted small-text' }, details.join(' · ')) : null]
       : (c.agentId || 'all agents')),
     td('Requested', agoEl(c.requestedAt), c.requestedBy ? h('div', { class: 'muted small-text' }, `by ${c.requestedBy}`) : null),
-    td('Result', 
+    td('Result',
       c.status === 'pending' ? h('span', { class: 'muted' }, 'waiting for the host…')
+        : c.status === 'running' ? h('span', { class: 'muted' }, 'started on the host ', agoEl(c.startedAt), '…')
+        : c.status === 'expired' ? expiredNote(c)
         : error ? h('span', { class: 'error-text' }, error)
           : h('span', {}, c.status === 'done' ? 'done' : c.status, result.agentId || c.resultAgentId ? ` · ${result.agentId || c.resultAgentId}` : '',
             result.at || result.completedAt ? [' · ', agoEl(result.at || result.completedAt)] : null)));
+}
+
+// --- fleet lifecycle (issue 15): capacity, agent states, expiry, the reaper's brake
+
+const OPEN_COMMAND = ['pending', 'running'];
+// One colour per state, the same in every view (app.css: --st-*).
+const AGENT_STATES = {
+  running: 'reported by its online host',
+  unknown: 'its host is offline; it may still be running (for up to --lost-after)',
+  lost: 'its host has been offline longer than --lost-after',
+  crashloop: 'it kept exiting with a failure; the host stopped restarting it',
+};
+
+function agentState(m) {
+  // An offline host's word is old news: unknown and lost come before crashloop.
+  if (m.state === 'unknown' || m.state === 'lost') return m.state;
+  return m.crashloop ? 'crashloop' : 'running';
+}
+
+function stateBadge(st) {
+  return h('span', { class: `badge state state-${st}`, title: AGENT_STATES[st] }, st);
+}
+
+function exitText(status, signal) {
+  if (status != null) return `exit status ${status}`;
+  if (signal != null) return `signal ${signal}`;
+  return 'an unknown exit';
+}
+
+function crashNote(m, live) {
+  const loop = m.crashloop;
+  if (loop) {
+    return h('div', { class: 'm-crash', role: 'note' },
+      `Crash loop: ${exitText(loop.exitStatus, loop.signal)} after ${loop.restarts} restart${loop.restarts === 1 ? '' : 's'}`,
+      ' · ', live ? agoEl(loop.at) : fmtTime(loop.at), '. Restart starts it afresh.');
+  }
+  if (m.restarts) {
+    const last = m.lastExit ? `, last ${exitText(m.lastExit.status, m.lastExit.signal)}` : '';
+    return h('div', { class: 'm-restarts muted' }, `restarted ${m.restarts}×${last}`);
+  }
+  return null;
+}
+
+function capacityEl(o) {
+  const active = o.activeAgents ?? (o.managedAgents || []).length;
+  const max = o.maxAgents;
+  if (!max) return h('span', { class: 'capacity' }, `${active} agent${active === 1 ? '' : 's'} · no limit`);
+  const pct = Math.min(100, Math.round((100 * active) / max));
+  const level = active >= max ? 'full' : pct >= 75 ? 'high' : 'ok';
+  const fill = h('span', { class: 'fill' });
+  fill.style.width = `${pct}%`; // CSSOM, not a style attribute: allowed under a strict CSP
+  return h('span', { class: `capacity ${level}` },
+    h('span', {
+      class: 'bar', role: 'meter', 'aria-label': `Capacity of ${o.hostname || o.id}`,
+      'aria-valuemin': '0', 'aria-valuemax': String(max), 'aria-valuenow': String(active),
+      'aria-valuetext': `${active} of ${max} agents`,
+    }, fill),
+    h('span', { class: 'capacity-text' }, `${active} / ${max}`));
+}
+
+function expiredNote(c) {
+  const e = c.expired || {};
+  return h('span', { class: 'expired-text' }, `expired: ${e.reason || 'no reason given'}`,
+    e.at ? [' · ', agoEl(e.at)] : null);
+}
+
+function reaperFromHealth(health) {
+  const check = (health?.checks || []).find((ch) => ch.name === 'reaper');
+  return check ? { suspended: check.status === 'suspended', detail: check.detail } : null;
+}
+
+function renderReaper() {
+  const el = $('#reaper-banner');
+  const r = state.reaper;
+  el.hidden = !(r && r.suspended);
+  if (el.hidden) return;
+  const text = r.wouldReap != null
+    ? `The reaper is suspended: ${r.wouldReap} of ${r.online} online hosts and agents went silent at once`
+      + `${r.since ? ` (${fmtTime(r.since)})` : ''}. Nobody is marked offline until fewer are silent;`
+      + ' POST /api/system/reap?force=true reaps anyway.'
+    : `The reaper is suspended: ${r.detail || 'a mass outage was detected'}.`;
+  if (el.textContent !== text) el.textContent = text;
 }
 
 // --- agents
