@@ -17,7 +17,7 @@ from aiohttp import web
 
 from relay import commands as c
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from relay.domain.placement import HostView, place
+from relay.domain.placement import HostView, NoPlacementError, place
 from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, PROVIDERS, check_id, is_silent
 from relay.http import parse, past
 from relay.http.auth import OPERATOR, hash_token, presented_token, principal
@@ -112,7 +112,12 @@ async def spawn_anywhere(request: web.Request) -> web.Response:
     body = await parse.read_json(request)
     fields = parse.spawn(body)
     selector = parse.labels(body, "selector")
-    target = place(host_views(s), fields["provider"], selector)
+    try:
+        target = place(host_views(s), fields["provider"], selector)
+    except NoPlacementError as e:
+        raise NoPlacementError(
+            f"{e.message} (online: heard from within stale-after, {s.settings.stale_after:g} s)"
+        ) from None
     command = await _spawn(s, target.id, fields, principal(request), body)
     return json(
         {

@@ -79,12 +79,12 @@ def test_full_hosts_and_missing_providers_are_409_naming_why(client: Client) -> 
     register_orchestrator(client, "h1", hostname="a", maxAgents=1, providers=["claude"])
     register_orchestrator(client, "h2", hostname="b", maxAgents=1, providers=["claude"])
     r = spawn_anywhere(client, provider="codex")
-    assert r.status == 409 and r.json["error"] == "no online host offers codex", r
+    assert r.status == 409 and r.json["error"].startswith("no online host offers codex"), r
     assert spawn_anywhere(client).status == 202
     assert spawn_anywhere(client).status == 202  # pending spawns count against the room
     head = client.log_head()
     r = spawn_anywhere(client)
-    assert r.status == 409 and r.json["error"] == "all 2 matching hosts are full", r
+    assert r.status == 409 and r.json["error"].startswith("all 2 matching hosts are full"), r
     r = client.post("/api/orchestrators/h1/spawn", {"provider": "claude"})
     assert r.status == 409 and "is full (1 of 1 agents" in r.json["error"], r
     r = spawn_anywhere(client, selector={"gpu": "a100"})
