@@ -253,7 +253,7 @@ def _add_optional_subcommands(sub: argparse._SubParsersAction) -> None:  # type:
         add_audit_parser(sub)
     # Always listed: it imports the PostgreSQL driver only when it runs, and then
     # says which extra to install if it is missing.
-    from relay.store.migrate import add_migrate_parser
+    from relay.migrate import add_migrate_parser
 
     add_migrate_parser(sub)
 

@@ -1,5 +1,8 @@
 """Operations metrics, served at ``GET /metrics`` in Prometheus text format.
 
+The instruments live here, below the HTTP layer and without aiohttp; the
+route and the request-counting middleware are relay.http.metrics (ADR 0028).
+
 One registry per service (not the library's global one), so several relays
 in one process, as in tests, do not share counters. What is counted:
 
@@ -23,14 +26,10 @@ increment.
 
 from __future__ import annotations
 
-import hmac
-import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -40,16 +39,23 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily
 
-if TYPE_CHECKING:
-    from relay.config import Settings
-    from relay.service import RelayService
-
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 _REAP_TOPICS = {"AgentReaped": "agent", "OrchestratorReaped": "orchestrator"}
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RelayService(Protocol):
+    """What the scrape-time gauges read of the running service (relay.service.RelayService).
+
+    A protocol, not an import: the service builds its Metrics, so importing it
+    here would be a cycle (ADR 0028).
+    """
+
+    rm: Any
+    tail: Any
+    writer: Any
 
 
 class Metrics:
@@ -205,76 +211,3 @@ class _WriterCounters:
             "Batches decided again because another relay node wrote the same entity first.",
             value=w.conflicts if w else 0,
         )
-
-
-def route_of(request: web.Request) -> str:
-    """The matched route's template (``/api/agents/{id}``), never the raw path."""
-    match = request.match_info
-    route = getattr(match, "route", None)
-    resource = getattr(route, "resource", None)
-    if resource is None:
-        return "unmatched"
-    return str(resource.canonical)
-
-
-def metrics_middleware(metrics: Metrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """Outermost middleware: sees the final status, including the error middleware's."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as e:
-            status = e.status
-            raise
-        except BaseException:
-            status = 499  # the client went away (or the server is stopping) mid-request
-            raise
-        finally:
-            metrics.observe_http(route_of(request), request.method, status, time.perf_counter() - t0)
-
-    return middleware
-
-
-def install(app: web.Application, metrics: Metrics, settings: Settings | None = None) -> None:
-    """``GET /metrics`` and the request-counting middleware, on an app not yet started.
-
-    With an admin token the scrape needs it too (``Authorization: Bearer``, as
-    Prometheus's ``authorization`` setting sends it): route names, request
-    counts and the log head tell an outsider what the fleet is doing.
-    ``--metrics-public`` opens it again for a scraper on a private network.
-    """
-    from relay.http.auth import presented_token  # not at import time: auth imports the service
-    from relay.http.errors import error_response
-
-    admin = settings.token if settings is not None and not settings.metrics_public else None
-    admin_raw = admin.encode("utf-8", "surrogateescape") if admin else None
-
-    async def serve_metrics(request: web.Request) -> web.Response:
-        if admin_raw is not None:
-            token = presented_token(request)
-            raw = token.encode("utf-8", "surrogateescape") if token is not None else b""
-            if not hmac.compare_digest(raw, admin_raw):
-                return error_response(
-                    401,
-                    "/metrics needs the admin token on this relay: send 'Authorization: Bearer <token>' "
-                    "(or start it with --metrics-public for a scraper on a private network)",
-                    {"WWW-Authenticate": 'Bearer realm="relay"'},
-                )
-        body = metrics.exposition()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def count_sse_subscribers(app: web.Application) -> None:
-        from relay.http.keys import HUB  # not at import time: keys imports the service
-
-        if HUB in app:
-            hub = app[HUB]
-            metrics.count_sse_with(lambda: float(hub.stats()["open"]))
-
-    app.middlewares.insert(0, metrics_middleware(metrics))
-    app.router.add_get("/metrics", serve_metrics)
-    app.on_startup.append(count_sse_subscribers)

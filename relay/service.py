@@ -129,7 +129,9 @@ class RelayService:
             )
         self.writer.start()
         if self.settings.epoch_events > 0 and self.settings.archive:
-            self.archiver = start_archiver(self)
+            from relay.audit.epochs import sealed_epochs
+
+            self.archiver = start_archiver(self, sealed_epochs)
         if self.settings.store == "postgres":
             from relay.store.postgres import start_listener
 

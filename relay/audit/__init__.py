@@ -2,7 +2,7 @@
 
 ``relay audit`` (relay.audit.cli) reads a data folder without writing to it;
 ``relay.audit.replay`` answers "the read models as of position P" for both
-the CLI and the relay's own ``?at=`` and stream resumes; ``relay.audit.chain``
+the CLI and the relay's own ``?at=`` and stream resumes; ``relay.chain``
 and ``relay.audit.sealer`` are the tamper evidence (docs/audit.md).
 """
 

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from relay.audit import merkle
+from relay import merkle
 from relay.audit.checkpoint import MAX_CHECKPOINT
 from relay.audit.checkpoint import parse as parse_checkpoint
 from relay.audit.checkpoint import render as render_checkpoint

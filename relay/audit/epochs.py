@@ -33,7 +33,7 @@ import orjson
 from attrs import frozen
 from eventsourcing.persistence import IntegrityError
 
-from relay.audit import chain, merkle
+from relay import chain, merkle
 from relay.clock import Clock
 from relay.domain.seal import EPOCHS_ID, LogEpochs
 

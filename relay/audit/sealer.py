@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from relay.audit import chain
+from relay import chain
 from relay.clock import Clock
 from relay.domain.seal import SEAL_ID, LogSeal
 

@@ -7,7 +7,7 @@ One pass over the log, in bounded reads, checks:
 - each aggregate's versions run 1, 2, 3, ... in log order (a deleted, moved
   or duplicated event of an aggregate breaks the run);
 - every event decodes and folds into the read models;
-- the rolling hash (relay.audit.chain) matches every seal, event by event;
+- the rolling hash (relay.chain) matches every seal, event by event;
 - the read models rebuilt from position 0 equal the relay's checkpoint at the
   checkpoint's position, and the log is not shorter than that checkpoint.
 
@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from attrs import Factory, frozen
 
-from relay.audit import chain, merkle
+from relay import chain, merkle
 from relay.audit.epochs import EpochInfo, tree_head, tree_leaves
 from relay.audit.log import READ_CHUNK, LogReader
 from relay.domain.seal import EPOCHS_ID, SEAL_ID

@@ -2,7 +2,7 @@
 
 One aggregate for the whole log. Each ``LogSealed`` event says: "the events
 from ``first`` to ``upto`` (``count`` of them) chain to ``hash``", plus a short
-digest per event (relay/audit/chain.py). Seals are facts about the log, not
+digest per event (relay/chain.py). Seals are facts about the log, not
 about any agent or orchestrator, so the read models ignore them; the relay's
 writer records one every ``seal_every`` events, and ``relay audit verify``
 recomputes them (docs/audit.md says what that proves).

@@ -11,9 +11,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from relay import metrics
 from relay.config import Settings
-from relay.http import messaging, openapi, sse
+from relay.http import messaging, metrics, openapi, sse
 from relay.http.auth import auth_middleware
 from relay.http.errors import RelayRunner, allowed_methods, error_middleware
 from relay.http.guard import guard_middleware, security_headers

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from relay.config import Settings
 from relay.service import RelayService
 
-if TYPE_CHECKING:
-    from relay.http.sse import EventHub
+
+class EventHub(Protocol):
+    """What modules other than relay.http.sse use of its EventHub.
+
+    A protocol, not an import: sse imports these keys, so importing sse here
+    would be a cycle (ADR 0028).
+    """
+
+    def past(self) -> Any: ...
+
+    def log(self) -> Any: ...
+
+    def stats(self) -> dict[str, int]: ...
+
 
 SERVICE = web.AppKey("service", RelayService)
 SETTINGS = web.AppKey("settings", Settings)

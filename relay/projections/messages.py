@@ -25,13 +25,12 @@ keys message changes on their ``recipient`` and ``from``.
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relay import commands as c
 from relay.domain.message import ACKED, CLAIMED, DELETED, PENDING, Message
-
-if TYPE_CHECKING:
-    from relay.projections.readmodels import Change, ReadModels
+from relay.projections.fold import Change
+from relay.projections.fold import FoldTarget as ReadModels  # not readmodels: it imports us (ADR 0028)
 
 BROADCAST_ALL = "*"
 LABEL_PREFIX = "label:"

@@ -19,9 +19,9 @@ import orjson
 
 from relay.domain.rules import orchestrator_agent_id
 from relay.projections import messages as _messages
+from relay.projections.fold import Change
 from relay.projections.messages import Messages
 
-Change = tuple[str, dict[str, Any]]
 Handler = Callable[["ReadModels", Any, list[Change] | None], None]
 
 FORMAT_VERSION = 4  # 2: tokenHashes; 3: messages; 4: capacity, command deadlines, reaper

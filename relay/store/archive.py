@@ -34,7 +34,7 @@ from uuid import UUID
 from attrs import frozen
 from eventsourcing.persistence import Notification
 
-from relay.audit import chain, merkle
+from relay import chain, merkle
 from relay.store.segment import Interval, SegmentError, SegmentReader, read_header
 
 ARCHIVE_DIR = "archive"
@@ -63,7 +63,7 @@ class Entry:
 
 
 def epoch_root(events: list[Any]) -> bytes:
-    """The RFC 9162 root over the events' canonical bytes (relay.audit.chain.link)."""
+    """The RFC 9162 root over the events' canonical bytes (relay.chain.link)."""
     return merkle.root([leaf(e) for e in events])
 
 

@@ -40,7 +40,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.domain import Snapshot
 
-from relay.audit import merkle
+from relay import merkle
 from relay.store import segment
 from relay.store.archive import Archive, ArchiveError, Entry, leaf
 from relay.store.segment import Interval, SegmentReader
@@ -463,10 +463,12 @@ class ArchiveWorker:
             self._wake.clear()
 
 
-def start_archiver(service: Any) -> ArchiveWorker:
-    """The archiver of a started RelayService (epochs on), on its own thread."""
-    from relay.audit.epochs import sealed_epochs
+def start_archiver(service: Any, sealed_epochs: Callable[[Any], list[Any]]) -> ArchiveWorker:
+    """The archiver of a started RelayService (epochs on), on its own thread.
 
+    ``sealed_epochs`` is relay.audit.epochs.sealed_epochs, passed in by the
+    service: the store sits below audit and does not import it (ADR 0028).
+    """
     s = service.settings
     archiver = Archiver(
         service.app,

@@ -78,7 +78,7 @@ def test_two_nodes_archive_each_epoch_once_and_read_the_same_log(dsn: str, tmp_p
 
 
 def test_migrating_an_archived_sqlite_log_copies_the_archived_epochs_too(dsn: str, tmp_path: Path) -> None:
-    from relay.store.migrate import migrate
+    from relay.migrate import migrate
     from tests.loglasts.archivelog import archive_now, copy_data, open_reader
 
     data, twin = tmp_path / "data", tmp_path / "twin"

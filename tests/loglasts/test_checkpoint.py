@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.audit import checkpoint, merkle
+from relay import merkle
+from relay.audit import checkpoint
 from relay.audit.epochs import EpochInfo, tree_head
 from relay.cli import main
 from tests.loglasts.epochlog import beats, run_relay

@@ -9,8 +9,8 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from relay import chain, merkle
 from relay.application import RelayApp
-from relay.audit import chain, merkle
 from relay.audit.epochs import EpochInfo, EpochSealer, epoch_leaf, sealed_epochs, tree_head
 from relay.audit.log import SqliteLog
 from relay.clock import FakeClock

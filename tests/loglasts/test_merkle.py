@@ -1,4 +1,4 @@
-"""RFC 9162 Merkle trees (relay/audit/merkle.py): reference vectors and properties.
+"""RFC 9162 Merkle trees (relay/merkle.py): reference vectors and properties.
 
 The vectors are the Certificate Transparency reference ones (RFC 6962 test
 data, as published with the C++/Go CT code and transparency-dev/merkle): a
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from relay.audit import merkle
+from relay import merkle
 
 DATA = [
     bytes.fromhex(h)

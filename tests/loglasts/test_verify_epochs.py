@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.audit import chain, merkle
+from relay import chain, merkle
 from relay.audit.epochs import EpochInfo, sealed_epochs
 from relay.audit.log import SqliteLog
 from relay.cli import main

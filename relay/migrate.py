@@ -145,7 +145,7 @@ def migrate(source: str, target: str, batch: int = BATCH,
     import psycopg  # the postgres extra; imported here so `relay --help` lists migrate without it
     from psycopg import sql
 
-    from relay.audit import chain
+    from relay import chain
 
     src = _source_app(source)
     dst, where = _target(target)
