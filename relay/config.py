@@ -167,7 +167,9 @@ class Settings:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 # Not echoed whole: a webhook URL often carries its own secret.
-                raise SettingsError(f"--notify-url must be an http(s) URL with a host ({parts.scheme!r} given)")
+                raise SettingsError(
+                    f"--notify-url must be an http(s) URL with a host ({parts.scheme!r} given)"
+                )
         if self.notify_urls and len(self.notify_secret or "") < MIN_NOTIFY_SECRET:
             raise SettingsError(
                 f"--notify-url needs --notify-secret (or RELAY_NOTIFY_SECRET) of at least "
