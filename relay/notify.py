@@ -66,6 +66,7 @@ MAX_SUMMARY = 300
 MAX_RESPONSE = 64 * 1024  # bytes of a receiver's answer read before closing
 LAG_WARN = 100  # positions behind the log head before the health check warns
 SAVE_EVERY = 1_000  # positions without a notice between checkpoint writes
+SAVE_SECONDS = 0.25  # during a burst, the checkpoint moves at least this often
 POLL_SECONDS = 5.0  # a wake-up even when no event was applied (another node's writes)
 
 
@@ -264,6 +265,7 @@ class UrlWorker:
         self.key = url_key(url)
         self.position = 0
         self.saved = 0  # the position in the checkpoint file
+        self.saved_at = 0.0  # when it was written (loop time)
         self.derived = Derived()
         self.delivered = 0
         self.failures = 0  # consecutive failed attempts at the current notice
@@ -283,6 +285,7 @@ class UrlWorker:
 
     async def run(self) -> None:
         n = self.notifier
+        loop = asyncio.get_running_loop()
         while True:
             events, nxt = await n.service.read_log(self.position, PAGE)
             sent = 0
@@ -291,7 +294,10 @@ class UrlWorker:
                 if notice is not None:
                     await self._deliver(notice)
                     sent += 1
-            self.delivered += sent
+                    self.delivered += 1
+                    self.position = ev["position"]  # everything up to here is done
+                    if loop.time() - self.saved_at >= SAVE_SECONDS:
+                        await self.save()  # a crash repeats at most this long of deliveries
             self.position = max(self.position, nxt)
             # Only ever past what got a 2xx. Pages without notices need no fsync each: at
             # worst a restart re-reads them (SAVE_EVERY positions), and sends nothing twice.
@@ -307,6 +313,7 @@ class UrlWorker:
         }
         await self.notifier.checkpoints.save()
         self.saved = self.position
+        self.saved_at = asyncio.get_running_loop().time()
 
     async def _deliver(self, notice: dict[str, Any]) -> None:
         n = self.notifier
