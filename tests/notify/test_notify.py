@@ -260,3 +260,20 @@ def test_settings_refuse_a_url_without_a_secret_and_never_show_the_secret() -> N
     )
     assert s.notify_urls == ("http://a.example/1", "https://b.example/2")
     assert SECRET not in repr(s)
+
+
+def test_the_flags_are_repeatable_and_override_the_environment() -> None:
+    from relay.cli import build_parser, settings_from
+
+    args = build_parser().parse_args(
+        ["serve", "--notify-url", "http://a.example/1", "--notify-url", "https://b.example/2"]
+    )
+    env = {"RELAY_NOTIFY_URLS": "http://c.example/3", "RELAY_NOTIFY_SECRET": SECRET}
+    s = settings_from(args, env)
+    assert s.notify_urls == ("http://a.example/1", "https://b.example/2")
+    assert s.notify_secret == SECRET
+    assert settings_from(build_parser().parse_args(["serve"]), env).notify_urls == ("http://c.example/3",)
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    help_text = serve.format_help()
+    for word in ("--notify-url", "--notify-secret", "RELAY_NOTIFY_URLS", "RELAY_NOTIFY_SECRET"):
+        assert word in help_text, word
