@@ -40,6 +40,7 @@ class Receiver:
         self.delay = delay  # seconds the receiver takes to answer (a slow receiver)
         self.notices: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []  # raw, as signed
         self.rejected: list[str] = []
         self.attempts = 0
         self.url = ""
@@ -66,6 +67,7 @@ class Receiver:
                 return web.json_response({"error": problem}, status=401)
             self.notices.append(orjson.loads(body))
             self.headers.append(dict(request.headers))
+            self.bodies.append(body)
             self._cond.notify_all()
         return web.json_response({"ok": True})
 

@@ -10,7 +10,9 @@ any file of its data folder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,19 @@ from tests.support.client import Client
 from tests.support.server import RelayProcess
 
 SECRET = "kill9-notify-secret-0123456789abcdef"
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_verify() -> Callable[..., dict[str, Any] | None]:
+    """The README's receiver recipe, run as written."""
+    text = README.read_text()
+    start = text.index("**Verifying a notice**")
+    block = text[text.index("```python\n", start) + len("```python\n") : text.index("```\n", start + 40)]
+    scope: dict[str, Any] = {}
+    exec(block, scope)
+    return scope["verify"]  # type: ignore[no-any-return]
 
 
 def failed_positions(client: Client) -> list[int]:
@@ -62,6 +77,12 @@ def run_rounds(tmp_path: Path, rounds: int, per_round: int) -> None:
                     relay.stop()
                 outputs.extend(relay.output)
         got = receiver.positions()
+        verify, seen = readme_verify(), set[int]()
+        pairs = zip(receiver.bodies, receiver.headers, strict=True)
+        accepted = [verify(SECRET.encode(), b, h, seen) for b, h in pairs]
+        assert sorted(n["id"] for n in accepted if n is not None) == sorted(set(got))
+        with pytest.raises(ValueError, match="bad signature"):
+            verify(b"not-the-secret-at-all", receiver.bodies[0], receiver.headers[0], set())
         assert receiver.rejected == []
         assert set(got) == set(expected), "a notice was lost, or one was made up"
         assert len(expected) == rounds * per_round
