@@ -27,10 +27,11 @@ within that window is safe from replays.
 
 Why one worker per URL, each with its own position: a receiver that is down
 for a day must not hold back the others, and what is "delivered" is a fact
-about one receiver. Each worker reads through ``RelayService.read_log`` (the
-path ``GET /api/log`` uses, archive included), one page at a time (bounded
-memory), and delivers in log order, one notice in flight (so a receiver sees
-them in order even after retries).
+about one receiver. Each worker reads the way ``RelayService.read_log`` does
+(the path ``GET /api/log`` uses, archive included), one page at a time
+(bounded memory), decoding only the topics in the table, and delivers in
+log order, one notice in flight (so a receiver sees them in order even
+after retries).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "notify.json"
-PAGE = 200  # events read per step: the most a worker holds in memory
+PAGE = 1_000  # events read per step: the most a worker holds in memory (raw rows)
 MAX_CRASHLOOPS = 10_000  # crash-looping agents remembered per worker (bounded memory)
 MAX_SUMMARY = 300
 MAX_RESPONSE = 64 * 1024  # bytes of a receiver's answer read before closing
@@ -130,6 +131,10 @@ NOTICE_KINDS: Mapping[str, NoticeKind] = {
     # Issue 16's needs-input event; until it is recorded anywhere this row simply never fires.
     "AgentAwaitingInput": NoticeKind("agent.awaitingInput", _awaiting_input),
 }
+
+
+# Topics the workers decode: the table's, and what ends an orchestrator's crash loops.
+WATCHED = frozenset(NOTICE_KINDS) | {"OrchestratorRemoved"}
 
 
 class Derived:
@@ -287,7 +292,7 @@ class UrlWorker:
         n = self.notifier
         loop = asyncio.get_running_loop()
         while True:
-            events, nxt = await n.service.read_log(self.position, PAGE)
+            events, nxt, read = await n.read_page(self.position)
             sent = 0
             for ev in events:
                 notice = notice_for(ev, self.derived)
@@ -303,7 +308,7 @@ class UrlWorker:
             # worst a restart re-reads them (SAVE_EVERY positions), and sends nothing twice.
             if sent or self.position - self.saved >= SAVE_EVERY:
                 await self.save()
-            if len(events) < PAGE:
+            if read < PAGE:
                 await n.wait_for_more(self.position)
 
     async def save(self) -> None:
@@ -424,6 +429,23 @@ class Notifier:
                 w.last_error = f"{type(e).__name__}: {e}"[:200]
                 log.warning("notifier for %s stumbled; retrying", redacted(w.url), exc_info=True)
                 await asyncio.sleep(self.retry_max / 10 + random.random())
+
+    async def read_page(self, after: int) -> tuple[list[dict[str, Any]], int, int]:
+        """The events after ``after`` that may make a notice, as ``GET /api/log`` shows them;
+        the position to read from next; and how many events were read.
+
+        The same path as ``RelayService.read_log`` (the archive-aware ``LogReader``,
+        the library's mapper, ``describe``), except that rows are filtered by
+        topic before they are decoded: most of a log is heartbeats, and a
+        receiver that was down for a week is caught up without decoding them.
+        """
+        s = self.service
+        assert s.reader is not None and s.app is not None
+        reader = s.reader
+        notes = await asyncio.get_running_loop().run_in_executor(None, reader.select, after, PAGE)
+        mapper = s.app.mapper
+        events = [s.describe(n.id, mapper.to_domain_event(n)) for n in notes if n.topic in WATCHED]
+        return events, (notes[-1].id if notes else after), len(notes)
 
     def _on_applied(self, position: int, event: Any, changes: Any) -> None:
         self._more.set()
