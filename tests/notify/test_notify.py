@@ -277,3 +277,36 @@ def test_the_flags_are_repeatable_and_override_the_environment() -> None:
     help_text = serve.format_help()
     for word in ("--notify-url", "--notify-secret", "RELAY_NOTIFY_URLS", "RELAY_NOTIFY_SECRET"):
         assert word in help_text, word
+
+
+def test_notices_in_archived_and_thinned_stretches_are_still_delivered(
+    tmp_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    from tests.loglasts.archivelog import archive_now, open_reader
+
+    epoch = {"epoch_events": 40, "seal_every": 0}
+    receiver.failing = True  # down while the log moves on and is archived
+    with InProcessRelay(
+        tmp_path / "data", clock, notify_urls=(receiver.url,), notify_secret=SECRET,
+        notify_retry_max=0.05, archive=False, **epoch,
+    ) as relay:
+        c = Client(relay.url)
+        register_orchestrator(c, "h1")
+        cids = [fail(c, "h1", f"old {i}") for i in range(3)]
+        for _ in range(120):
+            clock.advance(1_000)
+            assert c.post("/api/orchestrators/h1/heartbeat").status == 200
+        positions = [e["position"] for e in full_log(c) if e["type"] == "CommandResultRecorded"]
+        receiver.wait(lambda r: r.attempts >= 2)
+        c.close()
+    archive_now(tmp_path / "data", clock, keep_heartbeats="0", **epoch)
+    app, reader = open_reader(tmp_path / "data")
+    try:
+        assert reader.covered_upto() > max(positions)  # the notices' events now live in the archive
+    finally:
+        app.close()
+    receiver.failing = False
+    with relay_with(tmp_path, clock, receiver.url):
+        receiver.wait(lambda r: len(r.notices) == 3)
+    assert [n["data"]["commandId"] for n in receiver.notices] == cids
+    assert receiver.positions() == positions
