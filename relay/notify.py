@@ -235,9 +235,13 @@ class Checkpoints:
         except FileNotFoundError:
             return
         except (OSError, orjson.JSONDecodeError):
-            # Never guess a position forward: a torn file cannot happen (atomic replace), so
-            # this is damage; say so and start those URLs at the head as if new.
-            log.warning("notify checkpoint %s is unreadable; URLs start at the log head", self.path)
+            # A torn file cannot happen (atomic replace), so this is damage from outside; the
+            # relay still starts (its other duties matter more), loudly, with URLs as if new.
+            log.error(
+                "notify checkpoint %s is unreadable: notices since each URL's last position "
+                "will not be sent; every URL starts at the log head",
+                self.path,
+            )
             return
         if isinstance(raw, dict) and isinstance(raw.get("urls"), dict):
             self.entries = {k: v for k, v in raw["urls"].items() if isinstance(v, dict)}
@@ -477,7 +481,9 @@ class Notifier:
     def health(self, head: int | None) -> dict[str, Any]:
         """The ``notifier`` check of ``/api/health``: each URL's lag; warn when one is behind."""
         urls = [w.status(head) for w in self.workers]
-        behind = [u for u in urls if u["lag"] is None or u["lag"] > LAG_WARN or u["failures"]]
+        behind = [
+            u for u in urls if u["lag"] is None or u["lag"] > LAG_WARN or u["failures"] or u["lastError"]
+        ]
         detail = ", ".join(f"{u['url']} lag {u['lag']}" for u in urls)
         if behind:
             detail += f"; {len(behind)} behind or failing"
