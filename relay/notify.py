@@ -249,7 +249,12 @@ class Checkpoints:
     async def save(self) -> None:
         data = orjson.dumps({"version": 1, "urls": self.entries})
         async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(None, _write_private, self.path, data)
+            done = asyncio.get_running_loop().run_in_executor(None, _write_private, self.path, data)
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                await done  # a cancelled worker must not let go of the lock mid-write
+                raise
 
 
 def _write_private(path: Path, data: bytes) -> None:
