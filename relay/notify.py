@@ -302,6 +302,8 @@ class UrlWorker:
         loop = asyncio.get_running_loop()
         while True:
             events, nxt, read = await n.read_page(self.position)
+            if not self.failures:
+                self.last_error = None  # the store is readable again
             sent = 0
             for ev in events:
                 notice = notice_for(ev, self.derived)
@@ -335,7 +337,7 @@ class UrlWorker:
         def failed(state: RetryCallState) -> None:
             self.failures = state.attempt_number
             exc = state.outcome.exception() if state.outcome is not None else None
-            self.last_error = str(exc)[:200]
+            self.last_error = str(exc).replace(self.url, redacted(self.url))[:200]  # health is public
             if state.attempt_number in (1, 10) or state.attempt_number % 100 == 0:
                 log.warning(
                     "notice %d to %s not delivered (attempt %d): %s; retrying",
@@ -435,7 +437,7 @@ class Notifier:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # e.g. the store briefly unreadable: try again, never die
-                w.last_error = f"{type(e).__name__}: {e}"[:200]
+                w.last_error = f"{type(e).__name__}: {e}".replace(w.url, redacted(w.url))[:200]
                 log.warning("notifier for %s stumbled; retrying", redacted(w.url), exc_info=True)
                 await asyncio.sleep(self.retry_max / 10 + random.random())
 
