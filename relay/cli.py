@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines as text, or one JSON object a line for log shippers [RELAY_LOG_FORMAT] (text)",
     )
     _add_lifecycle_flags(serve, d)
+    _add_notify_flags(serve)
     for action in serve._actions:  # units in the usage line, not DEST_IN_CAPITALS
         action.metavar = _METAVARS.get(action.dest, action.metavar)
     serve.set_defaults(func=run_serve)
@@ -228,6 +229,20 @@ def _add_lifecycle_flags(serve: argparse.ArgumentParser, d: Settings) -> None:
     serve.add_argument(
         "--max-reap-min", type=int, default=None, metavar="N",
         help=f"see --max-reap-fraction [RELAY_MAX_REAP_MIN] ({d.max_reap_min})",
+    )
+
+
+def _add_notify_flags(serve: argparse.ArgumentParser) -> None:
+    """Notifications that are never lost (issue 16, ADR 0027)."""
+    serve.add_argument(
+        "--notify-url", action="append", default=None, metavar="URL", dest="notify_urls",
+        help="POST a signed JSON notice here when a host goes offline, a command fails or "
+        "expires, or an agent crash-loops; repeatable [RELAY_NOTIFY_URLS, comma-separated]",
+    )
+    serve.add_argument(
+        "--notify-secret", default=None, metavar="SECRET",
+        help="HMAC-SHA256 key for X-Relay-Signature (at least 16 characters; never logged) "
+        "[RELAY_NOTIFY_SECRET]",
     )
 
 
@@ -285,6 +300,9 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "metrics_public": args.metrics_public,
     }
     flags.update({k: getattr(args, k, None) for k in _LIFECYCLE_FLAGS})
+    urls = getattr(args, "notify_urls", None)
+    flags["notify_urls"] = tuple(urls) if urls else None
+    flags["notify_secret"] = getattr(args, "notify_secret", None)
     return evolve(s, **{k: v for k, v in flags.items() if v is not None}).checked()
 
 

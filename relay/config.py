@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
 DEFAULT_MAX_BODY = 1024 * 1024
+MIN_NOTIFY_SECRET = 16
 
 
 class SettingsError(ValueError):
@@ -54,6 +55,10 @@ class Settings:
     lost_after: float = 300.0  # seconds an offline host's agents are "unknown" before "lost"
     max_reap_fraction: float = 0.5  # a pass reaping more than this share of the online ...
     max_reap_min: int = 10  # ... and more than this many suspends the reaper instead
+    # Notifications (issue 16, ADR 0027): signed POSTs for what an operator must hear about.
+    notify_urls: tuple[str, ...] = ()
+    notify_secret: str | None = field(default=None, repr=False)  # never shown, never logged
+    notify_retry_max: float = 60.0  # seconds: the longest wait between two attempts at one URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -89,6 +94,9 @@ class Settings:
             "RELAY_LOST_AFTER": ("lost_after", float),
             "RELAY_MAX_REAP_FRACTION": ("max_reap_fraction", float),
             "RELAY_MAX_REAP_MIN": ("max_reap_min", int),
+            "RELAY_NOTIFY_URLS": ("notify_urls", _url_list),
+            "RELAY_NOTIFY_SECRET": ("notify_secret", str),
+            "RELAY_NOTIFY_RETRY_MAX": ("notify_retry_max", float),
         }
         changes: dict[str, object] = {}
         for key, (name, kind) in conv.items():
@@ -138,6 +146,7 @@ class Settings:
             raise SettingsError("--command-deadline must be positive and --lost-after 0 or more")
         if not 0 < self.max_reap_fraction <= 1 or self.max_reap_min < 0:
             raise SettingsError("--max-reap-fraction must be in (0, 1] and --max-reap-min 0 or more")
+        self._check_notify()
         if self.max_body < 1024:
             raise SettingsError("the body limit must be at least 1024 bytes")
         if self.public_url is not None:
@@ -152,6 +161,22 @@ class Settings:
                 "set --token (or RELAY_TOKEN), or use a loopback --host"
             )
         return self
+
+    def _check_notify(self) -> None:
+        for url in self.notify_urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # Not echoed whole: a webhook URL often carries its own secret.
+                raise SettingsError(
+                    f"--notify-url must be an http(s) URL with a host ({parts.scheme!r} given)"
+                )
+        if self.notify_urls and len(self.notify_secret or "") < MIN_NOTIFY_SECRET:
+            raise SettingsError(
+                f"--notify-url needs --notify-secret (or RELAY_NOTIFY_SECRET) of at least "
+                f"{MIN_NOTIFY_SECRET} characters: receivers verify every notice with it"
+            )
+        if not self.notify_retry_max > 0:
+            raise SettingsError("RELAY_NOTIFY_RETRY_MAX must be positive")
 
     @property
     def stale_after_ms(self) -> int:
@@ -199,6 +224,11 @@ def parse_duration_ms(text: str) -> int | None:
     raise ValueError(
         f"{text!r} is not a duration: a number with a unit (ms, s, m, h, d, w), 0, or forever"
     )
+
+
+def _url_list(raw: str) -> tuple[str, ...]:
+    """RELAY_NOTIFY_URLS: comma-separated."""
+    return tuple(u.strip() for u in raw.split(",") if u.strip())
 
 
 def _flag(raw: str) -> bool:

@@ -66,6 +66,7 @@ class RelayService:
         self.archive: Archive | None = None
         self.reader: LogReader | None = None
         self.archiver: ArchiveWorker | None = None
+        self.notifier: Any = None  # relay.notify.Notifier when --notify-url is given (ADR 0027)
 
     @property
     def data_dir(self) -> Path:
@@ -140,6 +141,14 @@ class RelayService:
         self.started_at = self.clock.now_ms()
         if run_reaper:
             self._reaper = loop.create_task(self._reap_forever())
+        if self.settings.notify_urls and self.settings.notify_secret:
+            from relay.notify import Notifier
+
+            self.notifier = Notifier(
+                self, self.settings.notify_urls, self.settings.notify_secret,
+                retry_max=self.settings.notify_retry_max,
+            )
+            await self.notifier.start()
         log.info(
             "read models at position %d (%s) in %.3f s",
             self.rm.position,
@@ -150,6 +159,8 @@ class RelayService:
     async def stop(self) -> None:
         """Stop reaping, drain the writer, and leave a checkpoint for a fast restart."""
         try:
+            if self.notifier is not None:
+                await self.notifier.stop()
             if self.listener is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self.listener.stop)
             if self._reaper is not None:
@@ -387,6 +398,8 @@ class RelayService:
                 "lag": lag,
             }
         )
+        if self.notifier is not None:
+            checks.append(self.notifier.health(head))
         overdue = (
             self.last_reap_at is not None
             and self.now() - self.last_reap_at > 3 * self.settings.reap_every * 1000

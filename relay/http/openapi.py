@@ -511,6 +511,13 @@ SCHEMAS: dict[str, Any] = {
                         "name": STR,
                         "status": {"enum": ["ok", "warn", "suspended", "error"]},
                         "detail": STR,
+                        "urls": {
+                            "type": "array",
+                            "items": {"type": "object"},
+                            "description": "The notifier check only (with --notify-url): each URL "
+                            "(scheme, host and port), its key, position, lag, delivered, failures "
+                            "and lastError; warn when one is more than 100 positions behind or failing.",
+                        },
                     },
                 },
             },
@@ -575,7 +582,8 @@ PATHS: dict[str, Any] = {
     "/api/health": {
         "get": {
             "operationId": "health",
-            "summary": "Health of the store, the writer, the read models and the reaper. "
+            "summary": "Health of the store, the writer, the read models, the reaper and the "
+            "notifier. "
             "Never needs a token.",
             "security": [],
             "responses": {"200": _ok(_ref("Health"))},
