@@ -45,7 +45,7 @@ import os
 import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -55,8 +55,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from relay import __version__
 
-if TYPE_CHECKING:
-    from relay.service import RelayService
+# The service that runs the notifier (relay.service.RelayService). Not imported:
+# the service imports this module, and the layers allow no cycle (ADR 0028).
+RelayService = Any
 
 log = logging.getLogger(__name__)
 
