@@ -2,17 +2,18 @@
 
 Read-only and safe beside a running relay: the SQLite file is opened with
 ``mode=ro`` (relay.audit.log). The one write is ``verify``'s note of the epochs
-it proved (``DATA/audit/verified.json``, ADR 0022), outside the store and archive.
+it proved (``$XDG_STATE_HOME/relay/verify/``, ADR 0022), outside the data folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -94,7 +95,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         type=Path,
         default=None,
         metavar="FILE",
-        help="where verify remembers the epochs it proved (DATA/audit/verified.json)",
+        help="where verify remembers the epochs it proved "
+        "($XDG_STATE_HOME/relay/verify/<hash of DIR>.json; never inside the data folder)",
     )
     v.add_argument(
         "--checkpoint",
@@ -433,11 +435,22 @@ def cmd_state(args: argparse.Namespace) -> int:
 # -- verify ---------------------------------------------------------------------------------
 
 
-STATE_FILE = Path("audit") / "verified.json"
+def default_state_path(data_dir: Path, env: Mapping[str, str] | None = None) -> Path:
+    """Where verify remembers what it proved for ``data_dir`` unless ``--state`` says.
+
+    Outside the data folder, so that ``relay audit`` only ever reads a folder a
+    relay may be running on (issue 12): ``$XDG_STATE_HOME/relay/verify/`` (by
+    default ``~/.local/state/relay/verify/``), one file per data folder, named
+    by a hash of its resolved path.
+    """
+    env = os.environ if env is None else env
+    base = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:20]
+    return base / "relay" / "verify" / f"{key}.json"
 
 
 def _state_path(args: argparse.Namespace) -> Path:
-    return Path(args.state) if args.state is not None else _data_dir(args) / STATE_FILE
+    return Path(args.state) if args.state is not None else default_state_path(_data_dir(args))
 
 
 def _read_checkpoint(path: Path) -> TreeHead:

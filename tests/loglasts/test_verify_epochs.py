@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay import chain, merkle
+from relay.audit.cli import default_state_path
 from relay.audit.epochs import EpochInfo, sealed_epochs
 from relay.audit.log import SqliteLog
 from relay.cli import main
@@ -92,7 +93,7 @@ def test_an_untouched_log_verifies_and_remembers_its_epochs(
     code, out = run(data, "verify")
     assert code == 0, out
     assert f"epochs: {n} sealed; {n} recomputed from their events" in out
-    state = orjson.loads((data / "audit" / "verified.json").read_bytes())
+    state = orjson.loads(default_state_path(data).read_bytes())
     assert [k for k, _ in state["epochs"]] == list(range(1, n + 1))
     # The second run trusts what the first proved and reads only the open epoch.
     code, out = run(data, "verify")
@@ -130,7 +131,7 @@ def test_an_edited_event_is_named_by_epoch_and_position(
     assert code == 1, out
     assert out.startswith(f"FAIL at position {target} in epoch {e.epoch}: "), out
     assert f"epoch {e.epoch} (positions {e.first}-{e.last}" in out  # and its root no longer matches
-    assert not (data / "audit" / "verified.json").exists()  # nothing proven, nothing remembered
+    assert not default_state_path(data).exists()  # nothing proven, nothing remembered
 
 
 def test_a_deleted_event_is_named_by_epoch_and_position(
@@ -376,8 +377,8 @@ def test_an_edit_in_a_new_epoch_is_named_by_an_incremental_run(
     with sqlite3.connect(data / DB) as db:
         target = heartbeats_in(db, e)[3]
         edit_at(db, target)
-    state_before = (data / "audit" / "verified.json").read_bytes()
+    state_before = default_state_path(data).read_bytes()
     code, out = run(data, "verify")
     assert code == 1, out
     assert out.startswith(f"FAIL at position {target} in epoch {e.epoch}: "), out
-    assert (data / "audit" / "verified.json").read_bytes() == state_before
+    assert default_state_path(data).read_bytes() == state_before
