@@ -276,7 +276,15 @@ SCHEMAS: dict[str, Any] = {
                 "minimum": 0,
                 "description": "The last heartbeat's load.activeAgents, else the reported agents.",
             },
-            "offlineSince": {**EPOCH_MS, "description": "When it was last reaped."},
+            "offlineSince": {
+                "type": ["integer", "null"],
+                "description": "Epoch ms it was last reaped (null: never).",
+            },
+            "agentsLostAt": {
+                "type": ["integer", "null"],
+                "description": "Epoch ms its managed agents were declared lost (offline longer "
+                "than --lost-after); null while it is online.",
+            },
         },
     },
     "OrchestratorRegistration": {

@@ -105,6 +105,8 @@ class ReadModels:
             "labels": {},
             "load": None,
             "activeAgents": 0,
+            "offlineSince": None,
+            "agentsLostAt": None,
         }
         self.commands_by_orchestrator[oid] = []
         self._set_token_hash(oid, ev.token_hash)
@@ -133,6 +135,7 @@ class ReadModels:
         o["meta"] = ev.meta
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
+        o["agentsLostAt"] = None
         self._agents_state(o, "running")
         self._set_token_hash(oid, ev.token_hash)
         self._sorted_orchestrators = None
@@ -149,6 +152,7 @@ class ReadModels:
             o["load"] = load
             o["activeAgents"] = _active(o)
         if was != "online":
+            o["agentsLostAt"] = None
             self._agents_state(o, "running")
         a = self.agents[o["agentId"]]
         a["status"] = "online"
@@ -164,7 +168,9 @@ class ReadModels:
         oid = self._entity(ev)[1]
         o = self.orchestrators[oid]
         # Copies: the event's dicts are the live aggregate's too, and we add ``state``.
-        state = "running" if o["status"] == "online" else "unknown"
+        state = (
+            "running" if o["status"] == "online" else "lost" if o.get("agentsLostAt") else "unknown"
+        )
         o["managedAgents"] = [{**m, "state": state} for m in ev.agents]
         o["activeAgents"] = _active(o)
         if changes is not None:
@@ -183,6 +189,7 @@ class ReadModels:
 
     def _agents_lost(self, ev: Any, changes: list[Change] | None) -> None:
         o = self.orchestrators[self._entity(ev)[1]]
+        o["agentsLostAt"] = ev.at
         self._agents_state(o, "lost")
         if changes is not None:
             changes.append(("orchestrator.status", o))
