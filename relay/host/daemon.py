@@ -186,8 +186,10 @@ class HostDaemon:
                         self.config.tmux_socket or "(default)", ", ".join(sorted(removed)),
                         self.config.tmux_socket or "default",
                     )
-            await self._refresh_agents()
+            # Settle interrupted commands first: a spawn whose provider died
+            # meanwhile still has its pane, and so its exit status and output.
             await self._recover_started()
+            await self._refresh_agents()
             tasks = [
                 asyncio.create_task(self._guard("register", self._register_until_done)),
                 asyncio.create_task(self._guard("heartbeat", self.heartbeat_loop)),

@@ -9,10 +9,12 @@ import re
 import signal
 import sys
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from relay.host.state import ManagedAgent
 from relay.host.tmux import Tmux, session_name
 from tests.host.conftest import STUB, HostWorld, requires_tmux, wait_for
 
@@ -233,24 +235,40 @@ def test_commands_interrupted_by_a_crash_are_settled_not_rerun(world: HostWorld)
     assert host.stop() == 0
     lost = world.api.spawn(world.oid, provider="claude", label="lost")
     made = world.api.spawn(world.oid, provider="claude", label="made")
+    died = world.api.spawn(world.oid, provider="claude", label="died")
     commands = world.api.commands(world.oid)
 
     state = json.loads(world.state.read_text())
-    state["startedCommands"] = {lost: commands[lost], made: commands[made]}
+    state["startedCommands"] = {c: commands[c] for c in (lost, made, died)}
+    # "died" was killed during its grace period: already in the agent list.
+    died_session = session_name("died", "claude", died)
+    state["agents"] = [asdict(ManagedAgent(
+        died_session.removeprefix("relay-"), "claude", died_session, str(world.base),
+        "guarded", 1, label="died", command_id=died,
+    ))]
     world.state.write_text(json.dumps(state))
     session = session_name("made", "claude", made)
     agent_id = session.removeprefix("relay-")
+    tmux = Tmux(world.tmux.socket)
 
     async def start_made() -> None:
-        await Tmux(world.tmux.socket).start(
+        await tmux.start(
             session, world.base, [sys.executable, str(STUB)],
             {"RELAY_URL": world.relay.url, "RELAY_AGENT_ID": agent_id,
              "RELAY_COMMAND_ID": made, "STUB_LOG": str(world.stub_log)},
             world.root / "spec",
         )
+        # One whose provider exited while the daemon was down: its pane stays.
+        await tmux.start(
+            died_session, world.base,
+            [sys.executable, "-c", "print('bad credentials'); raise SystemExit(4)"],
+            {}, world.root / "spec",
+        )
 
     asyncio.run(start_made())
     wait_for(world.starts, 20, "the pre-made provider to start")
+    wait_for(lambda: any(p.dead for p in asyncio.run(tmux.panes()).values()), 20,
+             "the other pre-made provider to exit")
 
     world.start_host()
     failed = world.api.settled(world.oid, lost)
@@ -262,6 +280,11 @@ def test_commands_interrupted_by_a_crash_are_settled_not_rerun(world: HostWorld)
     wait_for(lambda: [a["agentId"] for a in world.managed()] == [agent_id], 10,
              "the adopted agent to be reported")
     assert [s["commandId"] for s in world.starts()] == [made]
+    gone = world.api.settled(world.oid, died)
+    assert gone["status"] == "failed"
+    assert "ended with status 4" in gone["result"]["error"]
+    assert "bad credentials" in gone["result"]["error"]
+    assert world.tmux.sessions() == {session}
 
 
 def test_with_an_admin_token_the_daemon_keeps_its_own(token_world: HostWorld) -> None:
