@@ -25,7 +25,7 @@ REMOVED = "removed"
 PENDING = "pending"
 RUNNING = "running"
 EXPIRED = "expired"
-OPEN_COMMAND_STATES = (PENDING,)
+OPEN_COMMAND_STATES = (PENDING, RUNNING)
 
 
 class Orchestrator(Aggregate):
