@@ -43,6 +43,11 @@ class ExitSeen:
         """A failure worth a restart: anything but a clean ``exit 0``."""
         return not (self.status == 0 and self.signal is None)
 
+    @property
+    def unknown(self) -> bool:
+        """Neither a status nor a signal: tmux did not learn how it ended."""
+        return self.status is None and self.signal is None
+
     def to_wire(self) -> dict[str, Any]:
         """``lastExit`` in the managed-agent report."""
         return {"status": self.status, "signal": self.signal, "at": self.at}
@@ -73,12 +78,16 @@ class CrashLoopPolicy:
         keeps its place in the report and is not started again.
         """
         agent.restarts = self.recent(agent.restarts, seen.at)
+        # tmux does not always learn how a pane's program ended (seen with 3.3a
+        # for a program that exits at once in a reused session name): the
+        # record then keeps the last status that is known.
+        known = agent.last_exit if seen.unknown and agent.last_exit else seen.to_wire()
         agent.last_exit = seen.to_wire()
         if len(agent.restarts) >= self.restart_max:
             agent.restart_due = None
             agent.crashloop = {
-                "exitStatus": seen.status,
-                "signal": seen.signal,
+                "exitStatus": known.get("status"),
+                "signal": known.get("signal"),
                 "restarts": len(agent.restarts),
                 "at": seen.at,
             }

@@ -65,6 +65,7 @@ from relay.host.tmux import PaneState, Tmux, TmuxError, session_name
 
 log = logging.getLogger("relay.host")
 
+STATUS_WAIT = 2.0  # seconds to wait for tmux to report how a dead pane's program ended
 MAX_RESULT_ERROR = 3900  # the relay takes at most 4000 characters of ``error``
 LAST_LINES = 20
 
@@ -146,7 +147,7 @@ class HostDaemon:
         self._generation = 0  # counts registrations, so concurrent 404s register once
         self._settling: set[asyncio.Task[None]] = set()
         self._in_grace: set[str] = set()  # sessions whose spawn is not settled yet
-        self._no_status: dict[str, int] = {}  # dead panes seen without an exit status yet
+        self._no_status: dict[str, float] = {}  # dead panes without an exit status: first seen
 
     # ----------------------------------------------------------------- running
 
@@ -713,10 +714,11 @@ class HostDaemon:
         live |= {a.tmux_session for a in self.state.agents if self.crash.waiting(a)}
         for name, pane in panes.items():
             # tmux marks a pane dead when its terminal closes and fills in the
-            # status when it reaps the child: wait a few checks for the status.
+            # status when it reaps the child, which a loaded machine delays:
+            # wait up to STATUS_WAIT seconds for the status.
             if pane.dead and pane.status is None and pane.signal is None:
-                self._no_status[name] = self._no_status.get(name, 0) + 1
-                if self._no_status[name] <= 3:
+                first = self._no_status.setdefault(name, time.monotonic())
+                if time.monotonic() - first < STATUS_WAIT:
                     live.add(name)
         dead = [a for a in self.state.agents if a.tmux_session not in live]
         if not dead:

@@ -62,6 +62,16 @@ def test_zero_restarts_allowed_gives_up_at_the_first_failure_and_exit_0_is_no_fa
     assert ExitSeen(0, 15, 5).failed and ExitSeen(None, None, 5).failed
 
 
+def test_the_record_keeps_the_last_known_status_when_tmux_has_none() -> None:
+    policy = CrashLoopPolicy(restart_max=1)
+    agent = _agent()
+    assert policy.on_exit(agent, ExitSeen(3, None, 5)) is True
+    policy.restarted(agent, 1005)
+    assert policy.on_exit(agent, ExitSeen(None, None, 2000)) is False
+    assert agent.crashloop is not None and agent.crashloop["exitStatus"] == 3
+    assert agent.last_exit == {"status": None, "signal": None, "at": 2000}  # this exit: unknown
+
+
 def test_an_operators_restart_clears_the_record() -> None:
     policy = CrashLoopPolicy(restart_max=0)
     agent = _agent()
@@ -100,7 +110,7 @@ def test_an_agent_that_exits_at_once_is_restarted_then_reported_crash_looping(
     assert agent["crashloop"]["signal"] is None
     assert agent["crashloop"]["restarts"] == 2
     assert agent["restarts"] == 2
-    assert agent["lastExit"]["status"] == 3
+    assert agent["lastExit"]["status"] in (3, None)  # None: tmux did not learn it (see crashloop.py)
     assert agent["state"] == "running"  # its host is online; crashloop says the rest
     # The first start and two restarts: three runs, with growing gaps.
     runs = [s for s in world.starts() if s["commandId"] == cid]
@@ -155,3 +165,20 @@ def test_a_bad_crash_report_is_400_naming_the_field(world: HostWorld, bad: dict[
     })
     assert status == 400, body
     assert "agents[0]." in body["error"]
+
+
+@requires_tmux
+def test_a_crash_loop_survives_a_daemon_kill(world: HostWorld) -> None:
+    _crashy_host(world, "--restart-max", "0")
+    cid = world.api.spawn(world.oid, provider="codex", label="kept")
+    assert world.api.settled(world.oid, cid)["status"] == "done"
+    before = wait_for(lambda: _crashloop(world), 20, f"a crashloop report\n{world.host_log()}")
+    world.hosts[-1].kill9()
+    # The state file keeps the record: the new daemon neither forgets it nor restarts it.
+    _crashy_host(world, "--restart-max", "0")
+    other = world.api.spawn(world.oid, provider="claude", label="after")
+    assert world.api.settled(world.oid, other)["status"] == "done"
+    wait_for(lambda: any(s["commandId"] == other for s in world.starts()), 10, "the new start")
+    kept = _crashloop(world)
+    assert kept is not None and kept["crashloop"] == before["crashloop"], world.managed()
+    assert len([s for s in world.starts() if s["commandId"] == cid]) == 1
