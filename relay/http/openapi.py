@@ -137,8 +137,8 @@ _STR_ITEMS = {"type": "string", "minLength": 1, "maxLength": 100}
 _DEADLINE = {
     "type": ["integer", "null"],
     "minimum": 1,
-    "description": "Seconds until the command expires; at most the relay's --command-deadline "
-    "(the default).",
+    "description": "Seconds until the command expires; the relay's --command-deadline is both "
+    "the default and the most (a longer ask gets it).",
 }
 _MANAGED_AGENT_PROPERTIES = {
     "agentId": ID,
@@ -199,8 +199,18 @@ _LOAD = {
     "required": ["activeAgents"],
     "properties": {
         "activeAgents": {"type": "integer", "minimum": 0, "maximum": 100000},
-        "cpu": {"type": "number", "minimum": 0, "description": "Load, e.g. the 1-minute load average."},
-        "memory": {"type": "number", "minimum": 0, "maximum": 1, "description": "Fraction in use."},
+        "cpu": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 1e6,
+            "description": "Load, e.g. the 1-minute load average.",
+        },
+        "memory": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 1,
+            "description": "Fraction in use.",
+        },
     },
 }
 

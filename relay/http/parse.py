@@ -460,7 +460,7 @@ def labels(body: dict[str, Any], field: str) -> dict[str, str]:
 
 def capacity(body: dict[str, Any]) -> dict[str, Any]:
     """``maxAgents`` and ``labels`` of a registration."""
-    max_agents = body.get("maxAgents")
+    max_agents = _whole(body.get("maxAgents"))
     if max_agents is not None and (
         isinstance(max_agents, bool)
         or not isinstance(max_agents, int)
@@ -477,7 +477,7 @@ def heartbeat_load(body: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise InvalidInputError("load", "must be an object {activeAgents, cpu?, memory?}")
-    active = value.get("activeAgents")
+    active = _whole(value.get("activeAgents"))
     if isinstance(active, bool) or not isinstance(active, int) or not 0 <= active <= MAX_AGENTS_LIMIT:
         raise InvalidInputError("load.activeAgents", "is required: an integer of at least 0")
     load: dict[str, Any] = {"activeAgents": active}
@@ -493,16 +493,21 @@ def heartbeat_load(body: dict[str, Any]) -> dict[str, Any] | None:
 
 def deadline_seconds(body: dict[str, Any], most: float) -> float:
     """A request may ask for a shorter deadline than the relay's, never a longer one."""
-    value = body.get("deadlineSeconds")
+    value = _whole(body.get("deadlineSeconds"))
     if value is None:
         return most
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError("deadlineSeconds", "must be a whole number of seconds, at least 1")
-    if value > most:
-        raise InvalidInputError(
-            "deadlineSeconds", f"must be at most the relay's --command-deadline ({most:g})"
-        )
-    return float(value)
+    return float(min(value, most))  # asking for more than the relay allows gets the relay's
+
+
+def _whole(value: Any) -> Any:
+    """JSON has one number type: ``3.0`` is the integer 3 (JSON Schema agrees); booleans are not."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def progress(body: dict[str, Any]) -> str:

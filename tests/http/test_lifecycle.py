@@ -130,6 +130,8 @@ def test_a_spawn_may_ask_for_a_shorter_deadline_never_a_longer_one(client: Clien
     r = client.post("/api/orchestrators/h1/spawn", {"provider": "claude", "deadlineSeconds": 10})
     assert r.json["command"]["deadlineAt"] == T0 + 10_000
     r = client.post("/api/orchestrators/h1/spawn", {"provider": "claude", "deadlineSeconds": 301})
+    assert r.json["command"]["deadlineAt"] == T0 + 300_000  # a longer ask gets the relay's most
+    r = client.post("/api/orchestrators/h1/spawn", {"provider": "claude", "deadlineSeconds": 0})
     assert r.status == 400 and r.json["error"].startswith("deadlineSeconds"), r
 
 

@@ -76,6 +76,10 @@ class LifecycleMachine(RuleBasedStateMachine):
                 out.extend(r.json)
         return out
 
+    def resumed_at(self) -> int:
+        resumed = [e["data"]["at"] for e in full_log(self.http) if e["type"] == "ReapResumed"]
+        return max(resumed, default=0)
+
     def busy(self, oid: str, cmds: list[dict[str, Any]], host: dict[str, Any]) -> int:
         spawns = sum(
             1 for c in cmds if c["orchestratorId"] == oid and c["kind"] == "spawn" and c["status"] in OPEN
@@ -116,11 +120,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             body["selector"] = {"zone": zone}
         if deadline is not None:
             body["deadlineSeconds"] = deadline
+        grace = self.resumed_at()  # silence before a resume never counts (ADR 0019)
         fits = {
             oid: self.busy(oid, cmds, h)
             for oid, h in hosts.items()
             if h["status"] == "online"
-            and now - h["lastSeen"] <= STALE_MS
+            and now - max(h["lastSeen"], grace) <= STALE_MS
             and (zone is None or h["labels"].get("zone") == zone)
             and self.busy(oid, cmds, h) < h["maxAgents"]
         }
@@ -142,7 +147,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         r = self.http.post(f"/api/orchestrators/{oid}/spawn", {"provider": "claude"})
         if host["status"] == "online" and busy >= host["maxAgents"]:
             assert r.status == 409, f"invariant 14: {oid} is full ({busy} of {host['maxAgents']}), yet {r}"
-        elif host["status"] == "online" and self.clock.now - host["lastSeen"] <= STALE_MS:
+        elif host["status"] == "online" and self.clock.now - max(
+            host["lastSeen"], self.resumed_at()
+        ) <= STALE_MS:
             assert r.status == 202, f"{oid} has room ({busy} of {host['maxAgents']}), yet {r}"
 
     @rule(data=st.data())
