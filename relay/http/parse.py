@@ -8,6 +8,7 @@ the field when it does not.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import posixpath
 import re
@@ -108,17 +109,48 @@ def _check_storable(raw: bytes, data: dict[str, Any]) -> None:
     number. Both checks are skipped when the bytes cannot hold the problem.
     """
     if brackets(raw) > MAX_DEPTH:
-        field = too_deep_field(data)
+        field = too_deep_field(_read_fields(data))
         if field is not None:
             raise InvalidInputError(field, f"is nested deeper than {MAX_DEPTH} levels")
     if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO):
         _refuse_big_ints(raw)
 
 
+def _read_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The body's fields some handler reads; the rest are ignored, so nothing of them is stored
+    and they cannot hurt the log (the document allows unknown fields: refusing them would
+    refuse schema-valid requests)."""
+    known = _known_fields()
+    return {k: v for k, v in data.items() if k in known}
+
+
+@functools.cache
+def _known_fields() -> frozenset[str]:
+    """Every property name of every schema in the OpenAPI document (one source of truth)."""
+    from relay.http.openapi import SCHEMAS
+
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            props = node.get("properties")
+            if isinstance(props, dict):
+                names.update(props)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(SCHEMAS)
+    return frozenset(names)
+
+
 def _refuse_big_ints(raw: bytes) -> None:
-    """400 naming the first integer beyond 64 bits in ``raw``, if there is one."""
+    """400 naming the first integer beyond 64 bits in a field a handler reads, if there is one."""
     try:
-        where = big_int_path(json.loads(raw, parse_int=parse_int))
+        parsed = json.loads(raw, parse_int=parse_int)
+        where = big_int_path(_read_fields(parsed) if isinstance(parsed, dict) else parsed)
     except (ValueError, RecursionError):
         return  # not JSON the standard library reads either: the caller's error stands
     if where is not None:

@@ -47,11 +47,12 @@ def beating(api: Api, oid: str, load: int | None = None) -> Iterator[None]:
 
 def _agents(*crashlooping: str, healthy: tuple[str, ...] = ()) -> dict[str, Any]:
     agents = [
-        {"agentId": a, "provider": "claude", "label": a, "cwd": "/srv/work/x"} for a in healthy
+        {"agentId": a, "provider": "claude", "label": a, "cwd": "/srv/work/x", "tmuxSession": f"relay-{a}"}
+        for a in healthy
     ]
     agents += [
         {
-            "agentId": a, "provider": "codex", "label": a, "cwd": "/srv/work/y",
+            "agentId": a, "provider": "codex", "label": a, "cwd": "/srv/work/y", "tmuxSession": f"relay-{a}",
             "restarts": 5, "lastExit": {"status": 3, "signal": None, "at": 1},
             "crashloop": {"exitStatus": 3, "signal": None, "restarts": 5, "at": 1},
         }
