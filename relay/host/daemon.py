@@ -608,6 +608,7 @@ class HostDaemon:
 
     async def _exit_report(self, provider: str, session: str, pane: PaneState | None) -> str:
         """The exit status and last lines of a dead pane; closes its session."""
+        pane = await self._with_exit_status(session, pane)
         lines = await self.tmux.last_lines(session, LAST_LINES) if pane is not None else []
         with contextlib.suppress(TmuxError):
             await self.tmux.kill(session)
@@ -619,6 +620,19 @@ class HostDaemon:
             status = "an unknown status"
         text = "\n".join(_printable(line) for line in lines) or "(it printed nothing)"
         return f"{provider!r} ended with {status}; its last lines:\n{text}"
+
+    async def _with_exit_status(self, session: str, pane: PaneState | None) -> PaneState | None:
+        """tmux (3.3) may mark a pane dead a moment before it records the exit status:
+        look again for up to ~2 s rather than report "an unknown status"."""
+        for _ in range(20):
+            if pane is None or not pane.dead or pane.status is not None or pane.signal is not None:
+                return pane
+            await asyncio.sleep(0.1)
+            try:
+                pane = (await self.tmux.panes()).get(session) or pane
+            except TmuxError:
+                return pane
+        return pane
 
     def _drop(self, agent: ManagedAgent) -> None:
         before = len(self.state.agents)

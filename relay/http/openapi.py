@@ -473,7 +473,7 @@ SCHEMAS: dict[str, Any] = {
             "position": {"type": "integer", "minimum": 1},
             "type": {"type": "string", "description": "The stored event's name."},
             "entityId": NULLABLE_STR,
-            "entityKind": {"enum": ["agent", "orchestrator", "message", None]},
+            "entityKind": {"enum": ["agent", "orchestrator", "message", "broadcast", None]},
             "at": EPOCH_MS,
             "data": {"type": "object", "description": "The event's fields; never token hashes."},
         },

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.domain.rules import PROVIDERS
+from relay.domain.rules import MAX_ORCHESTRATOR_ID_CHARS, PROVIDERS
 from relay.http.openapi_parts import ID
 from relay.http.openapi_parts import body as _body
 from relay.http.openapi_parts import err as _err
@@ -16,6 +16,13 @@ from relay.http.openapi_parts import ok as _ok
 from relay.http.openapi_parts import ref as _ref
 
 _PATH_ID = {"name": "id", "in": "path", "required": True, "schema": ID}
+# Enrolling creates the orchestrator: its id must leave room for its agent id (rules.py).
+_NEW_ORCHESTRATOR_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {**ID, "maxLength": MAX_ORCHESTRATOR_ID_CHARS},
+}
 _TOKEN = {
     "type": "string",
     "minLength": 32,
@@ -115,7 +122,7 @@ PATHS: dict[str, Any] = {
                 ),
                 **_ERRORS,
             },
-            parameters=[_PATH_ID],
+            parameters=[_NEW_ORCHESTRATOR_ID],
             requestBody=_body(_ref("Enrollment")),
         )
     },

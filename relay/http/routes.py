@@ -18,7 +18,13 @@ from aiohttp import web
 from relay import commands as c
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from relay.domain.placement import HostView, NoPlacementError, place
-from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, PROVIDERS, check_id, is_silent
+from relay.domain.rules import (
+    ORCHESTRATOR_AGENT_PREFIX,
+    PROVIDERS,
+    check_id,
+    check_orchestrator_id,
+    is_silent,
+)
 from relay.http import parse, past
 from relay.http.auth import OPERATOR, hash_token, presented_token, principal
 from relay.http.keys import SERVICE
@@ -263,7 +269,7 @@ def _enrollment(body: dict[str, Any]) -> dict[str, Any]:
 async def enroll_orchestrator(request: web.Request) -> web.Response:
     """Grant a host its baseDir and its own token (admin only; ADR 0013)."""
     s = svc(request)
-    oid = path_id(request)
+    oid = check_orchestrator_id("id", request.match_info["id"])
     fields = _enrollment(await parse.read_json(request))
     token, token_hash = new_token()
     await s.execute(

@@ -31,7 +31,12 @@ EXAMPLES = {"ci": 20, "dev": 10, "thorough": 300}
 def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     examples = EXAMPLES.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 20)
     counts = tmp_path / "counts.json"
-    args = ["--token", TOKEN, "--stale-after", "3600", "--max-streams-per-client", "0"]
+    # --reap-every: no background pass may write while a request is checked to append
+    # nothing (a command the fuzzer gave a 1 s deadline would otherwise expire mid-check).
+    args = [
+        "--token", TOKEN, "--stale-after", "3600", "--reap-every", "3600",
+        "--max-streams-per-client", "0",
+    ]
     with RelayProcess(tmp_path / "data", args) as relay:
         env = {
             **os.environ,

@@ -282,7 +282,11 @@ def test_commands_interrupted_by_a_crash_are_settled_not_rerun(world: HostWorld)
     assert [s["commandId"] for s in world.starts()] == [made]
     gone = world.api.settled(world.oid, died)
     assert gone["status"] == "failed"
-    assert "ended with status 4" in gone["result"]["error"]
+    # tmux 3.3 sometimes marks a pane dead without recording its exit status (even
+    # after the daemon's 2 s look-again); the daemon then says so rather than guess.
+    assert any(
+        w in gone["result"]["error"] for w in ("ended with status 4", "ended with an unknown status")
+    ), gone
     assert "bad credentials" in gone["result"]["error"]
     assert world.tmux.sessions() == {session}
 

@@ -51,7 +51,9 @@ def test_a_provider_that_exits_at_once_fails_with_its_status_and_last_lines(
     cmd = world.api.settled(world.oid, cid)
     assert cmd["status"] == "failed", (cmd, world.host_log())
     error = cmd["result"]["error"]
-    assert "status 3" in error
+    # tmux 3.3 sometimes marks a pane dead without recording its exit status (even
+    # after the daemon's 2 s look-again); the daemon then says so rather than guess.
+    assert "status 3" in error or "an unknown status" in error, error
     assert "starting codex" in error
     assert "error: OPENAI_API_KEY is not set" in error
     # Nothing is left behind: no session, no managed agent (the shorter list
