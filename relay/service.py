@@ -26,6 +26,7 @@ from relay.clock import Clock, SystemClock
 from relay.config import Settings
 from relay.domain.errors import StoreUnavailableError
 from relay.domain.outage import PassDecision, ReapBrake
+from relay.domain.rules import is_silent
 from relay.metrics import Metrics
 from relay.projections.follower import TailFollower, load_read_models
 from relay.projections.messages import expired_claims
@@ -456,7 +457,7 @@ def reap_candidates(
     """
     out: list[c.ReapCandidate] = []
     for o in rm.orchestrators.values():
-        if o["status"] == "online" and now - max(o["lastSeen"], grace_from) > stale_after_ms:
+        if o["status"] == "online" and is_silent(o["lastSeen"], now, stale_after_ms, grace_from):
             version = rm.version_of("orchestrator", o["id"])
             if version is not None:
                 out.append(c.ReapCandidate("orchestrator", o["id"], o["lastSeen"], version))
@@ -464,7 +465,7 @@ def reap_candidates(
     for a in rm.agents.values():
         if a["id"] in orchestrator_agents:
             continue  # follows its orchestrator
-        if a["status"] == "online" and now - max(a["lastSeen"], grace_from) > stale_after_ms:
+        if a["status"] == "online" and is_silent(a["lastSeen"], now, stale_after_ms, grace_from):
             version = rm.version_of("agent", a["id"])
             if version is not None:
                 out.append(c.ReapCandidate("agent", a["id"], a["lastSeen"], version))
@@ -481,12 +482,11 @@ def online_count(rm: ReadModels) -> int:
 
 def overdue_orchestrators(rm: ReadModels, now: int) -> list[str]:
     """Orchestrators with a pending or running command past its deadline at ``now``."""
-    out: set[str] = set()
-    for cmd in rm.commands.values():
-        deadline = cmd.get("deadlineAt")
-        if deadline is not None and now > deadline and cmd["status"] in ("pending", "running"):
-            out.add(cmd["orchestratorId"])
-    return sorted(out)
+    return sorted(
+        oid
+        for oid, open_ in rm.open_commands.items()
+        if any(c.get("deadlineAt") is not None and now > c["deadlineAt"] for c in open_.values())
+    )
 
 
 def lost_candidates(rm: ReadModels, now: int, lost_after_ms: int) -> list[str]:
@@ -502,9 +502,7 @@ def lost_candidates(rm: ReadModels, now: int, lost_after_ms: int) -> list[str]:
             and now - since > lost_after_ms
             and any(m.get("state") == "unknown" for m in o["managedAgents"])
         )
-        pending = any(
-            rm.commands[cid]["status"] == "pending" for cid in rm.commands_by_orchestrator.get(o["id"], ())
-        )
+        pending = any(c["status"] == "pending" for c in rm.open_commands.get(o["id"], {}).values())
         if lost or pending:
             out.append(o["id"])
     return sorted(out)

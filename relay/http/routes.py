@@ -202,7 +202,7 @@ def host_views(s: RelayService) -> list[HostView]:
             max_agents=o.get("maxAgents"),
             # spawns on their way count as taken, as the aggregate counts them
             active_agents=o.get("activeAgents", len(o["managedAgents"]))
-            + len(s.rm.open_spawns.get(o["id"], ())),
+            + s.rm.open_spawns(o["id"]),
         )
         for o in s.rm.orchestrators.values()
     ]

@@ -49,9 +49,11 @@ class ReadModels:
         self._encoded_orchestrators: dict[str, bytes] = {}
         self._orchestrators_json: tuple[int, bytes] | None = None
         self.messages = Messages()
-        # orchestrator id -> its spawn commands not yet over (placement counts them as
-        # taken). Internal, derived from ``commands`` (rebuilt, not checkpointed).
-        self.open_spawns: dict[str, set[str]] = {}
+        # orchestrator id -> its commands not yet over (pending or running), by id: what
+        # placement counts as taken and what the reaper's deadline pass looks at, without
+        # scanning every command ever sent. Internal, derived from ``commands`` (rebuilt
+        # in ``from_state``, not checkpointed).
+        self.open_commands: dict[str, dict[str, dict[str, Any]]] = {}
         # The reaper's brake (relay/domain/outage.py), as the log says.
         self.reaper: dict[str, Any] = {"suspended": False, "since": None, "resumedAt": 0}
         # The position of the event being applied (a message's seq is where it was sent).
@@ -246,7 +248,7 @@ class ReadModels:
 
     def _command_expired(self, ev: Any, changes: list[Change] | None) -> None:
         cmd = self.commands[ev.command_id]
-        self.open_spawns.get(cmd["orchestratorId"], set()).discard(ev.command_id)
+        self.open_commands.get(cmd["orchestratorId"], {}).pop(ev.command_id, None)
         cmd["status"] = "expired"
         cmd["expired"] = {"reason": ev.reason, "at": ev.at}
         if changes is not None:
@@ -287,7 +289,6 @@ class ReadModels:
             "prompt": ev.prompt,
             "deadlineAt": ev.__dict__.get("deadline_at"),
         }
-        self.open_spawns.setdefault(oid, set()).add(ev.command_id)
         self._command_added(oid, cmd, changes)
 
     def _action_requested(self, ev: Any, changes: list[Change] | None) -> None:
@@ -308,12 +309,13 @@ class ReadModels:
     def _command_added(self, oid: str, cmd: dict[str, Any], changes: list[Change] | None) -> None:
         self.commands[cmd["id"]] = cmd
         self.commands_by_orchestrator[oid].append(cmd["id"])
+        self.open_commands.setdefault(oid, {})[cmd["id"]] = cmd
         if changes is not None:
             changes.append(("orchestrator.command", cmd))
 
     def _command_result_recorded(self, ev: Any, changes: list[Change] | None) -> None:
         cmd = self.commands[ev.command_id]
-        self.open_spawns.get(cmd["orchestratorId"], set()).discard(ev.command_id)
+        self.open_commands.get(cmd["orchestratorId"], {}).pop(ev.command_id, None)
         cmd["status"] = ev.status
         cmd["result"] = {
             "status": ev.status,
@@ -327,7 +329,7 @@ class ReadModels:
     def _orchestrator_removed(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
         o = self.orchestrators.pop(oid)
-        self.open_spawns.pop(oid, None)
+        self.open_commands.pop(oid, None)
         self._set_token_hash(oid, None)
         self.agents.pop(o["agentId"], None)
         for cid in self.commands_by_orchestrator.pop(oid, []):
@@ -546,9 +548,13 @@ class ReadModels:
         rm.messages = Messages.from_state(state["messages"])
         rm.reaper = state["reaper"]
         for cmd in rm.commands.values():
-            if cmd["kind"] == "spawn" and cmd["status"] in ("pending", "running"):
-                rm.open_spawns.setdefault(cmd["orchestratorId"], set()).add(cmd["id"])
+            if cmd["status"] in ("pending", "running"):
+                rm.open_commands.setdefault(cmd["orchestratorId"], {})[cmd["id"]] = cmd
         return rm
+
+    def open_spawns(self, orchestrator_id: str) -> int:
+        """Spawns on their way to ``orchestrator_id``: placement counts them as taken."""
+        return sum(c["kind"] == "spawn" for c in self.open_commands.get(orchestrator_id, {}).values())
 
     def comparable(self) -> dict[str, Any]:
         """State for equality checks (rebuild vs live, checkpoint vs rebuild)."""
