@@ -434,11 +434,16 @@ class Orchestrator(Aggregate):
         stale_after_ms: int | None = None,
         grace_from: int = 0,
         deadline_at: int | None = None,
+        worktree: dict[str, Any] | None = None,
+        resume: str | None = None,
     ) -> None:
         """Ask the host to start an agent; refused unless the host could do it now.
 
         ``stale_after_ms`` (with ``grace_from``, the relay's start) judges
         liveness at ``at``; None judges by the recorded status alone.
+        ``worktree`` and ``resume`` (ADR 0034) are checked at the edge and
+        carried out by the host; they are recorded only when asked for, so a
+        spawn without them is stored as before.
         """
         self._require_available(at, stale_after_ms, grace_from)
         if provider not in self.providers:
@@ -453,7 +458,11 @@ class Orchestrator(Aggregate):
         if command_id in self.commands:
             raise ConflictError(f"command {command_id!r} already exists")
         self._require_room()
-        extra = {} if deadline_at is None else {"deadline_at": deadline_at}
+        extra: dict[str, Any] = {} if deadline_at is None else {"deadline_at": deadline_at}
+        if worktree is not None:
+            extra["worktree"] = worktree
+        if resume is not None:
+            extra["resume"] = resume
         self._spawn_requested(
             command_id=command_id,
             provider=provider,
@@ -478,6 +487,8 @@ class Orchestrator(Aggregate):
         requested_by: str,
         at: int,
         deadline_at: int | None = None,
+        worktree: dict[str, Any] | None = None,
+        resume: str | None = None,
     ) -> None:
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at
@@ -493,8 +504,13 @@ class Orchestrator(Aggregate):
         stale_after_ms: int | None = None,
         grace_from: int = 0,
         deadline_at: int | None = None,
+        remove_worktree: bool = False,
     ) -> None:
-        """Restart or shut down one managed agent, or all of them when no agent is named."""
+        """Restart or shut down one managed agent, or all of them when no agent is named.
+
+        ``remove_worktree`` (a shutdown only, checked at the edge) is recorded
+        only when asked for, so other actions are stored as before.
+        """
         self._require_available(at, stale_after_ms, grace_from)
         if agent_id is not None and not any(
             a.get("agentId") == agent_id for a in self.managed_agents
@@ -504,7 +520,9 @@ class Orchestrator(Aggregate):
             )
         if command_id in self.commands:
             raise ConflictError(f"command {command_id!r} already exists")
-        extra = {} if deadline_at is None else {"deadline_at": deadline_at}
+        extra: dict[str, Any] = {} if deadline_at is None else {"deadline_at": deadline_at}
+        if remove_worktree:
+            extra["remove_worktree"] = True
         self._action_requested(
             command_id=command_id,
             action=action,
@@ -523,6 +541,7 @@ class Orchestrator(Aggregate):
         requested_by: str,
         at: int,
         deadline_at: int | None = None,
+        remove_worktree: bool = False,
     ) -> None:
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at

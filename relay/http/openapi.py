@@ -13,11 +13,13 @@ from relay import __version__
 from relay.domain.rules import (
     APPROVAL_MODES,
     DEFAULT_APPROVAL_MODE,
+    MAX_BRANCH_CHARS,
     MAX_ID_CHARS,
     MAX_ORCHESTRATOR_ID_CHARS,
     MAX_PROMPT_CHARS,
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
+    SESSION_ID_PATTERN,
 )
 from relay.http import openapi_messages, openapi_tokens
 from relay.http.openapi_parts import (
@@ -187,6 +189,63 @@ _CRASH_PROPERTIES = {
     },
 }
 _MANAGED_AGENT_PROPERTIES.update(_CRASH_PROPERTIES)
+
+# -- worktrees and resumed sessions (issue 16, ADR 0034), kept together --------------
+_SESSION_ID = {
+    "type": "string",
+    "pattern": SESSION_ID_PATTERN,
+    "maxLength": 128,
+    "description": "A provider's session id: 1-128 letters, digits, '.', '_' or '-', starting "
+    "with a letter or digit.",
+}
+_SPAWN_WORKTREE_PROPERTIES = {
+    "worktree": {
+        "type": ["object", "null"],
+        "properties": {
+            "branch": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": MAX_BRANCH_CHARS,
+                "pattern": NO_NUL,
+                "description": "A name git accepts for a branch (git check-ref-format --branch; "
+                "not '@'), else 400. A new branch from the repository's HEAD, or an existing one "
+                "that no worktree has checked out (else the spawn fails naming where it is). "
+                "Default: relay/<agentId>.",
+            }
+        },
+        "description": "Run the agent in a new git worktree of the repository that holds cwd, at "
+        "<baseDir>/.relay/worktrees/<agentId> on the host (in the same subfolder when cwd is "
+        "one). The spawn fails with the reason when cwd is not in a git repository inside "
+        "baseDir, or git refuses.",
+    },
+    "resume": {
+        **_SESSION_ID,
+        "type": ["string", "null"],
+        "description": "Resume this provider session: the host adds the provider's resume "
+        "arguments (claude: --resume <id>; codex: resume <id>; set per host with "
+        "--resume-args). " + _SESSION_ID["description"],
+    },
+}
+_ACTION_WORKTREE_PROPERTIES = {
+    "removeWorktree": {
+        "type": ["boolean", "null"],
+        "description": "A shutdown only (else 400): after stopping the agent, remove its worktree "
+        "if it has no uncommitted or untracked changes (its branch is kept). Otherwise the "
+        "agent is still stopped, the worktree is kept, and the command fails naming the "
+        "changed files.",
+    },
+}
+_MANAGED_WORKTREE_PROPERTIES = {
+    "worktree": {**OPT_PATH, "description": "The agent's git worktree (inside baseDir)."},
+    "branch": {**OPT_NAME, "description": "The worktree's branch."},
+    "sessionId": {
+        **_SESSION_ID,
+        "type": ["string", "null"],
+        "description": "The provider session: the one it was resumed with, or the one the "
+        "provider reported. " + _SESSION_ID["description"],
+    },
+}
+_MANAGED_AGENT_PROPERTIES.update(_MANAGED_WORKTREE_PROPERTIES)
 _LABELS = {
     "type": "object",
     "additionalProperties": {"type": "string", "maxLength": 100},
@@ -282,6 +341,7 @@ SCHEMAS: dict[str, Any] = {
             "pid": OPT_COUNT,
             "startedAt": {**OPT_COUNT, "description": "Epoch ms; defaults to the report's time."},
             **_CRASH_PROPERTIES,
+            **_MANAGED_WORKTREE_PROPERTIES,
         },
     },
     "ManagedAgentsReport": {
@@ -390,6 +450,7 @@ SCHEMAS: dict[str, Any] = {
                 "description": "POST /api/agents/spawn only: labels the chosen host must have.",
             },
             "deadlineSeconds": _DEADLINE,
+            **_SPAWN_WORKTREE_PROPERTIES,
         },
     },
     "ActionRequest": {
@@ -399,7 +460,11 @@ SCHEMAS: dict[str, Any] = {
             "action": {"enum": ["restart", "shutdown"]},
             "agentId": {**OPT_ID, "description": "A managed agent's id; omit for all of them."},
             "deadlineSeconds": _DEADLINE,
+            **_ACTION_WORKTREE_PROPERTIES,
         },
+        # removeWorktree: true is a shutdown's option only.
+        "if": {"required": ["removeWorktree"], "properties": {"removeWorktree": {"const": True}}},
+        "then": {"properties": {"action": {"const": "shutdown"}}},
     },
     "CommandProgressRequest": {
         "type": "object",
@@ -454,6 +519,17 @@ SCHEMAS: dict[str, Any] = {
             "prompt": NULLABLE_STR,
             "action": {"enum": ["restart", "shutdown"]},
             "agentId": NULLABLE_STR,
+            "worktree": {
+                "type": "object",
+                "required": ["branch"],
+                "properties": {"branch": NULLABLE_STR},
+                "description": "A spawn in a new git worktree (absent: none asked for).",
+            },
+            "resume": {**STR, "description": "A spawn that resumes this provider session."},
+            "removeWorktree": {
+                "const": True,
+                "description": "A shutdown that removes the agent's worktree if clean.",
+            },
             "result": {
                 "type": "object",
                 "required": ["status", "error", "agentId", "at"],

@@ -129,7 +129,8 @@ SCHEMAS: dict[str, Any] = {
                 "description": "As sent. `priority` (normal|urgent) orders the inbox; `delivery` "
                 "is kept as given; `orchestratorControl` is set by the relay on the urgent system "
                 "message that mirrors each spawn or action command: {action, commandId, provider, "
-                "cwd, label, approvalMode, prompt, agentId, requestedBy, requestedAt}.",
+                "cwd, label, approvalMode, prompt, agentId, requestedBy, requestedAt}, plus worktree and "
+                "resume on a spawn that asked for them and removeWorktree on such a shutdown.",
             },
             "priority": {"enum": list(PRIORITIES)},
             "broadcastId": {

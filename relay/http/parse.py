@@ -25,9 +25,11 @@ from relay.domain.rules import (
     MAX_PROMPT_CHARS,
     PROVIDERS,
     RESULT_STATUSES,
+    check_branch,
     check_env_key,
     check_id,
     check_orchestrator_id,
+    check_session_id,
 )
 from relay.http.keys import SETTINGS
 from relay.nesting import MAX_DEPTH, big_int_path, brackets, parse_int, too_deep_field
@@ -313,6 +315,7 @@ def managed_agents(body: dict[str, Any], at: int) -> list[dict[str, Any]]:
         if pid is not None:
             agent["pid"] = pid
         agent.update(crash_report(item, where))
+        agent.update(worktree_report(item, where))
         out.append(agent)
     return out
 
@@ -348,15 +351,71 @@ def spawn(body: dict[str, Any]) -> dict[str, Any]:
         "label": opt_str(body, "label"),
         "approval_mode": one_of(body, "approvalMode", APPROVAL_MODES, DEFAULT_APPROVAL_MODE),
         "prompt": prompt,
+        **spawn_worktree_and_resume(body),
     }
 
 
 def action(body: dict[str, Any]) -> dict[str, Any]:
     agent_id = body.get("agentId")
-    return {
+    fields = {
         "action": one_of(body, "action", ACTIONS, None),
         "agent_id": None if agent_id is None else check_id("agentId", agent_id),
     }
+    return {**fields, **remove_worktree(body, fields["action"])}
+
+
+# -- worktrees and resumed sessions (issue 16, ADR 0034) ---------------------------------
+# Kept together so that they move as one into generated wire shapes.
+
+
+def spawn_worktree_and_resume(body: dict[str, Any]) -> dict[str, Any]:
+    """A spawn's ``worktree: {branch?}`` and ``resume: SESSION_ID`` (null: not asked for)."""
+    out: dict[str, Any] = {}
+    worktree = body.get("worktree")
+    if worktree is not None:
+        if not isinstance(worktree, dict):
+            raise InvalidInputError(
+                "worktree", "must be an object {branch?}: run the agent in a new git worktree"
+            )
+        branch = worktree.get("branch")
+        out["worktree"] = {
+            "branch": None if branch is None else check_branch("worktree.branch", branch)
+        }
+    resume = body.get("resume")
+    if resume is not None:
+        out["resume"] = check_session_id("resume", resume)
+    return out
+
+
+def remove_worktree(body: dict[str, Any], action: str) -> dict[str, Any]:
+    """An action's ``removeWorktree``: true only on a shutdown."""
+    value = body.get("removeWorktree")
+    if value is None or value is False:
+        return {}
+    if value is not True:
+        raise InvalidInputError("removeWorktree", "must be true or false")
+    if action != "shutdown":
+        raise InvalidInputError(
+            "removeWorktree", f"only a shutdown removes worktrees, not a {action}"
+        )
+    return {"remove_worktree": True}
+
+
+def worktree_report(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A managed agent's optional ``worktree`` (its path), ``branch`` and ``sessionId``."""
+    out: dict[str, Any] = {}
+    worktree = opt_str(item, "worktree", MAX_PATH)
+    if worktree:
+        if not posixpath.isabs(worktree):
+            raise InvalidInputError(f"{where}.worktree", "must be an absolute path")
+        out["worktree"] = worktree
+    branch = opt_str(item, "branch")
+    if branch:
+        out["branch"] = branch
+    session = item.get("sessionId")
+    if session is not None:
+        out["sessionId"] = check_session_id(f"{where}.sessionId", session)
+    return out
 
 
 def command_result(body: dict[str, Any]) -> dict[str, Any]:
