@@ -51,8 +51,6 @@ def parse_like_a_provider(argv: list[str]) -> dict[str, object]:
 
 def git_branch() -> str | None:
     """The branch checked out where it runs, as a provider in a worktree would see it."""
-    if not os.path.exists(".git"):  # a worktree's top folder has a .git file
-        return None
     proc = subprocess.run(["git", "branch", "--show-current"], capture_output=True, text=True,
                           timeout=10, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else None

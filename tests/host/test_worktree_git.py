@@ -12,36 +12,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from relay.domain.errors import InvalidInputError
 from relay.domain.rules import MAX_BRANCH_CHARS, check_branch
 from relay.host import worktree as wt
-from relay.host.config import agent_base_env
-
-ENV = {**agent_base_env(os.environ), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
-
-
-def git(cwd: Path, *args: str) -> str:
-    """Run git as a person would (the test's own steps); fail loudly."""
-    proc = subprocess.run(["git", *args], cwd=cwd, env={**ENV, "LC_ALL": "C"},
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, (args, proc.stderr)
-    return proc.stdout
-
-
-def make_repo(path: Path, branch: str = "main") -> Path:
-    """A repository with one commit: README, sub/file.txt, and .gitignore of build/."""
-    (path / "sub").mkdir(parents=True)
-    (path / "README").write_text("hello\n")
-    (path / "sub" / "file.txt").write_text("x\n")
-    (path / ".gitignore").write_text("build/\n")
-    git(path, "init", "-q", "-b", branch)
-    git(path, "add", ".")
-    git(path, "commit", "-q", "-m", "init")
-    return path
+from relay.host.config import (
+    HostConfigError,
+    parse_providers,
+    read_config_file,
+)
+from tests.host.gitrepo import ENV, git, make_repo
 
 
 def tool(base: Path) -> wt.Git:
@@ -140,11 +122,62 @@ def test_remove_touches_only_worktrees_it_made_and_forgets_vanished_ones(tmp_pat
     assert "a1" not in git(repo, "worktree", "list")
 
 
+# -- how each provider resumes (config) ---------------------------------------------------
+
+
+def test_resume_arguments_default_per_provider_and_can_be_set_or_refused(tmp_path: Path) -> None:
+    defaults = parse_providers(["claude=claude", "codex=codex"])
+    assert defaults["claude"].resume_args("claude", "s1") == ("--resume", "s1")
+    assert defaults["codex"].resume_args("codex", "s1") == ("resume", "s1")
+    path = tmp_path / "host.toml"
+    path.write_text('[providers.codex]\ncommand = "codex"\nresume = ["-c", "resume={session}"]\n'
+                    '[providers.claude]\ncommand = "claude"\nresume = false\n')
+    from_file = parse_providers([], read_config_file(path))
+    assert from_file["codex"].resume_args("codex", "s1") == ("-c", "resume=s1")
+    with pytest.raises(HostConfigError, match="does not resume sessions"):
+        from_file["claude"].resume_args("claude", "s1")
+    # --resume-args wins over the file; NAME= refuses; a template is literal, never format().
+    both = parse_providers([], read_config_file(path),
+                           ["claude=--resume {session} --x={0}", "codex="])
+    assert both["claude"].resume_args("claude", "s1") == ("--resume", "s1", "--x={0}")
+    assert both["codex"].resume is None
+    for specs, needle in [
+        (["claude=--resume"], "must hold {session}"),
+        (["gemini=x {session}"], "expected NAME=ARGS"),
+        (["claude=a {session}", "claude=b {session}"], "twice"),
+        (["claude='x {session}"], "cannot split"),
+    ]:
+        with pytest.raises(HostConfigError, match=needle):
+            parse_providers(["claude=claude"], None, specs)
+    with pytest.raises(HostConfigError, match="no such provider"):
+        parse_providers(["claude=claude"], None, ["codex=resume {session}"])
+    path.write_text('[providers.codex]\ncommand = "codex"\nresume = 3\n')
+    with pytest.raises(HostConfigError, match=r"\.resume: expected"):
+        parse_providers([], read_config_file(path))
+
+
 # -- W1: the relay's branch rule is git's ------------------------------------------------
 
 TOKENS = ["a", "b", "Z", "9", "/", ".", "..", "@", "{", "}", "@{", "-", "~", "^", ":", "?",
           "*", "[", "\\", " ", "\t", "\x7f", "\x01", "lock", ".lock", "HEAD", "ä", "日", "_"]
+# Parts joined by '/': mostly plain, with the starts, ends and characters git cares
+# about drawn often, so that one rule at a time decides.
+PLAIN = ["a", "b", "Z", "9", "_", "ä", "日", "x-y", "HEAD", "lock"]
+SPECIAL = ["", "", "", "", ".", "..", "@", "@{", "{", "-", "~", "^", ":", "?", "*", "[", "\\",
+           " ", "\x7f", "\x01", "/"]
+parts = st.tuples(
+    st.sampled_from(["", "", "", ".", "-", "@"]),
+    st.lists(st.sampled_from(PLAIN), min_size=0, max_size=3).map("".join),
+    st.sampled_from(SPECIAL),
+    st.lists(st.sampled_from(PLAIN), min_size=0, max_size=2).map("".join),
+    st.sampled_from(["", "", "", ".lock", ".", "lock", "@", "/"]),
+).map("".join)
+# Each of git's rules decided alone, always tried (Hypothesis runs explicit examples first).
+EDGES = ["HEAD", "@", "-", "-x", "x/-y", "a..b", "a/.b", ".a", "a.", "a.lock", "a/b.lock/c",
+         "a.lock/b", "a@{b", "a@b", "@x", "a//b", "/a", "a/", "a b", "a~b", "a^b", "a:b", "a?b",
+         "a*b", "a[b", "a\\b", "a\x7fb", "a\x01b", "x/HEAD", "HEAD/x", "ä/日", "a.lockx"]
 names = st.one_of(
+    st.lists(parts, min_size=1, max_size=3).map("/".join),
     st.lists(st.sampled_from(TOKENS), min_size=1, max_size=8).map("".join),
     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
             min_size=1, max_size=12),
@@ -158,7 +191,14 @@ def git_takes(name: str, cwd: Path) -> bool:
     return proc.returncode == 0 and proc.stdout.decode("utf-8", "replace").strip() == name
 
 
+def _with_edges(test):  # type: ignore[no-untyped-def]
+    for name in reversed(EDGES):
+        test = example(name=name)(test)
+    return test
+
+
 @settings(max_examples=300)
+@_with_edges
 @given(name=names)
 def test_w1_the_relays_branch_rule_is_gits(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
     """A name passes ``check_branch`` exactly when ``git check-ref-format --branch`` takes it
