@@ -192,7 +192,7 @@ class ReadModels:
         was = o["status"]
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
-        load = ev.__dict__.get("load")
+        load = ev.load
         if load is not None or o["load"] is not None:
             o["load"] = load
             o["activeAgents"] = _active(o)
@@ -287,12 +287,12 @@ class ReadModels:
             "label": ev.label,
             "approvalMode": ev.approval_mode,
             "prompt": ev.prompt,
-            "deadlineAt": ev.__dict__.get("deadline_at"),
+            "deadlineAt": ev.deadline_at,
         }
-        # Only on spawns that asked for them (ADR 0034): older commands read as before.
-        if ev.__dict__.get("worktree") is not None:
+        # Only on spawns that asked for them (ADR 0034): other commands read as before.
+        if ev.worktree is not None:
             cmd["worktree"] = ev.worktree
-        if ev.__dict__.get("resume") is not None:
+        if ev.resume is not None:
             cmd["resume"] = ev.resume
         self._command_added(oid, cmd, changes)
 
@@ -307,9 +307,9 @@ class ReadModels:
             "requestedBy": ev.requested_by,
             "action": ev.action,
             "agentId": ev.agent_id,
-            "deadlineAt": ev.__dict__.get("deadline_at"),
+            "deadlineAt": ev.deadline_at,
         }
-        if ev.__dict__.get("remove_worktree"):
+        if ev.remove_worktree:
             cmd["removeWorktree"] = True
         self._command_added(oid, cmd, changes)
 
