@@ -156,7 +156,7 @@ def test_resume_arguments_default_per_provider_and_can_be_set_or_refused(tmp_pat
         parse_providers([], read_config_file(path))
 
 
-# -- W1: the relay's branch rule is git's ------------------------------------------------
+# -- WT1: the relay's branch rule is git's ------------------------------------------------
 
 TOKENS = ["a", "b", "Z", "9", "/", ".", "..", "@", "{", "}", "@{", "-", "~", "^", ":", "?",
           "*", "[", "\\", " ", "\t", "\x7f", "\x01", "lock", ".lock", "HEAD", "ä", "日", "_"]
@@ -200,7 +200,7 @@ def _with_edges(test):  # type: ignore[no-untyped-def]
 @settings(max_examples=300)
 @_with_edges
 @given(name=names)
-def test_w1_the_relays_branch_rule_is_gits(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+def test_wt1_the_relays_branch_rule_is_gits(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
     """A name passes ``check_branch`` exactly when ``git check-ref-format --branch`` takes it
     (outside a repository), but for ``@``, which the relay refuses on purpose."""
     try:
@@ -215,7 +215,7 @@ def test_w1_the_relays_branch_rule_is_gits(tmp_path_factory: pytest.TempPathFact
     assert relay_takes == git_takes(name, cwd), (name, relay_takes)
 
 
-# -- W2: removing a worktree never loses work ------------------------------------------
+# -- WT2: removing a worktree never loses work ------------------------------------------
 
 edits = st.lists(
     st.sampled_from(["untracked", "modify", "stage", "delete", "ignored", "commit", "nested"]),
@@ -225,7 +225,7 @@ edits = st.lists(
 
 @settings(max_examples=25)
 @given(steps=edits)
-def test_w2_a_worktree_is_removed_only_when_nothing_would_be_lost(
+def test_wt2_a_worktree_is_removed_only_when_nothing_would_be_lost(
     tmp_path_factory: pytest.TempPathFactory, steps: list[str]
 ) -> None:
     """After any edits, ``remove`` removes the worktree only if every change is committed
