@@ -1,0 +1,414 @@
+"""The vocabulary wire shapes are declared in, and the one decoder that reads them.
+
+A wire shape is a msgspec ``Struct`` (``Shape``) whose fields are annotated
+kinds. A kind is made once with ``kind()``: its limits (lengths, ranges,
+patterns) go into a ``msgspec.Meta``, so msgspec checks them in C while it
+decodes and the JSON Schema generated for the OpenAPI document states them; its
+``Rule`` carries the message a refusal shows, and optionally a check the schema
+cannot state (the id rule's "printable", for one), run after decoding.
+
+``decode()`` turns msgspec's refusals into the contract's
+``InvalidInputError("<field path>", "<problem>")``, with the field path in the
+wire's names (``agents[1].tmuxSession``) and the problem from the field's
+``Rule``. msgspec's error text (``... - at `$.agents[1]```) is read in one
+place here, ``_explain``; tests/http/test_shapes.py fails if msgspec changes it.
+
+Decoding is strict (a string is never an integer) except that an integral
+number such as ``3.0`` is the integer 3, as in JSON Schema: msgspec refuses
+it, and the refusal is retried once with that number made an integer (a slow
+path for unusual bodies; the usual one is msgspec alone).
+
+The storable checks of ADR 0011 (nesting depth, integers within 64 bits) run
+on the decoded shape, so they name only fields some handler reads; unknown
+fields are ignored and never stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any, TypeVar, Union
+
+import msgspec
+from attrs import frozen
+
+from relay.domain.errors import InvalidInputError
+from relay.nesting import MAX_DEPTH, big_int_path, brackets, parse_int, too_deep_field
+
+T = TypeVar("T")
+
+
+@frozen
+class Rule:
+    """What a refusal of one field says, and a check the JSON Schema cannot state.
+
+    ``problem`` follows the field's name (``"hostname: must be ..."``) and may
+    name sibling fields of the raw object as ``{agentId!r}``. ``missing`` is
+    said when a required field is absent (default: "is required and <problem>").
+    ``check(field, value)`` raises ``InvalidInputError`` (the domain's rules,
+    such as ``rules.check_id``, have that signature).
+    """
+
+    problem: str
+    missing: str | None = None
+    check: Callable[[str, Any], Any] | None = None
+    each: bool = False  # check each item of a list, not the list
+
+
+def kind(
+    tp: Any,
+    problem: str,
+    *,
+    missing: str | None = None,
+    check: Callable[[str, Any], Any] | None = None,
+    each: bool = False,
+    **meta: Any,
+) -> Any:
+    """``tp`` with its limits (``msgspec.Meta`` keywords) and its message."""
+    return Annotated[tp, msgspec.Meta(**meta), Rule(problem, missing, check, each)]
+
+
+def limited(tp: Any, **meta: Any) -> Any:
+    """``tp`` with limits but no message of its own: a list's item or a map's key or value,
+    refused in the words of the container that holds it."""
+    return Annotated[tp, msgspec.Meta(**meta)]
+
+
+def about(tp: Any, description: str, **schema: Any) -> Any:
+    """``tp`` described for the document (prose only; limits stay on the kind)."""
+    if schema:
+        return Annotated[tp, msgspec.Meta(description=description, extra_json_schema=schema)]
+    return Annotated[tp, msgspec.Meta(description=description)]
+
+
+class Shape(msgspec.Struct, rename="camel"):
+    """A wire shape: camelCase on the wire, unknown fields ignored, null read as not given."""
+
+    def finish(self) -> None:
+        """Rules across fields and normalising, after every field passed its own rule.
+
+        Raise ``InvalidInputError`` naming the field relative to this shape; the
+        decoder adds the path of the shape within the body.
+        """
+
+
+def fields_of(shape: Shape, **renamed: str) -> dict[str, Any]:
+    """A shape's fields by their Python names (``renamed``: old name to new), for a command."""
+    return {renamed.get(name, name): getattr(shape, name) for name in shape.__struct_fields__}
+
+
+def shape_fields(tp: type[Shape]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    return msgspec.structs.fields(tp)
+
+
+# -- reading annotations ------------------------------------------------------------------
+
+
+def _strip(tp: Any) -> tuple[Any, Rule | None, bool]:
+    """(the bare type, its Rule, nullable) of an annotation such as ``Annotated[X, ...] | None``."""
+    rule: Rule | None = None
+    nullable = False
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            for m in tp.__metadata__:
+                if isinstance(m, Rule):
+                    rule = m
+            tp = tp.__origin__
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            nullable = nullable or len(args) < len(typing.get_args(tp))
+            if len(args) != 1:
+                return tp, rule, nullable
+            tp = args[0]
+        else:
+            return tp, rule, nullable
+
+
+def _is_shape(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
+
+
+def _item(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    return args[-1] if args else Any
+
+
+@functools.cache
+def _plan(tp: type[Shape]) -> tuple[tuple[Any, ...], bool]:
+    """What to run on a decoded ``tp`` after msgspec: checks and nested shapes, and finish()."""
+    steps: list[tuple[Any, ...]] = []
+    for f in shape_fields(tp):
+        bare, rule, _ = _strip(f.type)
+        if rule is not None and rule.check is not None:
+            steps.append(("each" if rule.each else "check", f.name, f.encode_name, rule.check))
+        if _is_shape(bare):
+            steps.append(("one", f.name, f.encode_name, bare))
+        elif typing.get_origin(bare) is list:
+            item, item_rule, _ = _strip(_item(bare))
+            if _is_shape(item):
+                steps.append(("many", f.name, f.encode_name, item))
+            elif item_rule is not None and item_rule.check is not None:
+                steps.append(("each", f.name, f.encode_name, item_rule.check))
+    finishes = tp.finish is not Shape.finish
+    return tuple(steps), finishes
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _settle(obj: Any, path: str) -> None:
+    steps, finishes = _plan(type(obj))
+    for how, attr, name, what in steps:
+        value = getattr(obj, attr)
+        if value is None:
+            continue
+        where = _join(path, name)
+        if how == "check":
+            what(where, value)
+        elif how == "each":
+            for i, item in enumerate(value):
+                what(f"{where}[{i}]", item)
+        elif how == "one":
+            _settle(value, where)
+        else:
+            for i, item in enumerate(value):
+                _settle(item, f"{where}[{i}]")
+    if finishes:
+        try:
+            obj.finish()
+        except InvalidInputError as e:
+            problem = e.message[len(e.field) + 2 :]
+            raise InvalidInputError(_join(path, e.field), problem) from None
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+
+@functools.cache
+def _decoder(tp: type[T]) -> msgspec.json.Decoder[T]:
+    return msgspec.json.Decoder(tp)
+
+
+# The shortest integer literal that can pass 64 bits has 19 digits. Mapping every
+# digit to "0" and looking for 19 zeros in a row runs in C: ~10x a regex.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def decode(raw: bytes, tp: type[T]) -> T:
+    """``raw`` JSON as a ``tp``, or ``InvalidInputError`` naming the field and the problem."""
+    try:
+        obj = _decoder(tp).decode(raw)
+    except msgspec.ValidationError as e:
+        obj = _retry(raw, tp, str(e))
+    except msgspec.DecodeError as e:
+        raise InvalidInputError("body", f"not valid JSON ({e})") from None
+    except RecursionError:
+        raise InvalidInputError("body", f"is nested deeper than {MAX_DEPTH} levels") from None
+    _settle(obj, "")
+    _check_storable(raw, obj, tp)
+    return obj
+
+
+def _decode_problem(e: Exception) -> str:
+    text = str(e)
+    return text[0].lower() + text[1:] if text else "unreadable"
+
+
+def _retry(raw: bytes, tp: type[T], text: str) -> T:
+    """The slow path after msgspec refused: integral floats as integers, else explain."""
+    generic: Any = None
+    for _ in range(64):
+        detail, segs = _split(text)
+        if not _INT_GOT_FLOAT.match(detail):
+            break
+        if generic is None:
+            generic = msgspec.json.decode(raw)
+        if not _whole_at(generic, segs):
+            break
+        try:
+            return msgspec.convert(generic, tp)
+        except msgspec.ValidationError as e:
+            text = str(e)
+    raise _explain(raw, tp, text)
+
+
+def _whole_at(generic: Any, segs: list[str]) -> bool:
+    """Make the number at ``segs`` an int if it is integral (JSON Schema: 3.0 is an integer)."""
+    parent = _walk(generic, segs[:-1])
+    key: Any = segs[-1] if segs else None
+    if parent is None or key is None or key == "[...]":
+        return False
+    if key.startswith("["):
+        key = int(key[1:-1])
+    try:
+        value = parent[key]
+    except (KeyError, IndexError, TypeError):
+        return False
+    if isinstance(value, float) and value.is_integer():
+        parent[key] = int(value)
+        return True
+    return False
+
+
+_INT_GOT_FLOAT = re.compile(r"^Expected `int( \| null)?`, got `float`$")
+_AT = re.compile(r"^(?P<detail>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_SEG = re.compile(r"\.([^.\[]+)|(\[[0-9]+\]|\[\.\.\.\])")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+
+
+def _split(text: str) -> tuple[str, list[str]]:
+    """msgspec's error text as (detail, path segments): ``["agents", "[1]", "cwd"]``."""
+    m = _AT.match(text)
+    assert m is not None  # the pattern matches any text
+    path = m.group("path") or ""
+    return m.group("detail"), [a or b for a, b in _SEG.findall(path)]
+
+
+def _walk(generic: Any, segs: list[str]) -> Any:
+    for s in segs:
+        try:
+            generic = generic[int(s[1:-1])] if s.startswith("[") else generic[s]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    return generic
+
+
+class _Lenient(dict[str, Any]):
+    def __missing__(self, key: str) -> None:
+        return None
+
+
+def _explain(raw: bytes, tp: type[Any], text: str) -> InvalidInputError:
+    """The contract's error for msgspec's refusal ``text`` of ``raw`` as ``tp``."""
+    detail, segs = _split(text)
+    if detail.startswith("Integer value out of range"):
+        _refuse_big_ints(raw, tp)
+    missing = _MISSING.match(detail)
+    if missing:
+        segs = [*segs, missing.group("name")]
+    where, rule, bare = _locate(tp, segs)
+    if not segs:
+        return InvalidInputError("body", "must be a JSON object")
+    if rule is None:
+        problem = "must be an object" if _is_shape(bare) else _decode_problem(Exception(detail))
+    elif missing:
+        problem = rule.missing or (
+            rule.problem if rule.problem.startswith("is required") else f"is required and {rule.problem}"
+        )
+    else:
+        problem = rule.problem
+    if "{" in problem:
+        try:
+            parent = _walk(msgspec.json.decode(raw), segs[:-1])
+        except (msgspec.DecodeError, RecursionError):
+            parent = None
+        problem = problem.format_map(_Lenient(parent if isinstance(parent, dict) else {}))
+    return InvalidInputError(where, problem)
+
+
+def _locate(tp: Any, segs: list[str]) -> tuple[str, Rule | None, Any]:
+    """The field path, its Rule and the bare type at ``segs`` within ``tp``.
+
+    A field without a Rule of its own (a list's item, a dict's value) is
+    explained by the nearest container that has one, under that container's path.
+    """
+    where = ""
+    bare, rule, _ = _strip(tp)
+    last: tuple[str, Rule | None] = ("body", rule)
+    for s in segs:
+        if s.startswith("["):
+            nxt = _item(bare)
+            if s != "[...]":
+                where += s
+        else:
+            names = {f.encode_name: f.type for f in shape_fields(bare)} if _is_shape(bare) else {}
+            nxt = names.get(s, Any)
+            where = _join(where, s)
+        bare, rule, _ = _strip(nxt)
+        if rule is not None:
+            last = (where, rule)
+    if rule is not None or _is_shape(bare) or last[1] is None:
+        return where or "body", rule, bare
+    return last[0], last[1], bare
+
+
+# -- the storable checks (ADR 0011) -------------------------------------------------------------
+
+
+def _check_storable(raw: bytes, obj: Any, tp: type[Any]) -> None:
+    """Refuse what the log could not keep as sent, naming the field.
+
+    A field nested past ``MAX_DEPTH`` would be stored and then break every
+    reader; an integer past 64 bits could not be written back by orjson. Both
+    are skipped when the bytes cannot hold the problem (C speed).
+    """
+    deep = brackets(raw) > MAX_DEPTH
+    long_digits = _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO)
+    if not deep and not long_digits:
+        return
+    data = msgspec.to_builtins(obj)
+    if deep:
+        field = too_deep_field(data)
+        if field is not None:
+            raise InvalidInputError(field, f"is nested deeper than {MAX_DEPTH} levels")
+    if long_digits:
+        where = big_int_path(data)
+        if where is not None:
+            raise _big_int(where)
+
+
+def _big_int(where: str) -> InvalidInputError:
+    return InvalidInputError(
+        where, "is an integer beyond 64 bits, which cannot be kept exactly; send it as a string"
+    )
+
+
+def _refuse_big_ints(raw: bytes, tp: type[Any]) -> None:
+    """Name an integer too long even to read, in a field ``tp`` reads (msgspec does not say which)."""
+    try:
+        parsed = json.loads(raw, parse_int=parse_int)
+    except (ValueError, RecursionError):
+        return
+    if isinstance(parsed, dict) and _is_shape(tp):
+        names = {f.encode_name for f in shape_fields(tp)}
+        parsed = {k: v for k, v in parsed.items() if k in names}
+    where = big_int_path(parsed)
+    if where is not None:
+        raise _big_int(where)
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+_INT = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes other scripts and "1_0"
+
+
+def from_query(values: Mapping[str, list[str]], tp: type[T]) -> T:
+    """A query's parameters (each name's values) as a ``tp``; each parameter at most once."""
+    given: dict[str, str] = {}
+    for f in shape_fields(tp):  # type: ignore[arg-type]
+        got = values.get(f.encode_name) or []
+        if len(got) > 1:
+            raise InvalidInputError(f.encode_name, "give this query parameter once")
+        if not got:
+            continue
+        bare, rule, _ = _strip(f.type)
+        if bare is int and not _INT.fullmatch(got[0]):
+            raise InvalidInputError(f.encode_name, rule.problem if rule else "must be an integer")
+        given[f.encode_name] = got[0]
+    try:
+        obj = msgspec.convert(given, tp, strict=False)
+    except msgspec.ValidationError as e:
+        raise _explain(b"", tp, str(e)) from None
+    _settle(obj, "")
+    return obj
+
+
+def query_names(tp: type[Shape]) -> Iterator[str]:
+    return (f.encode_name for f in shape_fields(tp))

@@ -1,0 +1,655 @@
+"""Every request body, query and response of the HTTP contract, declared once (ADR 0029).
+
+A class's docstring is its schema's description; ``about()`` describes a
+field; a kind (``Id``, ``Name``, ...) carries the limits and the message of a
+refusal. The decoder (relay.wire.declare) and the OpenAPI document
+(relay.http.openapi) are both generated from these, so adding a field is one
+line here. Unknown fields are ignored; null means not given.
+"""
+
+import posixpath
+from typing import Any, Literal
+
+import msgspec
+
+from relay.domain.errors import InvalidInputError
+from relay.domain.message import MAX_LEASE_SECONDS, MESSAGE_TYPES, PRIORITIES, STATUSES
+from relay.domain.rules import (
+    ACTIONS,
+    APPROVAL_MODES,
+    DEFAULT_APPROVAL_MODE,
+    MAX_ID_CHARS,
+    MAX_ORCHESTRATOR_ID_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_TARGET_NAME,
+    ORCHESTRATOR_AGENT_PREFIX,
+    PROVIDERS,
+    RESULT_STATUSES,
+    check_agent_id,
+    check_id,
+    check_orchestrator_id,
+    check_target,
+)
+from relay.nesting import MAX_DEPTH
+from relay.wire.declare import Shape, about, fields_of, kind, limited
+
+# -- limits, each written once ----------------------------------------------------------------
+
+MAX_NAME = 200
+MAX_PATH = 4096
+MAX_TAGS = 64
+MAX_LIST_ITEM = 100
+MAX_ENV_KEYS = 1000
+MAX_ENV_KEY = 256
+MAX_MANAGED_AGENTS = 1000
+MAX_ERROR = 4000
+MAX_SUBJECT = 1000
+MAX_LABELS = 32
+MAX_AGENTS_LIMIT = 100_000
+MAX_RESTARTS_REPORTED = 10_000
+MAX_EPOCH_MS = 2**53 - 1
+MAX_POSITION = 2**62
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+DEFAULT_LEASE_SECONDS = 60
+
+NO_NUL = "^[^\\x00]*$"
+NOT_BLANK = "^[^\\x00]*[^\\x00\\s][^\\x00]*$"
+ID_PATTERN = "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+ENV_KEY_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
+FREE_FORM_LIMITS = (
+    f"Nested at most {MAX_DEPTH} levels (x-maxDepth; the object itself is level 1) and holding "
+    "integers within 64 bits (-2^63 to 2^64-1); otherwise 400 naming the field."
+)
+_ID_WORDS = "printable characters without '/' or whitespace"
+
+# -- field kinds: limits for msgspec and the schema, and the message of a refusal ------------------
+
+Id = kind(
+    str,
+    f"must be 1-{MAX_ID_CHARS} {_ID_WORDS}",
+    check=check_id,
+    min_length=1,
+    max_length=MAX_ID_CHARS,
+    pattern=ID_PATTERN,
+    description=f"1-{MAX_ID_CHARS} {_ID_WORDS}. The pattern shuts out control characters; "
+    "the relay also refuses the other unprintable ones (format relay-id: unassigned, "
+    "private-use and formatting code points).",
+    extra_json_schema={"format": "relay-id"},
+)
+OrchestratorId = kind(
+    str,
+    f"an orchestrator id must be 1-{MAX_ORCHESTRATOR_ID_CHARS} {_ID_WORDS} (its agent id "
+    f"{ORCHESTRATOR_AGENT_PREFIX}<id> must fit {MAX_ID_CHARS})",
+    check=check_orchestrator_id,
+    min_length=1,
+    max_length=MAX_ORCHESTRATOR_ID_CHARS,
+    pattern=ID_PATTERN,
+    description=f"1-{MAX_ORCHESTRATOR_ID_CHARS} {_ID_WORDS}: an orchestrator is also the agent "
+    f"{ORCHESTRATOR_AGENT_PREFIX}<id>, and that id must fit the {MAX_ID_CHARS}-character limit "
+    "of every id.",
+    extra_json_schema={"format": "relay-id"},
+)
+AgentId = kind(
+    str,
+    f"must be 1-{MAX_ID_CHARS} {_ID_WORDS}, not starting with {ORCHESTRATOR_AGENT_PREFIX!r} "
+    "(reserved for orchestrators), 'label:' or 'tag:' and not '*' (message targets)",
+    check=check_agent_id,
+    min_length=1,
+    max_length=MAX_ID_CHARS,
+    pattern=ID_PATTERN,
+    description=f"1-{MAX_ID_CHARS} {_ID_WORDS}. Ids starting with "
+    f"{ORCHESTRATOR_AGENT_PREFIX!r} belong to orchestrators; '*', 'label:X' and 'tag:X' are "
+    "message targets.",
+    extra_json_schema={
+        "format": "relay-id",
+        "not": {"pattern": f"^({ORCHESTRATOR_AGENT_PREFIX}|label:|tag:|\\*$)"},
+    },
+)
+Target = kind(
+    str,
+    "must be an agent id, 'label:X', 'tag:X' or '*'",
+    check=check_target,
+    min_length=1,
+    description="An agent id (orchestrators' `orchestrator-<id>` included), `label:X` "
+    "(every agent whose label is X), `tag:X` (every agent with tag X) or `*` (every agent). "
+    "A broadcast never reaches its sender, includes offline agents, and is delivered to each "
+    "recipient as its own message (ADR 0010).",
+    extra_json_schema={
+        "format": "relay-target",
+        "anyOf": [
+            {"pattern": ID_PATTERN, "maxLength": MAX_ID_CHARS},
+            {"pattern": f"^(label|tag):[^\\x00]{{1,{MAX_TARGET_NAME}}}$"},
+            {"const": "*"},
+        ],
+    },
+)
+
+
+def text(max_len: int) -> Any:
+    """A string of at most ``max_len`` characters without NUL."""
+    return kind(
+        str,
+        f"must be a string of at most {max_len} characters, without NUL",
+        max_length=max_len,
+        pattern=NO_NUL,
+    )
+
+
+Name = text(MAX_NAME)
+Path = text(MAX_PATH)
+NonBlank = kind(
+    str,
+    f"must be a non-blank string of at most {MAX_NAME} characters, without NUL",
+    min_length=1,
+    max_length=MAX_NAME,
+    pattern=NOT_BLANK,
+    description="Not blank.",
+)
+BaseDir = kind(
+    str,
+    f"must be an absolute path of at most {MAX_PATH} characters, without NUL",
+    min_length=1,
+    max_length=MAX_PATH,
+    pattern="^/[^\\x00]*$",
+    description="Absolute path; stored normalised.",
+)
+Provider = kind(
+    Literal[PROVIDERS],
+    f"must be one of {', '.join(PROVIDERS)}",
+    missing=f"is required: one of {', '.join(PROVIDERS)}",
+)
+Providers = kind(
+    list[Literal[PROVIDERS]],
+    f"must name at least one of {', '.join(PROVIDERS)}, and nothing else",
+    min_length=1,
+    max_length=len(PROVIDERS),
+)
+ApprovalMode = kind(Literal[APPROVAL_MODES], f"must be one of {', '.join(APPROVAL_MODES)}")
+EnvKeys = kind(
+    list[
+        limited(str, max_length=MAX_ENV_KEY, pattern=ENV_KEY_PATTERN)
+    ],
+    "must be environment variable names (letters, digits, '_'), never values",
+    max_length=MAX_ENV_KEYS,
+    description="Names of environment variables, never values ('K=V' is refused).",
+)
+Words = kind(
+    list[limited(str, min_length=1, max_length=MAX_LIST_ITEM)],
+    f"must be a list of at most {MAX_TAGS} non-empty strings of at most {MAX_LIST_ITEM} characters",
+    max_length=MAX_TAGS,
+)
+FreeForm = kind(
+    dict[str, Any],
+    "must be a JSON object",
+    description="Free-form; null means {}. " + FREE_FORM_LIMITS,
+    extra_json_schema={"x-maxDepth": MAX_DEPTH},
+)
+Labels = kind(
+    dict[
+        limited(str, min_length=1, max_length=MAX_LIST_ITEM),
+        limited(str, max_length=MAX_LIST_ITEM),
+    ],
+    f"must be an object of at most {MAX_LABELS} labels mapping non-empty names to strings of "
+    f"at most {MAX_LIST_ITEM} characters",
+    max_length=MAX_LABELS,
+    description="Labels of a host, matched exactly by a spawn's selector.",
+)
+Count = kind(int, "must be a non-negative integer", ge=0, le=MAX_EPOCH_MS)
+EpochMs = about(int, "Epoch milliseconds (server receive time).")
+Deadline = kind(
+    int,
+    "must be a whole number of seconds, at least 1",
+    ge=1,
+    description="Seconds until the command expires; the relay's --command-deadline is both "
+    "the default and the most (a longer ask gets it).",
+)
+ExitCode = kind(int, "must be null or an integer from 0 to 255", ge=0, le=255)
+At = kind(
+    int, "is required: epoch milliseconds", ge=0, le=MAX_EPOCH_MS, description="Epoch milliseconds."
+)
+Restarts = kind(
+    int, f"must be an integer from 0 to {MAX_RESTARTS_REPORTED}", ge=0, le=MAX_RESTARTS_REPORTED
+)
+Position = kind(int, f"must be a log position from 0 to {MAX_POSITION}", ge=0, le=MAX_POSITION)
+PageSize = kind(int, f"must be between 1 and {MAX_PAGE}", ge=1, le=MAX_PAGE)
+
+
+# -- requests: orchestrators and their hosts -----------------------------------------------------
+
+
+class OrchestratorRegistration(Shape, kw_only=True):
+    """Unknown fields are ignored; null means not given."""
+
+    id: OrchestratorId
+    hostname: NonBlank
+    base_dir: BaseDir
+    providers: Providers | None = msgspec.field(default=None)
+    env_keys: EnvKeys | None = None
+    meta: FreeForm | None = None
+    max_agents: (
+        about(
+            kind(int, f"must be an integer from 1 to {MAX_AGENTS_LIMIT}", ge=1, le=MAX_AGENTS_LIMIT),
+            "Agents this host runs at most; spawns beyond it are 409.",
+        )
+        | None
+    ) = None
+    labels: Labels | None = None
+
+    def finish(self) -> None:
+        self.base_dir = posixpath.normpath(self.base_dir)
+        self.providers = list(dict.fromkeys(self.providers or PROVIDERS))
+        self.env_keys = self.env_keys or []
+        self.meta = self.meta or {}
+        self.labels = self.labels or {}
+
+    def command_fields(self) -> dict[str, Any]:
+        """Every field, as the registration commands take them (a new field passes through)."""
+        return fields_of(self, id="orchestrator_id")
+
+
+class Enrollment(Shape, kw_only=True):
+    """What an admin grants a host. Unknown fields are ignored; null means not given (a known
+    orchestrator keeps its hostname and providers, a new one gets its id and every provider)."""
+
+    base_dir: about(
+        BaseDir,
+        "Absolute path; stored normalised. The host's own token can re-register with this "
+        "folder or one inside it (by path components), never with anything wider.",
+    )
+    hostname: NonBlank | None = None
+    providers: Providers | None = None
+
+    def finish(self) -> None:
+        self.base_dir = posixpath.normpath(self.base_dir)
+        if self.providers is not None:
+            self.providers = list(dict.fromkeys(self.providers))
+
+    def command_fields(self) -> dict[str, Any]:
+        return fields_of(self)
+
+
+class Load(Shape, kw_only=True):
+    """A host's load, as its heartbeat reports it."""
+
+    active_agents: kind(
+        int,
+        "is required: an integer of at least 0",
+        ge=0,
+        le=MAX_AGENTS_LIMIT,
+    )
+    cpu: (
+        about(
+            kind(float, "must be a number from 0 to 1e+06", ge=0, le=1e6),
+            "Load, e.g. the 1-minute load average.",
+        )
+        | None
+    ) = None
+    memory: (
+        about(kind(float, "must be a number from 0 to 1", ge=0, le=1.0), "Fraction in use.")
+        | None
+    ) = None
+
+
+class Heartbeat(Shape):
+    """Optional body of an orchestrator heartbeat."""
+
+    load: kind(Load, "must be an object {activeAgents, cpu?, memory?}") | None = None
+
+    def load_fields(self) -> dict[str, Any] | None:
+        """The load as the heartbeat event keeps it (only what was sent)."""
+        if self.load is None:
+            return None
+        load: dict[str, Any] = {"activeAgents": self.load.active_agents}
+        if self.load.cpu is not None:
+            load["cpu"] = self.load.cpu
+        if self.load.memory is not None:
+            load["memory"] = self.load.memory
+        return load
+
+
+class ExitInfo(Shape, kw_only=True):
+    """How the agent's program last ended (exit status, or the signal)."""
+
+    at: At
+    status: ExitCode | None = None
+    signal: ExitCode | None = None
+
+
+class CrashLoop(Shape, kw_only=True):
+    """Present when the host gave up: the agent exited with a failure after --restart-max
+    restarts within --restart-window, so it is not restarted again until an operator's restart
+    command. Its last exit status or signal says why."""
+
+    at: At
+    restarts: kind(
+        int,
+        f"is required: an integer from 0 to {MAX_RESTARTS_REPORTED}",
+        ge=0,
+        le=MAX_RESTARTS_REPORTED,
+    )
+    exit_status: ExitCode | None = None
+    signal: ExitCode | None = None
+
+
+class ManagedAgentReport(Shape, kw_only=True):
+    """One agent the host runs; agentIds are unique within a report."""
+
+    agent_id: Id
+    provider: Provider
+    tmux_session: kind(
+        str,
+        f"of managed agent {{agentId!r}} must be a non-blank string of at most {MAX_NAME} "
+        "characters, without NUL",
+        missing="is required for managed agent {agentId!r}: the tmux session it runs in",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=NOT_BLANK,
+        description="The tmux session the agent runs in (socket relay); not blank.",
+    )
+    cwd: (
+        about(
+            Path,
+            "Inside the orchestrator's baseDir (compared component by component, as for a "
+            "spawn); a report naming a cwd outside it is 400.",
+        )
+        | None
+    ) = None
+    label: Name | None = None
+    approval_mode: ApprovalMode | None = None
+    pid: Count | None = None
+    started_at: about(Count, "Epoch ms; defaults to the report's time.") | None = None
+    restarts: (
+        about(
+            Restarts,
+            "Restarts the host made after the agent exited with a failure, within its "
+            "--restart-window.",
+        )
+        | None
+    ) = None
+    last_exit: kind(ExitInfo, "must be an object") | None = None
+    crashloop: kind(CrashLoop, "must be an object") | None = None
+
+    def as_reported(self, at: int) -> dict[str, Any]:
+        """The managed agent as the read models keep it (``at``: the report's time)."""
+        agent: dict[str, Any] = {
+            "agentId": self.agent_id,
+            "provider": self.provider,
+            "tmuxSession": self.tmux_session,
+            "cwd": self.cwd or "",
+            "approvalMode": self.approval_mode or DEFAULT_APPROVAL_MODE,
+            "startedAt": self.started_at or at,
+        }
+        if self.label is not None:
+            agent["label"] = self.label
+        if self.pid is not None:
+            agent["pid"] = self.pid
+        if self.restarts is not None:
+            agent["restarts"] = self.restarts
+        if self.last_exit is not None:
+            agent["lastExit"] = msgspec.to_builtins(self.last_exit)
+        if self.crashloop is not None:
+            agent["crashloop"] = msgspec.to_builtins(self.crashloop)
+        return agent
+
+
+class ManagedAgentsReport(Shape):
+    """What a host runs now: the list replaces the previous one."""
+
+    agents: about(
+        kind(
+            list[ManagedAgentReport],
+            f"is required and must be a list of at most {MAX_MANAGED_AGENTS} managed agents",
+            max_length=MAX_MANAGED_AGENTS,
+        ),
+        "Replaces the previous list; an agentId listed twice is 400.",
+    )
+
+    def finish(self) -> None:
+        seen: set[str] = set()
+        for i, agent in enumerate(self.agents):
+            if agent.agent_id in seen:
+                raise InvalidInputError(
+                    f"agents[{i}].agentId", f"{agent.agent_id!r} is listed twice"
+                )
+            seen.add(agent.agent_id)
+
+    def as_reported(self, at: int) -> list[dict[str, Any]]:
+        return [a.as_reported(at) for a in self.agents]
+
+
+class SpawnRequest(Shape, kw_only=True):
+    """Unknown fields are ignored; null means not given."""
+
+    provider: Provider
+    cwd: (
+        about(
+            Path,
+            "Inside the orchestrator's baseDir (by path components); relative paths are taken "
+            "from baseDir; defaults to baseDir.",
+        )
+        | None
+    ) = None
+    label: Name | None = None
+    approval_mode: about(ApprovalMode, f"Default {DEFAULT_APPROVAL_MODE}.") | None = None
+    prompt: text(MAX_PROMPT_CHARS) | None = None
+    selector: (
+        about(Labels, "POST /api/agents/spawn only: labels the chosen host must have.") | None
+    ) = None
+    deadline_seconds: Deadline | None = None
+
+    def command_fields(self) -> dict[str, Any]:
+        """What the spawn command takes from the request."""
+        return {
+            "provider": self.provider,
+            "cwd": self.cwd,
+            "label": self.label,
+            "approval_mode": self.approval_mode or DEFAULT_APPROVAL_MODE,
+            "prompt": self.prompt,
+        }
+
+
+class ActionRequest(Shape, kw_only=True):
+    """Restart or shut down one managed agent, or all of them."""
+
+    action: kind(
+        Literal[ACTIONS],
+        f"must be one of {', '.join(ACTIONS)}",
+        missing=f"is required: one of {', '.join(ACTIONS)}",
+    )
+    agent_id: about(Id, "A managed agent's id; omit for all of them.") | None = None
+    deadline_seconds: Deadline | None = None
+
+    def command_fields(self) -> dict[str, Any]:
+        return {"action": self.action, "agent_id": self.agent_id}
+
+
+class CommandProgressRequest(Shape):
+    """The host started the command."""
+
+    status: about(
+        kind(Literal["running"], "is required: running", missing="is required: running"),
+        "The host started the command (so a slow start is not a lost one).",
+    )
+
+
+class CommandResultRequest(Shape, kw_only=True):
+    """A command's one result."""
+
+    status: kind(
+        Literal[RESULT_STATUSES],
+        f"must be one of {', '.join(RESULT_STATUSES)}",
+        missing=f"is required: one of {', '.join(RESULT_STATUSES)}",
+    )
+    error: text(MAX_ERROR) | None = None
+    agent_id: Id | None = None
+
+    def command_fields(self) -> dict[str, Any]:
+        return fields_of(self)
+
+
+class Empty(Shape):
+    """Ignored; if sent, it must be a JSON object."""
+
+
+# -- requests: agents and messages -----------------------------------------------------------------
+
+
+class AgentRegistration(Shape, kw_only=True):
+    """Unknown fields are ignored; null means not given."""
+
+    id: AgentId
+    name: about(Name, "Defaults to the id.") | None = None
+    label: Name | None = None
+    tags: Words | None = None
+    machine: Name | None = None
+    capabilities: Words | None = None
+    meta: FreeForm | None = None
+
+    def finish(self) -> None:
+        self.name = self.name or self.id
+        self.tags = list(dict.fromkeys(self.tags or ()))
+        self.capabilities = list(dict.fromkeys(self.capabilities or ()))
+        self.meta = self.meta or {}
+
+    def command_fields(self) -> dict[str, Any]:
+        return fields_of(self, id="agent_id")
+
+
+class MessageRequest(Shape, kw_only=True):
+    """A message to one agent, or a broadcast."""
+
+    sender: Id = msgspec.field(name="from")
+    to: Target
+    body: about(
+        kind(str, "is required and must be a string without NUL", pattern=NO_NUL),
+        "Up to the body limit of the request; no NUL characters.",
+    )
+    message_type: kind(
+        Literal[MESSAGE_TYPES], f"must be one of {', '.join(MESSAGE_TYPES)}"
+    ) = msgspec.field(default="message", name="type")
+    subject: text(MAX_SUBJECT) | None = None
+    meta: (
+        kind(
+            dict[str, Any],
+            "must be a JSON object",
+            description="Kept as given; `priority` (normal|urgent) orders the inbox; "
+            "`orchestratorControl` is reserved for the relay. " + FREE_FORM_LIMITS,
+            extra_json_schema={
+                "x-maxDepth": MAX_DEPTH,
+                "properties": {"priority": {"enum": [*PRIORITIES, None]}},
+                "not": {"required": ["orchestratorControl"]},
+            },
+        )
+        | None
+    ) = None
+
+    def finish(self) -> None:
+        self.meta = self.meta or {}
+        priority = self.meta.get("priority")
+        if priority is not None and priority not in PRIORITIES:
+            raise InvalidInputError("meta.priority", f"must be one of {', '.join(PRIORITIES)}")
+        if "orchestratorControl" in self.meta:
+            raise InvalidInputError(
+                "meta.orchestratorControl",
+                "is set by the relay for spawn and action commands; use those endpoints",
+            )
+
+    def command_fields(self) -> dict[str, Any]:
+        return fields_of(self)
+
+
+class ClaimRequest(Shape, kw_only=True):
+    """Who claims, and for how long."""
+
+    agent_id: about(Id, "The claimant: must be the message's recipient.")
+    lease_seconds: kind(
+        float,
+        f"must be a number of seconds above 0 and at most {MAX_LEASE_SECONDS}",
+        gt=0,
+        le=MAX_LEASE_SECONDS,
+    ) = DEFAULT_LEASE_SECONDS
+
+    @property
+    def lease_ms(self) -> int:
+        return max(1, round(self.lease_seconds * 1000))
+
+
+class ClaimHolder(Shape, kw_only=True):
+    """The holder of a claim, and optionally the claim it holds."""
+
+    agent_id: Id
+    claim_id: (
+        about(
+            Id,
+            "The claim you hold (from the claim's answer). Optional; when given it must still be "
+            "the current claim, so an ack from an earlier claim of the same agent is refused.",
+        )
+        | None
+    ) = None
+
+
+# -- queries -----------------------------------------------------------------------------------------
+
+AtPosition = about(
+    Position,
+    "Answer as of this log position (the read models after the event at it). Folded from the "
+    "nearest in-memory anchor; the first question over a long log can take seconds, later ones "
+    "at most 10,000 events of folding.",
+)
+
+
+class Page(Shape):
+    """A page of the log after a position."""
+
+    after: Position = 0
+    limit: PageSize = DEFAULT_PAGE
+
+
+class ReapQuery(Shape):
+    force: (
+        about(
+            kind(Literal["true", "false"], "must be one of true, false"),
+            "true: reap once whatever the mass-outage brake says.",
+        )
+        | None
+    ) = None
+
+
+class AgentsQuery(Shape):
+    status: kind(Literal["online", "offline"], "must be one of online, offline") | None = None
+    at: AtPosition | None = None
+
+
+class OrchestratorsQuery(Shape):
+    at: AtPosition | None = None
+
+
+class ManagedAgentsQuery(Shape):
+    state: (
+        kind(Literal["running", "unknown", "lost"], "must be one of running, unknown, lost") | None
+    ) = None
+    at: AtPosition | None = None
+
+
+COMMAND_STATES = ("pending", "running", "done", "failed", "expired")
+
+
+class CommandsQuery(Shape):
+    status: kind(Literal[COMMAND_STATES], f"must be one of {', '.join(COMMAND_STATES)}") | None = None
+
+
+class MessagesQuery(Shape, kw_only=True):
+    to: about(Target, "The recipient, or the target as sent.") | None = None
+    sender: Id | None = msgspec.field(default=None, name="from")
+    status: kind(Literal[STATUSES], f"must be one of {', '.join(STATUSES)}") | None = None
+    message_type: (
+        kind(Literal[MESSAGE_TYPES], f"must be one of {', '.join(MESSAGE_TYPES)}") | None
+    ) = msgspec.field(default=None, name="type")
+    broadcast_id: Id | None = None
+    after: Position = 0
+    limit: PageSize = DEFAULT_PAGE
+
+
+class InboxQuery(Shape):
+    limit: PageSize = DEFAULT_PAGE
