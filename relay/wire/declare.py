@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any, TypeVar, Union
 
 import msgspec
+import orjson
 from attrs import frozen
 
 from relay.domain.errors import InvalidInputError
@@ -206,11 +207,12 @@ def decode(raw: bytes, tp: type[T]) -> T:
     try:
         obj = _decoder(tp).decode(raw)
     except msgspec.ValidationError as e:
+        _refuse_unstorable(raw, tp)  # as the fast path: those refusals come first
         obj = _retry(raw, tp, str(e))
     except msgspec.DecodeError as e:
         raise InvalidInputError("body", f"not valid JSON ({e})") from None
     except RecursionError:
-        raise InvalidInputError("body", f"is nested deeper than {MAX_DEPTH} levels") from None
+        raise InvalidInputError(_deep_field(raw, tp), f"is nested deeper than {MAX_DEPTH} levels") from None
     _settle(obj, "")
     _check_storable(raw, obj, tp)
     return obj
@@ -293,6 +295,9 @@ def _explain(raw: bytes, tp: type[Any], text: str) -> InvalidInputError:
     missing = _MISSING.match(detail)
     if missing:
         segs = [*segs, missing.group("name")]
+    outer = _outer_limit(raw, tp, segs[:-1])
+    if outer is not None:
+        return outer
     where, rule, bare = _locate(tp, segs)
     if not segs:
         return InvalidInputError("body", "must be a JSON object")
@@ -311,6 +316,57 @@ def _explain(raw: bytes, tp: type[Any], text: str) -> InvalidInputError:
             parent = None
         problem = problem.format_map(_Lenient(parent if isinstance(parent, dict) else {}))
     return InvalidInputError(where, problem)
+
+
+def _outer_limit(raw: bytes, tp: Any, segs: list[str]) -> InvalidInputError | None:
+    """A list or map on the way to a refused field that is itself over its length limit.
+
+    msgspec checks a list's items before its length; the contract names the
+    outer problem first (1,001 agents is "agents: at most 1000", not a
+    complaint about the first agent).
+    """
+    if not segs or not raw:
+        return None
+    try:
+        generic = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    for n in range(1, len(segs) + 1):
+        value = _walk(generic, segs[:n])
+        if not isinstance(value, list | dict):
+            continue
+        where, rule, _ = _locate(tp, segs[:n])
+        most = _max_length(tp, segs[:n])
+        if rule is not None and most is not None and len(value) > most:
+            return InvalidInputError(where, rule.problem)
+    return None
+
+
+def _max_length(tp: Any, segs: list[str]) -> int | None:
+    """The ``max_length`` declared on the field at ``segs``."""
+    ann: Any = tp
+    for s in segs:
+        bare, _, _ = _strip(ann)
+        if s.startswith("["):
+            ann = _item(bare)
+        else:
+            names = {f.encode_name: f.type for f in shape_fields(bare)} if _is_shape(bare) else {}
+            ann = names.get(s, Any)
+    most = None
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is Annotated:
+            for m in ann.__metadata__:
+                if isinstance(m, msgspec.Meta) and m.max_length is not None:
+                    most = m.max_length
+            ann = ann.__origin__
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(args) != 1:
+                return most
+            ann = args[0]
+        else:
+            return most
 
 
 def _locate(tp: Any, segs: list[str]) -> tuple[str, Rule | None, Any]:
@@ -362,6 +418,36 @@ def _check_storable(raw: bytes, obj: Any, tp: type[Any]) -> None:
         where = big_int_path(data)
         if where is not None:
             raise _big_int(where)
+
+
+def _refuse_unstorable(raw: bytes, tp: type[Any]) -> None:
+    """The storable checks on a body msgspec refused, read generically (a slow path)."""
+    if brackets(raw) > MAX_DEPTH:
+        where = _deep_field(raw, tp)
+        if where != "body" or _too_deep_for_orjson(raw):
+            raise InvalidInputError(where, f"is nested deeper than {MAX_DEPTH} levels")
+    if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO):
+        _refuse_big_ints(raw, tp)
+
+
+def _too_deep_for_orjson(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return "depth limit" in e.msg or "recursion" in e.msg.lower()
+    return False
+
+
+def _deep_field(raw: bytes, tp: type[Any]) -> str:
+    """The field too deep for msgspec's reader (past ~1,000 levels), if orjson (1,024) reads it."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "body"
+    if not isinstance(data, dict) or not _is_shape(tp):
+        return "body"
+    names = {f.encode_name for f in shape_fields(tp)}
+    return too_deep_field({k: v for k, v in data.items() if k in names}) or "body"
 
 
 def _big_int(where: str) -> InvalidInputError:
