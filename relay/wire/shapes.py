@@ -653,3 +653,371 @@ class MessagesQuery(Shape, kw_only=True):
 
 class InboxQuery(Shape):
     limit: PageSize = DEFAULT_PAGE
+
+
+# -- responses ---------------------------------------------------------------------------------------
+# Declared for the document (and the fuzz test's response checks); the read models build
+# the answers. A field with a default is one an answer may leave out.
+
+Online = Literal["online", "offline"]
+CommandKind = Literal["spawn", "restart", "shutdown"]
+
+
+class Error(Shape):
+    """Every refusal: one sentence naming the problem (and the field, for invalid input)."""
+
+    error: about(str, "One sentence to act on.")
+
+
+class Ok(Shape):
+    ok: Literal[True]
+
+
+class Agent(Shape):
+    """An agent; orchestrators are listed as agents too (``orchestrator-<id>``)."""
+
+    id: Id
+    name: str
+    label: str | None
+    tags: list[str]
+    machine: str | None
+    capabilities: list[str]
+    status: Online
+    meta: dict[str, Any]
+    last_seen: EpochMs
+    created_at: EpochMs
+
+
+class ManagedAgent(Shape, kw_only=True):
+    """An agent a host runs, as its host last reported it."""
+
+    agent_id: Id
+    provider: Literal[PROVIDERS]
+    tmux_session: str
+    cwd: str
+    approval_mode: Literal[APPROVAL_MODES]
+    started_at: EpochMs
+    label: str | None = None
+    pid: int | None = None
+    state: (
+        about(
+            Literal["running", "unknown", "lost"],
+            "running: reported by an online host; unknown: its host is offline (for up to "
+            "--lost-after); lost: its host has been offline longer. A host that comes back and "
+            "reports returns its agents to running, with no respawn.",
+        )
+        | None
+    ) = None
+    restarts: Restarts | None = None
+    last_exit: ExitInfo | None = None
+    crashloop: CrashLoop | None = None
+
+
+class ManagedAgentListing(ManagedAgent, kw_only=True):
+    """A managed agent with where it runs."""
+
+    orchestrator_id: Id
+    hostname: str
+    orchestrator_status: Online
+
+
+class Orchestrator(Shape, kw_only=True):
+    """A host's orchestrator."""
+
+    id: OrchestratorId
+    hostname: str
+    status: Online
+    agent_id: about(Id, f"{ORCHESTRATOR_AGENT_PREFIX}<id>")
+    providers: list[Literal[PROVIDERS]]
+    base_dir: str
+    env_keys: about(list[str], "Names only, never values.")
+    meta: dict[str, Any]
+    managed_agents: list[ManagedAgent]
+    last_seen: EpochMs
+    created_at: EpochMs
+    max_agents: int | None = None
+    labels: dict[str, str] | None = None
+    load: Load | None = None
+    active_agents: (
+        about(int, "The last heartbeat's load.activeAgents, else the reported agents.") | None
+    ) = None
+    offline_since: about(int, "Epoch ms it was last reaped (null: never).") | None = None
+    agents_lost_at: (
+        about(
+            int,
+            "Epoch ms its managed agents were declared lost (offline longer than --lost-after); "
+            "null while it is online.",
+        )
+        | None
+    ) = None
+
+
+OrchestratorToken = about(
+    kind(str, "must be a token", min_length=32),
+    "The orchestrator's token: valid only for its own heartbeat, reports, commands, results, "
+    "event stream and re-registration inside its granted baseDir, until it registers again, is "
+    "rotated or revoked. Shown once; the log keeps only its SHA-256. Give it to the host in a "
+    "0600 file (`relay host --token-file`), never on a command line.",
+)
+
+
+class OrchestratorWithToken(Orchestrator, kw_only=True):
+    """A registered or enrolled orchestrator, with its new token (shown this once)."""
+
+    orchestrator_token: OrchestratorToken
+    heartbeat_interval_ms: (
+        about(int, "How often the host should heartbeat (the relay sets the pace).") | None
+    ) = None
+
+
+class RotatedToken(Shape):
+    orchestrator_id: Id
+    orchestrator_token: OrchestratorToken
+
+
+class CommandExpiry(Shape):
+    reason: Literal["deadline passed", "orchestrator offline"]
+    at: EpochMs
+
+
+class CommandOutcome(Shape):
+    status: Literal[RESULT_STATUSES]
+    error: str | None
+    agent_id: str | None
+    at: EpochMs
+
+
+class Command(Shape, kw_only=True):
+    """A spawn or action for one host, and what became of it."""
+
+    id: str
+    orchestrator_id: Id
+    kind: CommandKind
+    status: Literal[COMMAND_STATES]
+    requested_at: EpochMs
+    requested_by: about(
+        str,
+        "'operator' (the admin token, or no token on a loopback relay) or 'orchestrator:<id>'.",
+    )
+    deadline_at: (
+        about(int, "Epoch ms; pending or running past it, the command expires.") | None
+    ) = None
+    started_at: EpochMs | None = None
+    expired: CommandExpiry | None = None
+    provider: Literal[PROVIDERS] | None = None
+    cwd: str | None = None
+    label: str | None = None
+    approval_mode: Literal[APPROVAL_MODES] | None = None
+    prompt: str | None = None
+    action: Literal[ACTIONS] | None = None
+    agent_id: str | None = None
+    result: CommandOutcome | None = None
+
+
+class SpawnAccepted(Shape, kw_only=True):
+    ok: Literal[True]
+    orchestrator_id: Id
+    command: Command
+    provider: Literal[PROVIDERS] | None = None
+
+
+class ActionAccepted(Shape):
+    ok: Literal[True]
+    action: Literal[ACTIONS]
+    command: Command
+
+
+class LogEvent(Shape, kw_only=True):
+    """One stored event, as the log and the histories show it."""
+
+    position: kind(int, "", ge=1)
+    type: about(str, "The stored event's name.")
+    entity_id: str | None
+    at: EpochMs
+    data: about(dict[str, Any], "The event's fields; never token hashes.")
+    entity_kind: Literal["agent", "orchestrator", "message", "broadcast", None] = None
+
+
+class PresenceInterval(Shape):
+    """One entity's run of heartbeats, as kept after thinning: every heartbeat between
+    firstPosition and lastPosition of that entity, none of them kept whole."""
+
+    type: Literal["AgentHeartbeatReceived", "OrchestratorHeartbeatReceived"]
+    entity_id: str | None
+    entity_kind: Literal["agent", "orchestrator", None]
+    first_position: kind(int, "", ge=1)
+    last_position: kind(int, "", ge=1)
+    count: about(kind(int, "", ge=1), "Heartbeats in the run.")
+    first_at: EpochMs
+    last_at: EpochMs
+    longest_gap_ms: about(
+        kind(int, "", ge=0), "The longest silence between two heartbeats of the run."
+    )
+
+
+class LogPage(Shape):
+    events: list[LogEvent]
+    next: about(kind(int, "", ge=0), "Pass as `after` for the next page.")
+    intervals: about(
+        list[PresenceInterval],
+        "Thinned heartbeat runs that start after `after` and at or before `next` (empty where "
+        "nothing was thinned).",
+    )
+
+
+class HistoryPage(Shape):
+    events: list[LogEvent]
+    next: about(int, "Pass as `after` for the next page.")
+
+
+class HealthCheck(Shape, kw_only=True):
+    name: str
+    status: Literal["ok", "warn", "suspended", "error"]
+    detail: str
+    urls: (
+        about(
+            list[dict[str, Any]],
+            "The notifier check only (with --notify-url): each URL (scheme, host and port), its "
+            "key, position, lag, delivered, failures and lastError; warn when one is more than "
+            "100 positions behind or failing.",
+        )
+        | None
+    ) = None
+
+
+class Health(Shape):
+    status: about(
+        Literal["ok", "warn", "degraded", "error"],
+        "degraded: the reaper is suspended (mass outage); still HTTP 200.",
+    )
+    version: str
+    generated_at: EpochMs
+    checks: list[HealthCheck]
+
+
+class ReapResult(Shape, kw_only=True):
+    ok: Literal[True]
+    reaped_agent_ids: list[str]
+    reaped_orchestrator_ids: list[str]
+    released_message_ids: list[str]
+    released_task_ids: list[str]
+    expired_command_ids: list[str] | None = None
+    lost_orchestrator_ids: (
+        about(list[str], "Hosts offline longer than --lost-after: their agents are now lost.")
+        | None
+    ) = None
+    suspended: about(bool, "The reaper is suspended (mass outage).") | None = None
+
+
+class LastRelease(Shape, kw_only=True):
+    reason: Literal["released", "expired"] | None = None
+    claim_id: str | None = None
+    agent_id: str | None = None
+    at: EpochMs | None = None
+
+
+class Message(Shape, kw_only=True):
+    """One message in one agent's inbox. Status moves pending → claimed → acked, claimed →
+    pending on release or when the lease ends, and any status → deleted."""
+
+    id: str
+    seq: about(
+        int,
+        "The log position where it was sent: the order of messages and the `after` cursor of "
+        "GET /api/messages.",
+    )
+    sender: str = msgspec.field(name="from")
+    to: about(str, "The target as sent (`*`, `tag:X`, an id).")
+    recipient: about(str, "The agent whose inbox holds it.")
+    message_type: Literal[MESSAGE_TYPES] = msgspec.field(name="type")
+    subject: str | None
+    body: str
+    meta: about(
+        dict[str, Any],
+        "As sent. `priority` (normal|urgent) orders the inbox; `delivery` is kept as given; "
+        "`orchestratorControl` is set by the relay on the urgent system message that mirrors "
+        "each spawn or action command: {action, commandId, provider, cwd, label, approvalMode, "
+        "prompt, agentId, requestedBy, requestedAt}.",
+    )
+    priority: Literal[PRIORITIES]
+    broadcast_id: about(str, "Shared by every recipient's copy of one broadcast.") | None
+    status: Literal[STATUSES]
+    created_at: EpochMs
+    claim_id: about(str, "The current claim, while claimed.") | None
+    claimed_by: str | None
+    claimed_at: int | None
+    lease_until: (
+        about(
+            int,
+            "The claim holds through this instant; after it the claim has ended (ack and "
+            "release are refused) and it is released once.",
+        )
+        | None
+    )
+    claims: about(int, "How many times it was claimed.")
+    last_release: LastRelease | None
+    acked_at: int | None
+    acked_by: str | None
+    deleted_at: int | None
+    deleted_by: str | None
+
+
+class Broadcast(Shape, kw_only=True):
+    """The answer to a broadcast: the message as sent once, the number of recipients, and each
+    recipient's copy id (the copies are in each inbox and in `GET /api/messages?broadcastId=`).
+    The log stores the content once (ADR 0014)."""
+
+    id: about(str, "The broadcast id.")
+    broadcast_id: str
+    sender: str = msgspec.field(name="from")
+    to: str
+    message_type: Literal[MESSAGE_TYPES] = msgspec.field(name="type")
+    body: str
+    recipient_count: kind(int, "", ge=1)
+    recipients: about(list[str], "The recipients' agent ids, sorted.")
+    message_ids: about(list[str], "Each recipient's copy, in the order of `recipients`.")
+    subject: str | None = None
+    meta: dict[str, Any] | None = None
+    priority: Literal[PRIORITIES] | None = None
+    status: Literal["pending"] | None = None
+    created_at: int | None = None
+
+
+class MessagePage(Shape):
+    messages: list[Message]
+    next: about(int, "Pass as `after` for the next page; null at the end.") | None
+
+
+# -- the event stream's query (its parsing lives with the stream, relay.http.sse) ----------------------
+
+EVENT_FAMILIES = ("agent", "orchestrator", "message", "system")
+EventId = kind(
+    str,
+    "must be a log position P, or P.K",
+    pattern=r"^[0-9]{1,18}(\.[0-9]{1,9})?$",
+)
+
+
+class EventsQuery(Shape, kw_only=True):
+    since: about(EventId, "An event id to resume after (as Last-Event-ID): `P` or `P.K`.") | None = None
+    types: (
+        about(
+            kind(
+                str,
+                "must be comma-separated families",
+                pattern=f"^({'|'.join(EVENT_FAMILIES)})(,({'|'.join(EVENT_FAMILIES)}))*$",
+            ),
+            "Comma-separated families (the part of the event name before the dot): agent, "
+            "orchestrator, message.",
+        )
+        | None
+    ) = None
+    orchestrator: about(Id, "Only this orchestrator's status events and commands.") | None = None
+    agent: (
+        about(
+            Id,
+            "Only this agent's own record and the messages to or from it (not with `orchestrator`).",
+        )
+        | None
+    ) = None
+    token: about(str, "The token, for browsers' EventSource (cannot set headers).") | None = None
