@@ -148,15 +148,22 @@ def _plan(tp: type[Shape]) -> tuple[tuple[Any, ...], bool]:
         if rule is not None and rule.check is not None:
             steps.append(("each" if rule.each else "check", f.name, f.encode_name, rule.check))
         if _is_shape(bare):
-            steps.append(("one", f.name, f.encode_name, bare))
+            if _has_work(bare):
+                steps.append(("one", f.name, f.encode_name, bare))
         elif typing.get_origin(bare) is list:
             item, item_rule, _ = _strip(_item(bare))
             if _is_shape(item):
-                steps.append(("many", f.name, f.encode_name, item))
+                if _has_work(item):
+                    steps.append(("many", f.name, f.encode_name, item))
             elif item_rule is not None and item_rule.check is not None:
                 steps.append(("each", f.name, f.encode_name, item_rule.check))
     finishes = tp.finish is not Shape.finish
     return tuple(steps), finishes
+
+
+def _has_work(tp: type[Shape]) -> bool:
+    steps, finishes = _plan(tp)
+    return bool(steps) or finishes
 
 
 def _join(path: str, name: str) -> str:
@@ -213,7 +220,8 @@ def decode(raw: bytes, tp: type[T]) -> T:
         raise InvalidInputError("body", f"not valid JSON ({e})") from None
     except RecursionError:
         raise InvalidInputError(_deep_field(raw, tp), f"is nested deeper than {MAX_DEPTH} levels") from None
-    _settle(obj, "")
+    if _has_work(tp):
+        _settle(obj, "")
     _check_storable(raw, obj, tp)
     return obj
 
@@ -477,7 +485,7 @@ _INT = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes other
 
 def from_query(values: Mapping[str, list[str]], tp: type[T]) -> T:
     """A query's parameters (each name's values) as a ``tp``; each parameter at most once."""
-    given: dict[str, str] = {}
+    given: dict[str, Any] = {}
     for f in shape_fields(tp):  # type: ignore[arg-type]
         got = values.get(f.encode_name) or []
         if len(got) > 1:
@@ -485,11 +493,15 @@ def from_query(values: Mapping[str, list[str]], tp: type[T]) -> T:
         if not got:
             continue
         bare, rule, _ = _strip(f.type)
-        if bare is int and not _INT.fullmatch(got[0]):
-            raise InvalidInputError(f.encode_name, rule.problem if rule else "must be an integer")
-        given[f.encode_name] = got[0]
+        value: Any = got[0]
+        if bare is int:
+            if not _INT.fullmatch(value):
+                raise InvalidInputError(f.encode_name, rule.problem if rule else "must be an integer")
+            value = int(value)
+        given[f.encode_name] = value
     try:
-        obj = msgspec.convert(given, tp, strict=False)
+        # Strict: a lax conversion would read ?status=null as "not given".
+        obj = msgspec.convert(given, tp)
     except msgspec.ValidationError as e:
         raise _explain(b"", tp, str(e)) from None
     _settle(obj, "")

@@ -116,9 +116,8 @@ Target = kind(
     "A broadcast never reaches its sender, includes offline agents, and is delivered to each "
     "recipient as its own message (ADR 0010).",
     extra_json_schema={
-        "format": "relay-target",
         "anyOf": [
-            {"pattern": ID_PATTERN, "maxLength": MAX_ID_CHARS},
+            {"pattern": ID_PATTERN, "maxLength": MAX_ID_CHARS, "format": "relay-id"},
             {"pattern": f"^(label|tag):[^\\x00]{{1,{MAX_TARGET_NAME}}}$"},
             {"const": "*"},
         ],
