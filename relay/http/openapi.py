@@ -462,7 +462,8 @@ PATHS.update(
         "/api/orchestrators/{id}/history": {
             "get": _log_op(
                 "getOrchestratorHistory",
-                "One orchestrator's events (commands included), oldest first, paged.",
+                "One orchestrator's events (commands included), oldest first, paged. Still "
+                "readable after the orchestrator is removed: the log keeps its account.",
                 {**_HISTORY, "404": err("The orchestrator never appeared in the log.")},
                 parameters=[PATH_ID, *_PAGING],
             )
@@ -470,8 +471,8 @@ PATHS.update(
         "/api/agents/{id}/history": {
             "get": _log_op(
                 "getAgentHistory",
-                "One agent's events, oldest first, paged (an orchestrator's own agent: the "
-                "orchestrator's events).",
+                "One agent's events, oldest first, paged, also after the agent is removed (an "
+                "orchestrator's own agent: the orchestrator's events).",
                 {**_HISTORY, "404": err("The agent never appeared in the log.")},
                 parameters=[PATH_ID, *_PAGING],
             )

@@ -93,6 +93,7 @@ def components() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(
         sorted(_NAMED.values(), key=lambda t: t.__name__), ref_template=PREFIX + "{name}"
     )
+    schemas["JsonValue"] = w.JSON_VALUE_SCHEMA
     return {name: tidy(s) for name, s in sorted(schemas.items())}
 
 

@@ -30,7 +30,7 @@ from relay.domain.rules import (
     check_orchestrator_id,
     check_target,
 )
-from relay.nesting import MAX_DEPTH
+from relay.nesting import INT_MAX, INT_MIN, MAX_DEPTH
 from relay.wire.declare import Shape, about, fields_of, kind, limited
 
 # -- limits, each written once ----------------------------------------------------------------
@@ -62,6 +62,19 @@ FREE_FORM_LIMITS = (
     "integers within 64 bits (-2^63 to 2^64-1); otherwise 400 naming the field."
 )
 _ID_WORDS = "printable characters without '/' or whitespace"
+# Any JSON value the log can keep: integers within 64 bits, at any level (ADR 0011). The
+# document names it as a component, so a free-form object states the limit to a fuzzer too.
+JSON_VALUE = "#/components/schemas/JsonValue"
+JSON_VALUE_SCHEMA = {
+    "description": "Any JSON value whose integers lie within 64 bits (-2^63 to 2^64-1).",
+    "anyOf": [
+        {"type": ["null", "boolean", "string"]},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX},
+        {"type": "array", "items": {"$ref": JSON_VALUE}},
+        {"type": "object", "additionalProperties": {"$ref": JSON_VALUE}},
+    ],
+}
 
 # -- field kinds: limits for msgspec and the schema, and the message of a refusal ------------------
 
@@ -182,7 +195,7 @@ FreeForm = kind(
     dict[str, Any],
     "must be a JSON object",
     description="Free-form; null means {}. " + FREE_FORM_LIMITS,
-    extra_json_schema={"x-maxDepth": MAX_DEPTH},
+    extra_json_schema={"x-maxDepth": MAX_DEPTH, "additionalProperties": {"$ref": JSON_VALUE}},
 )
 Labels = kind(
     dict[
@@ -536,6 +549,7 @@ class MessageRequest(Shape, kw_only=True):
             "`orchestratorControl` is reserved for the relay. " + FREE_FORM_LIMITS,
             extra_json_schema={
                 "x-maxDepth": MAX_DEPTH,
+                "additionalProperties": {"$ref": JSON_VALUE},
                 "properties": {"priority": {"enum": [*PRIORITIES, None]}},
                 "not": {"required": ["orchestratorControl"]},
             },
