@@ -1,0 +1,231 @@
+"""The agents in tmux: start, restart and stop a provider, and tell how one ended.
+
+Everything here acts on one managed agent at a time and keeps the state
+file in step; deciding *which* command to carry out, and when, is
+``commands.py``'s business, and noticing agents that ended is ``watcher.py``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from relay.host.config import APPROVAL_MODES, HostConfigError, resolve_inside
+from relay.host.context import HostContext, now_ms
+from relay.host.state import ManagedAgent
+from relay.host.tmux import PaneState, TmuxError, session_name
+
+log = logging.getLogger("relay.host")
+
+MAX_RESULT_ERROR = 3900  # the relay takes at most 4000 characters of ``error``
+LAST_LINES = 20
+
+
+class CommandFailedError(Exception):
+    """Raised while carrying out a command; the message is the reported reason."""
+
+
+class AgentRunner:
+    """Starts, restarts and stops providers in tmux for one host."""
+
+    def __init__(self, ctx: HostContext) -> None:
+        self.ctx = ctx
+
+    def argv(self, provider: str, mode: str, prompt: str | None) -> list[str]:
+        """The provider's argv for ``mode``, the prompt last and never an option.
+
+        The approval flags are the provider's own (ADR 0016). The prompt goes
+        after ``--``, so ``--dangerously-skip-permissions`` as a prompt is a
+        prompt, never a flag.
+        """
+        config = self.ctx.config.providers.get(provider)
+        if config is None:
+            configured = ", ".join(sorted(self.ctx.config.providers))
+            raise CommandFailedError(
+                f"provider {provider!r} is not configured on this host (configured: {configured})"
+            )
+        try:
+            flags = config.mode_flags(provider, mode)
+        except HostConfigError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        argv = [*config.argv, *flags]
+        if shutil.which(argv[0], path=self.ctx.config.agent_base_env.get("PATH")) is None:
+            raise CommandFailedError(f"provider {provider!r}: command {argv[0]!r} not found")
+        if prompt:
+            argv += ["--", prompt]  # one argv element, after the end of options
+        return argv
+
+    def env(self, agent: ManagedAgent, command_id: str) -> dict[str, str]:
+        """The agent's environment: the clean base, the provider's and ours (ADR 0017)."""
+        config = self.ctx.config
+        env = dict(config.agent_base_env)
+        env.update(config.provider_env.get(agent.provider, {}))
+        env.update(config.env)
+        env.update({
+            "RELAY_URL": config.relay_url,
+            "RELAY_AGENT_ID": agent.agent_id,
+            "RELAY_ORCHESTRATOR_ID": config.orchestrator_id,
+            "RELAY_APPROVAL_MODE": agent.approval_mode,
+            "RELAY_COMMAND_ID": command_id,
+            "RELAY_TMUX_SESSION": agent.tmux_session,
+        })
+        if agent.label:
+            env["RELAY_AGENT_LABEL"] = agent.label
+        return env
+
+    @property
+    def spec_dir(self) -> Path:
+        """Where launch specs go: beside the state file, private to the daemon."""
+        return self.ctx.state_file.path.parent / "launch"
+
+    @property
+    def base_real(self) -> Path:
+        """The base dir with every symlink resolved: the confinement's root."""
+        return Path(os.path.realpath(self.ctx.config.base_dir))
+
+    async def spawn(self, command: dict[str, Any]) -> ManagedAgent:
+        """Start the provider a spawn command asks for and add it to the managed agents."""
+        ctx = self.ctx
+        command_id = str(command["id"])
+        provider = str(command.get("provider") or "")
+        prompt = command.get("prompt") or None
+        approval = command.get("approvalMode") or "guarded"
+        if approval not in APPROVAL_MODES:
+            raise CommandFailedError(f"unknown approvalMode {approval!r}")
+        argv = self.argv(provider, approval, prompt)
+        try:
+            cwd = resolve_inside(ctx.config.base_dir, command.get("cwd"))
+        except HostConfigError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        label = command.get("label") or None
+        session = session_name(label, provider, command_id)
+        agent = ManagedAgent(
+            agent_id=str(command.get("agentId") or session.removeprefix("relay-")),
+            provider=provider,
+            tmux_session=session,
+            cwd=str(cwd),
+            approval_mode=approval,
+            started_at=now_ms(),
+            label=label,
+            command_id=command_id,
+        )
+        if ctx.state.agent(agent.agent_id) is not None:
+            raise CommandFailedError(f"a managed agent {agent.agent_id!r} already runs here")
+        try:
+            agent.pid = await ctx.tmux.start(
+                session, cwd, argv, self.env(agent, command_id), self.spec_dir,
+                base=self.base_real,
+            )
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        ctx.state.agents.append(agent)
+        ctx.agents_dirty = True
+        ctx.save()
+        log.info("started %s (%s) in tmux session %s, pid %s, cwd %s",
+                 agent.agent_id, provider, session, agent.pid, cwd)
+        return agent
+
+    async def restart(self, agent: ManagedAgent) -> None:
+        """Run the provider again in the agent's session, without its first prompt."""
+        # The first run may have done the prompt's work already.
+        ctx = self.ctx
+        argv = self.argv(agent.provider, agent.approval_mode, None)
+        await ctx.tmux.kill(agent.tmux_session)
+        try:
+            cwd = resolve_inside(ctx.config.base_dir, agent.cwd)
+        except HostConfigError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        try:
+            agent.pid = await ctx.tmux.start(
+                agent.tmux_session, cwd, argv,
+                self.env(agent, agent.command_id or ""), self.spec_dir,
+                base=self.base_real,
+            )
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        agent.started_at = now_ms()
+        ctx.agents_dirty = True
+        ctx.save()
+        log.info("restarted %s in tmux session %s, pid %s",
+                 agent.agent_id, agent.tmux_session, agent.pid)
+
+    async def shutdown(self, agent: ManagedAgent) -> None:
+        """Kill the agent's session and forget it."""
+        ctx = self.ctx
+        try:
+            await ctx.tmux.kill(agent.tmux_session)
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        ctx.state.agents = [a for a in ctx.state.agents if a.agent_id != agent.agent_id]
+        ctx.agents_dirty = True
+        ctx.save()
+        log.info("shut down %s (tmux session %s)", agent.agent_id, agent.tmux_session)
+
+    def drop(self, agent: ManagedAgent) -> None:
+        """Forget an agent that is gone (its session ended)."""
+        ctx = self.ctx
+        before = len(ctx.state.agents)
+        ctx.state.agents = [a for a in ctx.state.agents if a.agent_id != agent.agent_id]
+        if len(ctx.state.agents) != before:
+            ctx.agents_dirty = True
+            ctx.save()
+
+    def targets(self, agent_id: str | None) -> list[ManagedAgent]:
+        """The agent a command names, or every managed agent when it names none."""
+        if not agent_id:
+            return list(self.ctx.state.agents)
+        agent = self.ctx.state.agent(agent_id)
+        if agent is None:
+            raise CommandFailedError(f"no managed agent {agent_id!r} runs on this host")
+        return [agent]
+
+    async def exit_report(self, provider: str, session: str, pane: PaneState | None) -> str:
+        """The exit status and last lines of a dead pane; closes its session."""
+        tmux = self.ctx.tmux
+        pane = await self.with_exit_status(session, pane)
+        lines = await tmux.last_lines(session, LAST_LINES) if pane is not None else []
+        with contextlib.suppress(TmuxError):
+            await tmux.kill(session)
+        if pane is not None and pane.status is not None:
+            status = f"status {pane.status}"
+        elif pane is not None and pane.signal is not None:
+            status = f"signal {pane.signal}"
+        else:
+            status = "an unknown status"
+        text = "\n".join(printable(line) for line in lines) or "(it printed nothing)"
+        return f"{provider!r} ended with {status}; its last lines:\n{text}"
+
+    async def with_exit_status(self, session: str, pane: PaneState | None) -> PaneState | None:
+        """tmux (3.3) may mark a pane dead a moment before it records the exit status:
+        look again for up to ~2 s rather than report "an unknown status"."""
+        for _ in range(20):
+            if pane is None or not pane.dead or pane.status is not None or pane.signal is not None:
+                return pane
+            await asyncio.sleep(0.1)
+            try:
+                pane = (await self.ctx.tmux.panes()).get(session) or pane
+            except TmuxError:
+                return pane
+        return pane
+
+
+def printable(line: str) -> str:
+    """A provider's output line without control characters (escapes, bells)."""
+    return "".join(
+        c if c == "\t" or unicodedata.category(c)[0] != "C" else "\ufffd" for c in line
+    )
+
+
+def clip(text: str) -> str:
+    """Keep the end (the last lines say most) within what the relay accepts."""
+    if len(text) <= MAX_RESULT_ERROR:
+        return text
+    head = text.split("\n", 1)[0][:400]
+    tail = text[-(MAX_RESULT_ERROR - len(head) - 8):]
+    return f"{head}\n…\n{tail}"
