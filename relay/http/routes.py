@@ -206,12 +206,11 @@ async def register_orchestrator(request: web.Request) -> web.Response:
     s = svc(request)
     reg = await parse.body(request, w.OrchestratorRegistration)
     oid = reg.id
-    fields = reg.command_fields()
     who = principal(request)
     if who == OPERATOR:
         token, token_hash = new_token()
         await s.execute(
-            c.RegisterOrchestrator(**fields, token_hash=token_hash, at=s.now())
+            c.RegisterOrchestrator(reg, token_hash=token_hash, at=s.now())
         )
     else:
         holder = who.removeprefix("orchestrator:")
@@ -223,7 +222,7 @@ async def register_orchestrator(request: web.Request) -> web.Response:
         # The host keeps its token (the one it was enrolled with, in its token file).
         token = presented_token(request) or ""
         await s.execute(
-            c.ReregisterOwnOrchestrator(**fields, token_hash=hash_token(token), at=s.now())
+            c.ReregisterOwnOrchestrator(reg, token_hash=hash_token(token), at=s.now())
         )
     body = dict(_orchestrator(s, oid))
     body["orchestratorToken"] = token

@@ -255,9 +255,16 @@ class OrchestratorRegistration(Shape, kw_only=True):
         self.meta = self.meta or {}
         self.labels = self.labels or {}
 
-    def command_fields(self) -> dict[str, Any]:
-        """Every field, as the registration commands take them (a new field passes through)."""
-        return fields_of(self, id="orchestrator_id")
+    def event_fields(self) -> dict[str, Any]:
+        """What the registration events record, by the aggregate's names: every field but the
+        id and the capacity (``declare_capacity``'s); a field added here passes through."""
+        fields = fields_of(self)
+        for name in ("id", "max_agents", "labels"):
+            del fields[name]
+        fields["providers"] = fields["providers"] or list(PROVIDERS)
+        fields["env_keys"] = fields["env_keys"] or []
+        fields["meta"] = fields["meta"] or {}
+        return fields
 
 
 class Enrollment(Shape, kw_only=True):
