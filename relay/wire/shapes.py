@@ -77,6 +77,8 @@ JSON_VALUE_SCHEMA = {
 }
 
 # -- field kinds: limits for msgspec and the schema, and the message of a refusal ------------------
+# The id kinds state their pattern for the schema only: their check (rules.check_id, the
+# domain's rule, which the pattern cannot fully say) matches it anyway, so it runs once.
 
 Id = kind(
     str,
@@ -84,11 +86,10 @@ Id = kind(
     check=check_id,
     min_length=1,
     max_length=MAX_ID_CHARS,
-    pattern=ID_PATTERN,
     description=f"1-{MAX_ID_CHARS} {_ID_WORDS}. The pattern shuts out control characters; "
     "the relay also refuses the other unprintable ones (format relay-id: unassigned, "
     "private-use and formatting code points).",
-    extra_json_schema={"format": "relay-id"},
+    extra_json_schema={"format": "relay-id", "pattern": ID_PATTERN},
 )
 OrchestratorId = kind(
     str,
@@ -97,11 +98,10 @@ OrchestratorId = kind(
     check=check_orchestrator_id,
     min_length=1,
     max_length=MAX_ORCHESTRATOR_ID_CHARS,
-    pattern=ID_PATTERN,
     description=f"1-{MAX_ORCHESTRATOR_ID_CHARS} {_ID_WORDS}: an orchestrator is also the agent "
     f"{ORCHESTRATOR_AGENT_PREFIX}<id>, and that id must fit the {MAX_ID_CHARS}-character limit "
     "of every id.",
-    extra_json_schema={"format": "relay-id"},
+    extra_json_schema={"format": "relay-id", "pattern": ID_PATTERN},
 )
 AgentId = kind(
     str,
@@ -110,12 +110,12 @@ AgentId = kind(
     check=check_agent_id,
     min_length=1,
     max_length=MAX_ID_CHARS,
-    pattern=ID_PATTERN,
     description=f"1-{MAX_ID_CHARS} {_ID_WORDS}. Ids starting with "
     f"{ORCHESTRATOR_AGENT_PREFIX!r} belong to orchestrators; '*', 'label:X' and 'tag:X' are "
     "message targets.",
     extra_json_schema={
         "format": "relay-id",
+        "pattern": ID_PATTERN,
         "not": {"pattern": f"^({ORCHESTRATOR_AGENT_PREFIX}|label:|tag:|\\*$)"},
     },
 )

@@ -175,3 +175,24 @@ def test_every_request_body_and_query_in_the_document_is_a_declared_shape() -> N
             if ref:
                 assert ref.rsplit("/", 1)[1] in shapes, (method, path, ref)
     assert set(DOC["components"]["schemas"]) - {"JsonValue"} <= shapes
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("OrchestratorRegistration", "id"),
+        ("AgentRegistration", "id"),
+        ("ClaimRequest", "agentId"),
+        ("ClaimHolder", "agentId"),
+        ("MessageRequest", "from"),
+        ("MessageRequest", "to"),
+        ("ActionRequest", "agentId"),
+    ],
+)
+def test_the_id_rule_is_the_domains_whatever_the_pattern_lets_through(name: str, field: str) -> None:
+    """The schema's pattern cannot say "printable"; the declaration runs rules.check_id too."""
+    base = REQUEST_BODIES[name]
+    for unprintable in ("a\ue000", "a\u0378", "a\u200b"):  # private use, unassigned, format
+        body = {**base, field: unprintable}
+        assert _validator(name).is_valid(body)  # the pattern alone lets it through...
+        assert refused(getattr(w, name), body).startswith(f"{field}: ")  # ...the rule does not
