@@ -57,7 +57,6 @@ class Rule:
     problem: str
     missing: str | None = None
     check: Callable[[str, Any], Any] | None = None
-    each: bool = False  # check each item of a list, not the list
 
 
 def kind(
@@ -66,11 +65,11 @@ def kind(
     *,
     missing: str | None = None,
     check: Callable[[str, Any], Any] | None = None,
-    each: bool = False,
     **meta: Any,
 ) -> Any:
-    """``tp`` with its limits (``msgspec.Meta`` keywords) and its message."""
-    return Annotated[tp, msgspec.Meta(**meta), Rule(problem, missing, check, each)]
+    """``tp`` with its limits (``msgspec.Meta`` keywords) and its message. A list's items
+    with a ``check`` of their own are checked one by one (``field[i]``)."""
+    return Annotated[tp, msgspec.Meta(**meta), Rule(problem, missing, check)]
 
 
 def limited(tp: Any, **meta: Any) -> Any:
@@ -146,7 +145,7 @@ def _plan(tp: type[Shape]) -> tuple[tuple[Any, ...], bool]:
     for f in shape_fields(tp):
         bare, rule, _ = _strip(f.type)
         if rule is not None and rule.check is not None:
-            steps.append(("each" if rule.each else "check", f.name, f.encode_name, rule.check))
+            steps.append(("check", f.name, f.encode_name, rule.check))
         if _is_shape(bare):
             if _has_work(bare):
                 steps.append(("one", f.name, f.encode_name, bare))
