@@ -6,10 +6,6 @@
 - ``rejected_requests_append_nothing``: the contract's "a rejected request
   appends nothing to the log", checked on every 4xx by comparing the log head
   before and after the call (the run is sequential: one worker).
-- ``filter_failure``: free-form objects (``meta``) hold integers within 64
-  bits, else 400 (ADR 0011); the document says so in prose, JSON Schema
-  cannot, so such a body is "valid data" to schemathesis. Only that refusal
-  of valid data is forgiven; every other failure stands.
 """
 
 from __future__ import annotations
@@ -70,17 +66,3 @@ def rejected_requests_append_nothing(ctx: Any, response: Any, case: Any) -> bool
     if after != before:
         raise AssertionError(f"a {response.status_code} answer moved the log head from {before} to {after}")
     return True
-
-
-BEYOND_64_BITS = "is an integer beyond 64 bits"
-
-
-@schemathesis.hook
-def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
-    if getattr(failure, "code", None) != "ST202" or response.status_code != 400:
-        return True
-    try:
-        error = str(response.json().get("error", ""))
-    except (ValueError, AttributeError):
-        return True
-    return BEYOND_64_BITS not in error
