@@ -19,7 +19,7 @@ from relay.domain.rules import (
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
 )
-from relay.http import openapi_messages, openapi_tokens
+from relay.http import openapi_attention, openapi_messages, openapi_tokens
 from relay.http.openapi_parts import (
     EPOCH_MS,
     FREE_FORM_LIMITS,
@@ -187,6 +187,7 @@ _CRASH_PROPERTIES = {
     },
 }
 _MANAGED_AGENT_PROPERTIES.update(_CRASH_PROPERTIES)
+_MANAGED_AGENT_PROPERTIES.update(openapi_attention.MANAGED_AGENT_PROPERTIES)
 _LABELS = {
     "type": "object",
     "additionalProperties": {"type": "string", "maxLength": 100},
@@ -261,8 +262,26 @@ SCHEMAS: dict[str, Any] = {
     },
     "ManagedAgent": {
         "type": "object",
-        "required": ["agentId", "provider", "tmuxSession", "cwd", "approvalMode", "startedAt"],
+        "required": [
+            "agentId", "provider", "tmuxSession", "cwd", "approvalMode", "startedAt",
+            *openapi_attention.MANAGED_AGENT_REQUIRED,
+        ],
         "properties": _MANAGED_AGENT_PROPERTIES,
+    },
+    "ManagedAgentView": {
+        "type": "object",
+        "description": "A managed agent with where it runs (GET /api/managed-agents).",
+        "required": [
+            "agentId", "provider", "tmuxSession", "cwd", "approvalMode", "startedAt",
+            *openapi_attention.MANAGED_AGENT_REQUIRED,
+            "orchestratorId", "hostname", "orchestratorStatus",
+        ],
+        "properties": {
+            **_MANAGED_AGENT_PROPERTIES,
+            "orchestratorId": ID,
+            "hostname": STR,
+            "orchestratorStatus": {"enum": ["online", "offline"]},
+        },
     },
     "ManagedAgentReport": {
         "type": "object",
@@ -282,6 +301,7 @@ SCHEMAS: dict[str, Any] = {
             "pid": OPT_COUNT,
             "startedAt": {**OPT_COUNT, "description": "Epoch ms; defaults to the report's time."},
             **_CRASH_PROPERTIES,
+            **openapi_attention.REPORT_PROPERTIES,
         },
     },
     "ManagedAgentsReport": {
@@ -393,6 +413,10 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "ActionRequest": {
+        "oneOf": [_ref("AgentAction"), _ref("InputAction")],
+        "description": "Restart or shut down agents, or type into one (action: input).",
+    },
+    "AgentAction": {
         "type": "object",
         "required": ["action"],
         "properties": {
@@ -426,7 +450,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": STR,
             "orchestratorId": ID,
-            "kind": {"enum": ["spawn", "restart", "shutdown"]},
+            "kind": {"enum": ["spawn", "restart", "shutdown", "input"]},
             "status": {"enum": ["pending", "running", "done", "failed", "expired"]},
             "requestedAt": EPOCH_MS,
             "deadlineAt": {
@@ -452,8 +476,9 @@ SCHEMAS: dict[str, Any] = {
             "label": NULLABLE_STR,
             "approvalMode": {"enum": list(APPROVAL_MODES)},
             "prompt": NULLABLE_STR,
-            "action": {"enum": ["restart", "shutdown"]},
+            "action": {"enum": ["restart", "shutdown", "input"]},
             "agentId": NULLABLE_STR,
+            **openapi_attention.COMMAND_PROPERTIES,
             "result": {
                 "type": "object",
                 "required": ["status", "error", "agentId", "at"],
@@ -872,7 +897,8 @@ PATHS: dict[str, Any] = {
     "/api/orchestrators/{id}/actions": {
         "post": _op(
             "requestAction",
-            "Restart or shut down one managed agent, or all when agentId is omitted.",
+            "Restart or shut down one managed agent, or all when agentId is omitted; or type "
+            "text into one (action: input, ADR 0033).",
             {
                 "202": _ok(
                     {
@@ -880,7 +906,7 @@ PATHS: dict[str, Any] = {
                         "required": ["ok", "action", "command"],
                         "properties": {
                             "ok": {"const": True},
-                            "action": {"enum": ["restart", "shutdown"]},
+                            "action": {"enum": ["restart", "shutdown", "input"]},
                             "command": _ref("Command"),
                         },
                     },
@@ -965,34 +991,19 @@ PATHS: dict[str, Any] = {
     "/api/managed-agents": {
         "get": _op(
             "listManagedAgents",
-            "Every managed agent across hosts, with where it runs; ?state= filters.",
+            "Every managed agent across hosts, with where it runs; ?state= and ?attention= "
+            "filter (?attention=input is the needs-input queue).",
             {
-                "200": _ok(
-                    {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": [
-                                *SCHEMAS["ManagedAgent"]["required"],
-                                "orchestratorId", "hostname", "orchestratorStatus",
-                            ],
-                            "properties": {
-                                **_MANAGED_AGENT_PROPERTIES,
-                                "orchestratorId": ID,
-                                "hostname": STR,
-                                "orchestratorStatus": {"enum": ["online", "offline"]},
-                            },
-                        },
-                    }
-                ),
-                "400": _err("Unknown state filter, or given twice."),
+                "200": _ok({"type": "array", "items": _ref("ManagedAgentView")}),
+                "400": _err("Unknown state or attention filter, or one given twice."),
             },
             parameters=[
                 {
                     "name": "state",
                     "in": "query",
                     "schema": {"enum": ["running", "unknown", "lost"]},
-                }
+                },
+                openapi_attention.MANAGED_AGENTS_FILTER,
             ],
         )
     },
@@ -1004,6 +1015,8 @@ SCHEMAS.update(openapi_messages.SCHEMAS)
 PATHS.update(openapi_messages.PATHS)
 SCHEMAS.update(openapi_tokens.SCHEMAS)
 PATHS.update(openapi_tokens.PATHS)
+SCHEMAS.update(openapi_attention.SCHEMAS)
+PATHS.update(openapi_attention.PATHS)
 
 
 # -- the log, live and past (relay.http.sse, relay.http.past) ------------------------
@@ -1064,7 +1077,8 @@ PATHS.update(
                 "streamEvents",
                 "The log's tail as Server-Sent Events. Each event has an `event:` name "
                 "(agent.status, agent.removed, orchestrator.status, orchestrator.removed, "
-                "orchestrator.command, message.*), the entity as JSON `data:` and an `id:` of "
+                "orchestrator.command, orchestrator.attention, message.*), the entity as JSON "
+                "`data:` (" + openapi_attention.SSE_EVENTS + ") and an `id:` of "
                 "its own that increases: a log position can carry several events, so the last "
                 "event of position P has the id `P` and the earlier ones `P.0`, `P.1`, ... (K "
                 "counts all of P's events, so ids are the same under every filter). Resuming "

@@ -21,7 +21,12 @@ from relay.domain.errors import InvalidInputError, RelayError
 from relay.domain.rules import (
     ACTIONS,
     APPROVAL_MODES,
+    ATTENTIONS,
     DEFAULT_APPROVAL_MODE,
+    INPUT_ACTION,
+    MAX_ATTENTION_EXCERPT,
+    MAX_ATTENTION_REASON,
+    MAX_INPUT_CHARS,
     MAX_PROMPT_CHARS,
     PROVIDERS,
     RESULT_STATUSES,
@@ -309,6 +314,9 @@ def managed_agents(body: dict[str, Any], at: int) -> list[dict[str, Any]]:
         label = opt_str(item, "label")
         if label is not None:
             agent["label"] = label
+        session_id = opt_str(item, "sessionId")
+        if session_id is not None and session_id.strip():
+            agent["sessionId"] = session_id
         pid = opt_int(item, "pid")
         if pid is not None:
             agent["pid"] = pid
@@ -605,3 +613,48 @@ def crash_report(item: dict[str, Any], where: str) -> dict[str, Any]:
             )
         out["crashloop"] = {**fields, "restarts": count}
     return out
+
+
+# -- needs-input and answers (issue 16, ADR 0032, 0033) -----------------------------------
+
+ACTION_KINDS = (*ACTIONS, INPUT_ACTION)
+
+
+def action_kind(body: dict[str, Any]) -> str:
+    """``POST .../actions``: which action (restart, shutdown or input)."""
+    return one_of(body, "action", ACTION_KINDS, None)
+
+
+def input_action(body: dict[str, Any]) -> dict[str, Any]:
+    """``{action: "input", agentId, text, enter?}``: what to type into which agent.
+
+    ``text`` may be empty (Enter alone answers "press Enter to continue");
+    control characters and "nothing at all" are the domain's to refuse.
+    """
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise InvalidInputError("text", "is required and must be a string (what to type)")
+    if len(text) > MAX_INPUT_CHARS:
+        raise InvalidInputError("text", f"must be at most {MAX_INPUT_CHARS} characters")
+    enter = body.get("enter")
+    if enter is not None and not isinstance(enter, bool):
+        raise InvalidInputError("enter", "must be true or false")
+    return {
+        "agent_id": check_id("agentId", body.get("agentId")),
+        "text": text,
+        "enter": enter is not False,
+    }
+
+
+def attention_report(body: dict[str, Any]) -> dict[str, Any]:
+    """``POST .../agents/{agentId}/attention``: ``{attention: input|idle|null, reason?, excerpt?}``."""
+    if "attention" not in body:
+        raise InvalidInputError("attention", f"is required: one of {', '.join(ATTENTIONS)}, or null")
+    attention = body["attention"]
+    if attention is not None and attention not in ATTENTIONS:
+        raise InvalidInputError("attention", f"must be one of {', '.join(ATTENTIONS)}, or null")
+    return {
+        "attention": attention,
+        "reason": opt_str(body, "reason", MAX_ATTENTION_REASON) or "",
+        "excerpt": opt_str(body, "excerpt", MAX_ATTENTION_EXCERPT) or "",
+    }

@@ -19,6 +19,8 @@ from relay import commands as c
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from relay.domain.placement import HostView, NoPlacementError, place
 from relay.domain.rules import (
+    ATTENTIONS,
+    INPUT_ACTION,
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
     check_id,
@@ -377,6 +379,8 @@ async def act(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
     body = await parse.read_json(request)
+    if parse.action_kind(body) == INPUT_ACTION:
+        return await _input(request, s, oid, body)
     fields = parse.action(body)
     command_id = str(uuid.uuid4())
     at = s.now()
@@ -396,6 +400,43 @@ async def act(request: web.Request) -> web.Response:
         {"ok": True, "action": fields["action"], "command": s.rm.commands[command_id]},
         status=202,
     )
+
+
+async def _input(
+    request: web.Request, s: RelayService, oid: str, body: dict[str, Any]
+) -> web.Response:
+    """``{action: "input", agentId, text, enter?}``: a command the host types (ADR 0033)."""
+    fields = parse.input_action(body)
+    command_id = str(uuid.uuid4())
+    at = s.now()
+    await s.execute(
+        c.RequestInput(
+            orchestrator_id=oid,
+            command_id=command_id,
+            requested_by=principal(request),
+            at=at,
+            stale_after_ms=s.settings.stale_after_ms,
+            grace_from=s.grace_from(),
+            deadline_at=_deadline(s, body, at),
+            **fields,
+        )
+    )
+    return json(
+        {"ok": True, "action": INPUT_ACTION, "command": s.rm.commands[command_id]}, status=202
+    )
+
+
+@routes.post("/api/orchestrators/{id}/agents/{agentId}/attention")
+async def report_attention(request: web.Request) -> web.Response:
+    """The host says whether a managed agent waits for a person (ADR 0032); repeats are no-ops."""
+    s = svc(request)
+    oid = path_id(request)
+    agent_id = path_id(request, "agentId")
+    fields = parse.attention_report(await parse.read_json(request))
+    recorded = await s.execute(
+        c.ReportAttention(orchestrator_id=oid, agent_id=agent_id, at=s.now(), **fields)
+    )
+    return json({"ok": True, "recorded": recorded, "managedAgent": s.rm.managed_agent(oid, agent_id)})
 
 
 @routes.get("/api/orchestrators/{id}/commands")
@@ -434,7 +475,8 @@ async def command_progress(request: web.Request) -> web.Response:
 @routes.get("/api/managed-agents")
 async def list_managed_agents(request: web.Request) -> web.Response:
     state = parse.query_choice(request, "state", ("running", "unknown", "lost"))
-    return json((await past.read_models(request)).managed_agents(state))
+    attention = parse.query_choice(request, "attention", ATTENTIONS)
+    return json((await past.read_models(request)).managed_agents(state, attention))
 
 
 # -- history (relay.http.past) -------------------------------------------------------
