@@ -12,12 +12,12 @@ import contextlib
 import logging
 import os
 import shutil
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 from relay.host.config import APPROVAL_MODES, HostConfigError, resolve_inside
 from relay.host.context import HostContext, now_ms
+from relay.host.notice import printable
 from relay.host.state import ManagedAgent
 from relay.host.tmux import PaneState, TmuxError, session_name
 
@@ -74,6 +74,8 @@ class AgentRunner:
             "RELAY_APPROVAL_MODE": agent.approval_mode,
             "RELAY_COMMAND_ID": command_id,
             "RELAY_TMUX_SESSION": agent.tmux_session,
+            # ``relay host notify`` (a provider's hook) drops reports here (ADR 0032).
+            "RELAY_NOTIFY_DIR": str(self.ctx.notify_dir),
         })
         if agent.label:
             env["RELAY_AGENT_LABEL"] = agent.label
@@ -167,6 +169,26 @@ class AgentRunner:
         ctx.save()
         log.info("shut down %s (tmux session %s)", agent.agent_id, agent.tmux_session)
 
+    async def type_into(self, agent: ManagedAgent, text: str, enter: bool) -> None:
+        """Type an operator's answer into the agent's terminal (ADR 0033); it must be running."""
+        ctx = self.ctx
+        try:
+            pane = (await ctx.tmux.panes()).get(agent.tmux_session)
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        if pane is None or pane.dead:
+            raise CommandFailedError(
+                f"agent {agent.agent_id!r} is not running (its tmux session "
+                f"{agent.tmux_session} has {'ended' if pane is not None else 'gone'}); "
+                "nothing was typed"
+            )
+        try:
+            await ctx.tmux.send_text(agent.tmux_session, text, enter)
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        log.info("typed %d character(s)%s into %s", len(text), " and Enter" if enter else "",
+                 agent.agent_id)
+
     def drop(self, agent: ManagedAgent) -> None:
         """Forget an agent that is gone (its session ended)."""
         ctx = self.ctx
@@ -213,13 +235,6 @@ class AgentRunner:
             except TmuxError:
                 return pane
         return pane
-
-
-def printable(line: str) -> str:
-    """A provider's output line without control characters (escapes, bells)."""
-    return "".join(
-        c if c == "\t" or unicodedata.category(c)[0] != "C" else "\ufffd" for c in line
-    )
 
 
 def clip(text: str) -> str:

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from relay.host.agents import AgentRunner, CommandFailedError, clip
+from relay.host.attention import AttentionWatcher
 from relay.host.client import RelayClientError, RelayRejectedError
 from relay.host.context import HostContext, now_ms
 from relay.host.lifecycle import deadline_passed
@@ -41,11 +42,13 @@ class CommandRunner:
         registration: Registration,
         agents: AgentRunner,
         watcher: AgentWatcher,
+        attention: AttentionWatcher | None = None,
     ) -> None:
         self.ctx = ctx
         self.registration = registration
         self.agents = agents
         self.watcher = watcher
+        self.attention = attention
         self.settling: set[asyncio.Task[None]] = set()
 
     async def reconcile(self) -> None:
@@ -164,7 +167,21 @@ class CommandRunner:
             if agent_id:
                 result["agentId"] = agent_id
             return result
+        if kind == "input":
+            return await self._input(command)
         raise CommandFailedError(f"unknown command kind {kind!r}")
+
+    async def _input(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Type the operator's text into one agent (ADR 0033), literally, then Enter."""
+        agent_id = command.get("agentId")
+        text = command.get("text")
+        if not agent_id or not isinstance(text, str):
+            raise CommandFailedError("an input command needs an agentId and a text")
+        agent = self.agents.targets(str(agent_id))[0]
+        await self.agents.type_into(agent, text, command.get("enter") is not False)
+        if self.attention is not None:
+            self.attention.answered(agent.agent_id)
+        return {"status": "done", "agentId": agent.agent_id}
 
     async def _settle_spawn(self, command_id: str, agent: ManagedAgent) -> None:
         """After the grace period, report the spawn ``done``, or ``failed`` if it exited."""
@@ -209,4 +226,6 @@ def describe(command: dict[str, Any]) -> str:
             parts.append(f"{key}={command[key]}")
     if command.get("prompt"):
         parts.append(f"prompt={len(command['prompt'])} chars")
+    if isinstance(command.get("text"), str):  # an input's text is in the relay's log, not ours
+        parts.append(f"text={len(command['text'])} chars")
     return " ".join(parts)

@@ -43,6 +43,8 @@ class ManagedAgent:
     restart_due: int | None = None
     last_exit: dict[str, Any] | None = None
     crashloop: dict[str, Any] | None = None
+    # The provider's session id, when its hook told us (relay/host/attention.py).
+    session_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The managed-agent shape of the HTTP contract (camelCase, no nulls)."""
@@ -64,6 +66,8 @@ class ManagedAgent:
             wire["lastExit"] = self.last_exit
         if self.crashloop is not None:
             wire["crashloop"] = self.crashloop
+        if self.session_id:
+            wire["sessionId"] = self.session_id
         return wire
 
     @classmethod
@@ -83,6 +87,7 @@ class ManagedAgent:
             restart_due=data.get("restart_due"),
             last_exit=data.get("last_exit"),
             crashloop=data.get("crashloop"),
+            session_id=data.get("session_id"),
         )
 
 
