@@ -205,7 +205,9 @@ class AttentionWatcher:
                     t.activity = pane.activity  # redrawn, nothing new
             return
         idle_after = self.ctx.config.idle_after
-        if idle_after <= 0 or now - max(pane.activity, t.quiet_from) < idle_after:
+        # tmux keeps whole seconds: output at 10.9 s reads as 10, so quiet counts from the
+        # end of that second (never less quiet than --idle-after, up to 1 s more).
+        if idle_after <= 0 or now - max(pane.activity + 1, t.quiet_from) < idle_after:
             return
         excerpt, lines = await self._excerpt(agent)
         tail = "\n".join(lines[-MATCH_LINES:])

@@ -50,6 +50,11 @@ class CommandRunner:
         self.watcher = watcher
         self.attention = attention
         self.settling: set[asyncio.Task[None]] = set()
+        # One flush at a time: two (a command's and the heartbeat's) would both post the
+        # results queued when they began, and a result would go out twice. A flush asked
+        # for meanwhile (also from inside one: a re-registration flushes) runs after it.
+        self._flushing = False
+        self._again = False
 
     async def reconcile(self) -> None:
         """Carry out every pending command the relay lists that we have not handled."""
@@ -129,6 +134,20 @@ class CommandRunner:
 
     async def flush_outbox(self) -> None:
         """Post queued results; keep the ones the relay could not take yet."""
+        if self._flushing:
+            self._again = True
+            return
+        self._flushing = True
+        try:
+            while True:
+                self._again = False
+                await self._flush_outbox()
+                if not self._again:
+                    return
+        finally:
+            self._flushing = False
+
+    async def _flush_outbox(self) -> None:
         ctx = self.ctx
         for command_id, result in list(ctx.state.outbox.items()):
             try:

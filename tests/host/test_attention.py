@@ -209,3 +209,35 @@ def test_the_provider_hook_reports_it_and_a_notice_is_delivered(
     until_attention(world, agent_id, None)
     assert log_events(world, "AgentInputResumed")[-1]["data"]["reason"] == "hook: UserPromptSubmit"
     assert [n["kind"] for n in receiver.notices] == ["agent.awaitingInput"]
+
+
+def test_a_restarted_daemon_neither_repeats_a_fact_nor_leaves_a_stale_one(world: HostWorld) -> None:
+    host = start(world, "--idle-after", "1")
+    steady, _ = spawn(world, "ask")  # first: looked at (and told) before the other one
+    moved, _ = spawn(world, "ask")
+    before = until_attention(world, steady, "input")
+    waiting = until_attention(world, moved, "input")
+    host.kill9()
+    mark = world.api.ok("GET", "/api/health")["checks"]
+    mark = next(ch["position"] for ch in mark if ch["name"] == "readModels")
+
+    def since(*types: str) -> list[dict[str, Any]]:
+        return [e for e in log_events(world, *types) if e["position"] > mark]
+
+    # While no daemon watches, a person answers one of them at its terminal.
+    pane = f"={waiting['tmuxSession']}:"
+    subprocess.run(["tmux", "-L", world.tmux.socket, "send-keys", "-t", pane, "-l", "n"], check=True)
+    subprocess.run(["tmux", "-L", world.tmux.socket, "send-keys", "-t", pane, "Enter"], check=True)
+    wait_for(lambda: answers(world, moved) == ["n\n"], 10, "the answer by hand")
+
+    start(world, "--idle-after", "1")
+    try:
+        resumed = wait_for(lambda: since("AgentInputResumed"), 15, f"the stale wait of {moved} to end")
+    except AssertionError:
+        raise AssertionError(
+            f"{since('AgentInputResumed', 'AgentAwaitingInput')}\n{world.host_log()}"
+        ) from None
+    assert [(e["data"]["agentId"], e["data"]["reason"]) for e in resumed] == [(moved, "output")]
+    # The unchanged one was looked at first, and nothing was said about it: no second notice.
+    assert [e["data"]["agentId"] for e in since("AgentAwaitingInput")] in ([], [moved])
+    assert agent(world, steady)["attentionSince"] == before["attentionSince"]
