@@ -37,10 +37,12 @@ def printable(line: str) -> str:
 
 # What Claude Code's hooks mean for attention (its hook JSON: hook_event_name,
 # notification_type, message, session_id). A Notification is a question unless
-# it says idle; auth_success asks nothing. Hooks that show the agent at work
-# again clear it. Any other hook only tells the session id.
+# it says idle, answered (an elicitation's completion or response) or nothing
+# (auth_success). Hooks that show the agent at work again clear it. Any other
+# hook only tells the session id.
 IDLE_NOTIFICATIONS = frozenset({"idle_prompt"})
 SILENT_NOTIFICATIONS = frozenset({"auth_success"})
+ANSWERED_NOTIFICATIONS = frozenset({"elicitation_complete", "elicitation_response"})
 RESUMING_HOOKS = frozenset({"UserPromptSubmit", "PreToolUse", "PostToolUse"})
 KEEP = "keep"  # a notice that leaves attention as it is
 
@@ -77,6 +79,8 @@ def hook_notice(
     elif event == "Notification" or (not event and message):
         if kind in SILENT_NOTIFICATIONS:
             attention, why = KEEP, ""
+        elif kind in ANSWERED_NOTIFICATIONS:
+            attention, why = None, f"hook: {kind}"
         else:
             attention = "idle" if kind in IDLE_NOTIFICATIONS else "input"
             why = f"{kind}: {message}" if kind and message else (kind or message or "Notification")

@@ -39,6 +39,8 @@ MSG = "Claude needs your permission to use Bash"
          "idle", "idle_prompt: Claude is waiting for your input"),
         ({"hook_event_name": "Notification", "notification_type": "auth_success", "message": "ok"},
          KEEP, ""),
+        ({"hook_event_name": "Notification", "notification_type": "elicitation_complete", "message": "ok"},
+         None, "hook: elicitation_complete"),
         # Claude Code before notification_type: the message alone says it waits.
         ({"hook_event_name": "Notification", "message": MSG}, "input", MSG),
         ({"hook_event_name": "Stop"}, "idle", "Stop: the agent finished its turn"),
