@@ -134,22 +134,28 @@ def _control(text: str) -> int | None:
     return None
 
 
-def check_input_text(text: str, enter: bool) -> str:
-    """What an operator types into an agent: what a person could type, and something.
+def check_printable(field: str, value: str) -> str:
+    """Text a person could type or read: no control characters but tab and newline.
 
-    Control characters (escape, Ctrl-C as a byte, carriage return, DEL) are
-    refused: they would steer the terminal rather than answer the agent. Tab
-    and newline are text. Empty text is allowed only when Enter follows.
+    An escape, a carriage return, DEL or a raw Ctrl-C would steer a terminal
+    (or a dashboard) rather than say something; the message names the code point.
     """
-    if len(text) > MAX_INPUT_CHARS:
-        raise InvalidInputError("text", f"must be at most {MAX_INPUT_CHARS} characters")
-    bad = _control(text)
+    bad = _control(value)
     if bad is not None:
         raise InvalidInputError(
-            "text",
-            f"holds the control character U+{ord(text[bad]):04X} at index {bad}; only "
-            "printable characters, tab and newline are typed",
+            field,
+            f"holds the control character U+{ord(value[bad]):04X} at index {bad}; only "
+            "printable characters, tab and newline are allowed",
         )
+    return value
+
+
+def check_input_text(text: str, enter: bool) -> str:
+    """What an operator types into an agent: printable, at most MAX_INPUT_CHARS, and something
+    (empty text only when Enter follows)."""
+    if len(text) > MAX_INPUT_CHARS:
+        raise InvalidInputError("text", f"must be at most {MAX_INPUT_CHARS} characters")
+    check_printable("text", text)
     if not text and not enter:
         raise InvalidInputError("text", "is empty and enter is false: there is nothing to type")
     return text
@@ -159,11 +165,48 @@ def check_attention_text(field: str, value: str, limit: int) -> str:
     """A reason or excerpt the host reports: bounded, printable (tab and newline allowed)."""
     if len(value) > limit:
         raise InvalidInputError(field, f"must be at most {limit} characters")
-    bad = _control(value)
-    if bad is not None:
+    return check_printable(field, value)
+
+
+# -- message targets (ADR 0010): an agent id, or a broadcast ----------------------------
+
+BROADCAST_ALL = "*"
+LABEL_PREFIX = "label:"
+TAG_PREFIX = "tag:"
+MAX_TARGET_NAME = 200
+
+
+def is_broadcast(to: str) -> bool:
+    """``*``, ``label:X`` and ``tag:X`` reach every matching agent; anything else is an agent id."""
+    return to == BROADCAST_ALL or to.startswith((LABEL_PREFIX, TAG_PREFIX))
+
+
+def check_target(field: str, to: object) -> str:
+    """A message's ``to``: an agent id, ``label:X``, ``tag:X`` or ``*``."""
+    if not isinstance(to, str) or not to:
+        raise InvalidInputError(field, "is required: an agent id, 'label:X', 'tag:X' or '*'")
+    if to.startswith((LABEL_PREFIX, TAG_PREFIX)):
+        name = to.partition(":")[2]
+        if not name or len(name) > MAX_TARGET_NAME or "\x00" in name:
+            raise InvalidInputError(
+                field, f"needs a name of 1-{MAX_TARGET_NAME} characters after the ':'"
+            )
+    elif to != BROADCAST_ALL:
+        check_id(field, to)
+    return to
+
+
+def check_agent_id(field: str, value: object) -> str:
+    """An id an agent may register under: not an orchestrator's, not a message target."""
+    aid = check_id(field, value)
+    if aid.startswith(ORCHESTRATOR_AGENT_PREFIX):
         raise InvalidInputError(
             field,
-            f"holds the control character U+{ord(value[bad]):04X} at index {bad}; "
-            "send printable text (tab and newline allowed)",
+            f"ids starting with {ORCHESTRATOR_AGENT_PREFIX!r} are reserved for orchestrators; "
+            "register the orchestrator instead",
         )
-    return value
+    if is_broadcast(aid):
+        raise InvalidInputError(
+            field, "'*' and ids starting with 'label:' or 'tag:' are message targets, not agent ids"
+        )
+    return aid

@@ -80,7 +80,7 @@ def test_a_report_is_a_fact_and_a_repeat_records_nothing(client: Client) -> None
     assert r.json["recorded"] is True
     agent = r.json["managedAgent"]
     assert (agent["attention"], agent["attentionSince"], agent["orchestratorId"]) == ("input", T0, "o1")
-    jsonschema_rs.validate(agent, _schema(client, "ManagedAgentView"))
+    jsonschema_rs.validate(agent, _schema(client, "ManagedAgentListing"))
     assert queue(client) == [("m1", body["reason"], body["excerpt"])]
     assert queue(client, "idle") == []
     head = client.log_head()
@@ -181,7 +181,10 @@ def test_bad_input_is_refused_naming_the_field(
 
 
 def test_the_schema_and_the_relay_agree_on_input(client: Client) -> None:
-    validator = jsonschema_rs.validator_for(_schema(client, "ActionRequest"))
+    doc = client.get("/api/openapi.json").json
+    post = doc["paths"]["/api/orchestrators/{id}/actions"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    validator = jsonschema_rs.validator_for({**body, "components": doc["components"]})
     for body in (
         {"action": "input", "agentId": "m1", "text": "y"},
         {"action": "input", "agentId": "m1", "text": ""},
