@@ -363,6 +363,43 @@ class RelayApp(Application):
         note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
         return cmd.command_id, [agg, note]
 
+    def request_input(self, cmd: c.RequestInput) -> tuple[Any, list[Any]]:
+        """Type text into an agent (ADR 0033): a command like restart, with its text in the log."""
+        agg = self.orchestrator(cmd.orchestrator_id)
+        agg.request_input(
+            cmd.command_id,
+            cmd.agent_id,
+            cmd.text,
+            cmd.enter,
+            cmd.requested_by,
+            cmd.at,
+            cmd.stale_after_ms,
+            cmd.grace_from,
+            cmd.deadline_at,
+        )
+        control = {
+            "action": "input",
+            "commandId": cmd.command_id,
+            "agentId": cmd.agent_id,
+            "provider": None,
+            "cwd": None,
+            "label": None,
+            "approvalMode": None,
+            "prompt": None,
+            "text": cmd.text,
+            "enter": cmd.enter,
+            "requestedBy": cmd.requested_by,
+            "requestedAt": cmd.at,
+        }
+        note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
+        return cmd.command_id, [agg, note]
+
+    def report_attention(self, cmd: c.ReportAttention) -> tuple[Any, list[Any]]:
+        """The host's word on whether an agent waits for a person (ADR 0032); a repeat records nothing."""
+        agg = self.orchestrator(cmd.orchestrator_id)
+        changed = agg.report_attention(cmd.agent_id, cmd.attention, cmd.reason, cmd.excerpt, cmd.at)
+        return changed, [agg] if changed else []
+
     def _control_message(
         self, orchestrator_id: str, command_id: str, control: dict[str, Any], at: int
     ) -> Message:
@@ -623,6 +660,8 @@ _HANDLERS: dict[type, Any] = {
     c.ReportManagedAgents: RelayApp.report_managed_agents,
     c.RequestSpawn: RelayApp.request_spawn,
     c.RequestAction: RelayApp.request_action,
+    c.RequestInput: RelayApp.request_input,
+    c.ReportAttention: RelayApp.report_attention,
     c.RecordCommandResult: RelayApp.record_command_result,
     c.StartCommand: RelayApp.start_command,
     c.SuspendReaping: RelayApp.suspend_reaping,

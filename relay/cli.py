@@ -237,7 +237,8 @@ def _add_notify_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--notify-url", action="append", default=None, metavar="URL", dest="notify_urls",
         help="POST a signed JSON notice here when a host goes offline, a command fails or "
-        "expires, or an agent crash-loops; repeatable [RELAY_NOTIFY_URLS, comma-separated]",
+        "expires, or an agent crash-loops or waits for input; repeatable "
+        "[RELAY_NOTIFY_URLS, comma-separated]",
     )
     serve.add_argument(
         "--notify-secret", default=None, metavar="SECRET",
@@ -389,8 +390,15 @@ async def _serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:2] == ["host", "notify"]:
+        # A provider's hook runs this inside an agent, often: skip building every
+        # subcommand's parser (relay audit alone imports for half a second).
+        from relay.host.cli import main as host_main
+
+        return host_main(given[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     from relay.store import PostgresDriverMissingError
 
     try:

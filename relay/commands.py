@@ -142,6 +142,34 @@ class RequestAction:
 
 
 @frozen
+class RequestInput:
+    """Type ``text`` into a managed agent's terminal, then Enter unless ``enter`` is False."""
+
+    orchestrator_id: str
+    command_id: str
+    agent_id: str
+    text: str
+    enter: bool
+    requested_by: str
+    at: int
+    stale_after_ms: int | None = None
+    grace_from: int = 0
+    deadline_at: int | None = None
+
+
+@frozen
+class ReportAttention:
+    """The host says a managed agent waits for a person, sits idle, or (None) moved on."""
+
+    orchestrator_id: str
+    agent_id: str
+    attention: str | None
+    reason: str
+    excerpt: str
+    at: int
+
+
+@frozen
 class StartCommand:
     """The host says it started a command (``running``), so a slow start is not a lost one."""
 
@@ -317,6 +345,8 @@ Command = (
     | ReportManagedAgents
     | RequestSpawn
     | RequestAction
+    | RequestInput
+    | ReportAttention
     | RecordCommandResult
     | StartCommand
     | SuspendReaping

@@ -27,7 +27,17 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from relay.domain.rules import MAX_PROMPT_CHARS, check_managed_agents, confine_cwd, is_silent
+from relay.domain.rules import (
+    ATTENTIONS,
+    MAX_ATTENTION_EXCERPT,
+    MAX_ATTENTION_REASON,
+    MAX_PROMPT_CHARS,
+    check_attention_text,
+    check_input_text,
+    check_managed_agents,
+    confine_cwd,
+    is_silent,
+)
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -62,7 +72,8 @@ class Orchestrator(Aggregate):
     # 2: capacity, load, command deadlines and lost agents (issue 15). Snapshots
     # taken before carry version 1 and are upcast on load; events need no
     # upcaster because every field they gained has a default.
-    class_version = 2
+    # 3: agents' attention and open input commands (issue 16).
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -76,6 +87,10 @@ class Orchestrator(Aggregate):
             offline_since=state.get("last_seen") if offline else None,
             agents_lost=False,
         )
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state.update(attention={}, input_commands={})
 
     class Event(Aggregate.Event):
         TOPIC = "OrchestratorEvent"
@@ -156,6 +171,7 @@ class Orchestrator(Aggregate):
         self.managed_agents: list[dict[str, Any]] = []
         self.commands: dict[str, str] = {}
         self._init_lifecycle()
+        self._init_attention()
 
     def _init_lifecycle(self) -> None:
         """State added with issue 15; set on (re)start so that old logs replay unchanged."""
@@ -166,6 +182,12 @@ class Orchestrator(Aggregate):
         self.pending_spawns: dict[str, bool] = {}  # a dict, not a set: snapshots are JSON
         self.offline_since: int | None = None
         self.agents_lost = False
+
+    def _init_attention(self) -> None:
+        """State added with issue 16 (ADR 0032, 0033)."""
+        # agent id -> {"attention": "input"|"idle", "reason": str, "since": at}
+        self.attention: dict[str, dict[str, Any]] = {}
+        self.input_commands: dict[str, str] = {}  # open input command id -> agent id
 
     @classmethod
     def enroll_new(
@@ -517,6 +539,9 @@ class Orchestrator(Aggregate):
     @event(ManagedAgentsReported)
     def _managed_agents_reported(self, agents: list[dict[str, Any]], at: int) -> None:
         self.managed_agents = agents
+        # An agent no longer reported waits for nobody (the read models apply the same rule).
+        listed = {a.get("agentId") for a in agents}
+        self.attention = {k: v for k, v in self.attention.items() if k in listed}
 
     def request_spawn(
         self,
@@ -690,6 +715,135 @@ class Orchestrator(Aggregate):
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at
 
+    # -- needs-input and answers (issue 16, ADR 0032, 0033) --------------------------
+
+    def _require_managed(self, agent_id: str) -> None:
+        if not any(a.get("agentId") == agent_id for a in self.managed_agents):
+            raise NotFoundError(
+                f"orchestrator {self.orchestrator_id!r} has no managed agent {agent_id!r}"
+            )
+
+    def request_input(
+        self,
+        command_id: str,
+        agent_id: str,
+        text: str,
+        enter: bool,
+        requested_by: str,
+        at: int,
+        stale_after_ms: int | None = None,
+        grace_from: int = 0,
+        deadline_at: int | None = None,
+    ) -> None:
+        """Type ``text`` into one managed agent's terminal (then Enter unless ``enter`` is False).
+
+        The text is kept in the log: who told which agent what is the audit trail.
+        """
+        self._require_available(at, stale_after_ms, grace_from)
+        self._require_managed(agent_id)
+        check_input_text(text, enter)
+        if command_id in self.commands:
+            raise ConflictError(f"command {command_id!r} already exists")
+        self._input_requested(
+            command_id=command_id,
+            agent_id=agent_id,
+            text=text,
+            enter=enter,
+            requested_by=requested_by,
+            at=at,
+            deadline_at=deadline_at,
+        )
+
+    class InputRequested(Event):
+        """Someone asked the host to type ``text`` into one agent (then Enter unless
+        ``enter`` is False): the audit trail of who told which agent what (ADR 0033)."""
+
+        TOPIC = "InputRequested"
+        class_version = 1
+        command_id: str
+        agent_id: str
+        text: str
+        enter: bool
+        requested_by: str
+        at: int
+        deadline_at: int | None
+
+    @event(InputRequested)
+    def _input_requested(
+        self,
+        command_id: str,
+        agent_id: str,
+        text: str,
+        enter: bool,
+        requested_by: str,
+        at: int,
+        deadline_at: int | None,
+    ) -> None:
+        self.commands[command_id] = PENDING
+        self.deadlines[command_id] = deadline_at
+        self.input_commands[command_id] = agent_id
+
+    def report_attention(
+        self, agent_id: str, attention: str | None, reason: str, excerpt: str, at: int
+    ) -> bool:
+        """The host says a managed agent waits for a person (``input``), sits ``idle``,
+        or (None) moved on. False, and nothing recorded, when that is already so:
+        hosts repeat themselves (retries, restarts), and a repeat is not news.
+        """
+        self._require_present()
+        if attention is not None and attention not in ATTENTIONS:
+            raise InvalidInputError("attention", f"must be one of {', '.join(ATTENTIONS)} or null")
+        self._require_managed(agent_id)
+        check_attention_text("reason", reason, MAX_ATTENTION_REASON)
+        check_attention_text("excerpt", excerpt, MAX_ATTENTION_EXCERPT)
+        current = self.attention.get(agent_id)
+        if attention is None:
+            if current is None:
+                return False
+            self._agent_input_resumed(agent_id=agent_id, reason=reason, at=at, command_id=None)
+            return True
+        if current is not None and (current["attention"], current["reason"]) == (attention, reason):
+            return False
+        self._agent_awaiting_input(
+            agent_id=agent_id, attention=attention, reason=reason, excerpt=excerpt, at=at
+        )
+        return True
+
+    class AgentAwaitingInput(Event):
+        """The host saw one of its agents wait for a person: ``attention`` ``input`` (it asks)
+        or ``idle`` (quiet, asking nothing it knows), why, and its last lines (ADR 0032)."""
+
+        TOPIC = "AgentAwaitingInput"
+        class_version = 1
+        agent_id: str
+        attention: str
+        reason: str
+        excerpt: str
+        at: int
+
+    @event(AgentAwaitingInput)
+    def _agent_awaiting_input(
+        self, agent_id: str, attention: str, reason: str, excerpt: str, at: int
+    ) -> None:
+        self.attention[agent_id] = {"attention": attention, "reason": reason, "since": at}
+
+    class AgentInputResumed(Event):
+        """An agent waits for nobody any more: its output moved on, a hook said so, or
+        (``command_id``) an input command typed into it is done (ADR 0032, 0033)."""
+
+        TOPIC = "AgentInputResumed"
+        class_version = 1
+        agent_id: str
+        reason: str
+        at: int
+        command_id: str | None
+
+    @event(AgentInputResumed)
+    def _agent_input_resumed(
+        self, agent_id: str, reason: str, at: int, command_id: str | None = None
+    ) -> None:
+        self.attention.pop(agent_id, None)
+
     def start_command(self, command_id: str, at: int) -> bool:
         """The host says it started the command; refused once it is over or past its deadline.
 
@@ -761,6 +915,7 @@ class Orchestrator(Aggregate):
         self.commands[command_id] = EXPIRED
         self.deadlines.pop(command_id, None)
         self.pending_spawns.pop(command_id, None)
+        self.input_commands.pop(command_id, None)
 
     def record_command_result(
         self, command_id: str, status: str, error: str | None, agent_id: str | None, at: int
@@ -772,9 +927,15 @@ class Orchestrator(Aggregate):
             raise ConflictError(f"command {command_id!r} expired; its result is not recorded")
         if current not in OPEN_COMMAND_STATES:
             raise ConflictError(f"command {command_id!r} already has a result ({current})")
+        answered = self.input_commands.get(command_id)
         self._command_result_recorded(
             command_id=command_id, status=status, error=error, agent_id=agent_id, at=at
         )
+        # Input typed into an agent answers whatever it was waiting for (ADR 0033).
+        if status == "done" and answered is not None and answered in self.attention:
+            self._agent_input_resumed(
+                agent_id=answered, reason="input sent", at=at, command_id=command_id
+            )
 
     class CommandResultRecorded(Event):
         """The host posted a command's one result (``done`` or ``failed``)."""
@@ -794,6 +955,7 @@ class Orchestrator(Aggregate):
         self.commands[command_id] = status
         self.deadlines.pop(command_id, None)
         self.pending_spawns.pop(command_id, None)
+        self.input_commands.pop(command_id, None)
 
     def remove(self, at: int) -> None:
         """Forget the orchestrator; its managed agents keep running on the host."""
@@ -811,6 +973,7 @@ class Orchestrator(Aggregate):
     def _removed(self, at: int) -> None:
         self.status = REMOVED
         self.managed_agents = []
+        self.attention = {}
 
     def is_stale(self, now: int, stale_after_ms: int, grace_from: int) -> bool:
         """Online and silent for longer than stale-after (never counting relay downtime)."""

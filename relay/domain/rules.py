@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import unicodedata
 from typing import Any
 
 from relay.domain.errors import InvalidInputError
@@ -18,6 +19,12 @@ DEFAULT_APPROVAL_MODE = "guarded"
 ACTIONS: tuple[str, ...] = ("restart", "shutdown")
 RESULT_STATUSES: tuple[str, ...] = ("done", "failed")
 MAX_PROMPT_CHARS = 4000
+# Needs-input and answers (issue 16, ADR 0032, 0033).
+INPUT_ACTION = "input"
+ATTENTIONS: tuple[str, ...] = ("input", "idle")
+MAX_INPUT_CHARS = 4000
+MAX_ATTENTION_REASON = 200
+MAX_ATTENTION_EXCERPT = 2000
 MAX_ID_CHARS = 120
 ORCHESTRATOR_AGENT_PREFIX = "orchestrator-"
 # An orchestrator is also the agent ``orchestrator-<id>``, and that id must fit
@@ -131,6 +138,48 @@ def check_managed_agents(base_dir: str, agents: list[dict[str, Any]]) -> None:
                     e.field, f"managed agent {agent.get('agentId')!r} {verb} {path!r}, "
                     f"which is not inside the orchestrator's baseDir {posixpath.normpath(base_dir)}"
                 ) from None
+
+
+def _control(text: str) -> int | None:
+    """Index of the first control character other than tab and newline, if any."""
+    for i, ch in enumerate(text):
+        if ch not in "\t\n" and unicodedata.category(ch) == "Cc":
+            return i
+    return None
+
+
+def check_printable(field: str, value: str) -> str:
+    """Text a person could type or read: no control characters but tab and newline.
+
+    An escape, a carriage return, DEL or a raw Ctrl-C would steer a terminal
+    (or a dashboard) rather than say something; the message names the code point.
+    """
+    bad = _control(value)
+    if bad is not None:
+        raise InvalidInputError(
+            field,
+            f"holds the control character U+{ord(value[bad]):04X} at index {bad}; only "
+            "printable characters, tab and newline are allowed",
+        )
+    return value
+
+
+def check_input_text(text: str, enter: bool) -> str:
+    """What an operator types into an agent: printable, at most MAX_INPUT_CHARS, and something
+    (empty text only when Enter follows)."""
+    if len(text) > MAX_INPUT_CHARS:
+        raise InvalidInputError("text", f"must be at most {MAX_INPUT_CHARS} characters")
+    check_printable("text", text)
+    if not text and not enter:
+        raise InvalidInputError("text", "is empty and enter is false: there is nothing to type")
+    return text
+
+
+def check_attention_text(field: str, value: str, limit: int) -> str:
+    """A reason or excerpt the host reports: bounded, printable (tab and newline allowed)."""
+    if len(value) > limit:
+        raise InvalidInputError(field, f"must be at most {limit} characters")
+    return check_printable(field, value)
 
 
 # -- message targets (ADR 0010): an agent id, or a broadcast ----------------------------

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import shutil
-import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from relay.domain.rules import check_branch, check_session_id
 from relay.host import worktree as wt
 from relay.host.config import APPROVAL_MODES, HostConfigError, resolve_inside
 from relay.host.context import HostContext, now_ms
+from relay.host.notice import printable
 from relay.host.state import ManagedAgent
 from relay.host.tmux import PaneState, TmuxError, session_name
 
@@ -90,6 +90,8 @@ class AgentRunner:
             "RELAY_APPROVAL_MODE": agent.approval_mode,
             "RELAY_COMMAND_ID": command_id,
             "RELAY_TMUX_SESSION": agent.tmux_session,
+            # ``relay host notify`` (a provider's hook) drops reports here (ADR 0032).
+            "RELAY_NOTIFY_DIR": str(self.ctx.notify_dir),
         })
         if agent.label:
             env["RELAY_AGENT_LABEL"] = agent.label
@@ -245,6 +247,26 @@ class AgentRunner:
         log.warning("kept worktree %s of %s: %s", path, agent.agent_id, kept)
         return f"agent {agent.agent_id!r} was stopped, but its worktree {str(path)!r} was kept: {kept}"
 
+    async def type_into(self, agent: ManagedAgent, text: str, enter: bool) -> None:
+        """Type an operator's answer into the agent's terminal (ADR 0033); it must be running."""
+        ctx = self.ctx
+        try:
+            pane = (await ctx.tmux.panes()).get(agent.tmux_session)
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        if pane is None or pane.dead:
+            raise CommandFailedError(
+                f"agent {agent.agent_id!r} is not running (its tmux session "
+                f"{agent.tmux_session} has {'ended' if pane is not None else 'gone'}); "
+                "nothing was typed"
+            )
+        try:
+            await ctx.tmux.send_text(agent.tmux_session, text, enter)
+        except TmuxError as exc:
+            raise CommandFailedError(str(exc)) from exc
+        log.info("typed %d character(s)%s into %s", len(text), " and Enter" if enter else "",
+                 agent.agent_id)
+
     def drop(self, agent: ManagedAgent) -> None:
         """Forget an agent that is gone (its session ended)."""
         ctx = self.ctx
@@ -311,13 +333,6 @@ def _worktree_and_resume(command: dict[str, Any]) -> tuple[str | None, str | Non
         return resume, branch, True
     except InvalidInputError as exc:
         raise CommandFailedError(exc.message) from exc
-
-
-def printable(line: str) -> str:
-    """A provider's output line without control characters (escapes, bells)."""
-    return "".join(
-        c if c == "\t" or unicodedata.category(c)[0] != "C" else "\ufffd" for c in line
-    )
 
 
 def clip(text: str) -> str:

@@ -216,6 +216,18 @@ class RelayClient:
         """``PATCH .../agents`` with the full list (it replaces the previous one)."""
         await self._request("PATCH", f"{self._own}/agents", self._token, {"agents": agents})
 
+    async def report_attention(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST .../agents/{agentId}/attention``: whether the agent waits for a person."""
+        url = f"{self._own}/agents/{quote(agent_id, safe='')}/attention"
+        try:
+            data = await self._request("POST", url, self._token, body)
+        except NotRegisteredError as exc:
+            if exc.status == 404 and "managed agent" in exc.message:
+                # The relay knows us, not (yet) this agent: no reason to register again.
+                raise RelayRejectedError(exc.status, exc.message) from None
+            raise
+        return data if isinstance(data, dict) else {}
+
     async def pending_commands(self) -> list[dict[str, Any]]:
         """``GET .../commands?status=pending``, oldest first when times are given."""
         data = await self._request("GET", f"{self._own}/commands?status=pending", self._token)

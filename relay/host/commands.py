@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from relay.host.agents import AgentRunner, CommandFailedError, clip
+from relay.host.attention import AttentionWatcher
 from relay.host.client import RelayClientError, RelayRejectedError
 from relay.host.context import HostContext, now_ms
 from relay.host.lifecycle import deadline_passed
@@ -41,12 +42,19 @@ class CommandRunner:
         registration: Registration,
         agents: AgentRunner,
         watcher: AgentWatcher,
+        attention: AttentionWatcher | None = None,
     ) -> None:
         self.ctx = ctx
         self.registration = registration
         self.agents = agents
         self.watcher = watcher
+        self.attention = attention
         self.settling: set[asyncio.Task[None]] = set()
+        # One flush at a time: two (a command's and the heartbeat's) would both post the
+        # results queued when they began, and a result would go out twice. A flush asked
+        # for meanwhile (also from inside one: a re-registration flushes) runs after it.
+        self._flushing = False
+        self._again = False
 
     async def reconcile(self) -> None:
         """Carry out every pending command the relay lists that we have not handled."""
@@ -126,6 +134,20 @@ class CommandRunner:
 
     async def flush_outbox(self) -> None:
         """Post queued results; keep the ones the relay could not take yet."""
+        if self._flushing:
+            self._again = True
+            return
+        self._flushing = True
+        try:
+            while True:
+                self._again = False
+                await self._flush_outbox()
+                if not self._again:
+                    return
+        finally:
+            self._flushing = False
+
+    async def _flush_outbox(self) -> None:
         ctx = self.ctx
         for command_id, result in list(ctx.state.outbox.items()):
             try:
@@ -172,7 +194,21 @@ class CommandRunner:
             if agent_id:
                 result["agentId"] = agent_id
             return result
+        if kind == "input":
+            return await self._input(command)
         raise CommandFailedError(f"unknown command kind {kind!r}")
+
+    async def _input(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Type the operator's text into one agent (ADR 0033), literally, then Enter."""
+        agent_id = command.get("agentId")
+        text = command.get("text")
+        if not agent_id or not isinstance(text, str):
+            raise CommandFailedError("an input command needs an agentId and a text")
+        agent = self.agents.targets(str(agent_id))[0]
+        await self.agents.type_into(agent, text, command.get("enter") is not False)
+        if self.attention is not None:
+            self.attention.answered(agent.agent_id)
+        return {"status": "done", "agentId": agent.agent_id}
 
     async def _settle_spawn(self, command_id: str, agent: ManagedAgent) -> None:
         """After the grace period, report the spawn ``done``, or ``failed`` if it exited."""
@@ -220,4 +256,6 @@ def describe(command: dict[str, Any]) -> str:
         parts.append(f"worktree={command['worktree']}")
     if command.get("prompt"):
         parts.append(f"prompt={len(command['prompt'])} chars")
+    if isinstance(command.get("text"), str):  # an input's text is in the relay's log, not ours
+        parts.append(f"text={len(command['text'])} chars")
     return " ".join(parts)

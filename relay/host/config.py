@@ -54,6 +54,17 @@ BASE_ENV_KEYS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE"
 # must keep it or it would talk to another server than ``tmux -L`` does.
 TMUX_ENV_KEYS = (*BASE_ENV_KEYS, "TMUX_TMPDIR")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# The generic needs-input rule (ADR 0032): an agent quiet for --idle-after whose last
+# lines match one of these asks a question; quiet without a match, it is idle.
+# ``--input-pattern PROVIDER=REGEX`` replaces them for that provider.
+DEFAULT_INPUT_PATTERNS = (
+    r"\[[yY]/[nN]\]",
+    r"\([yY]/[nN]\)",
+    r"Proceed\?",
+    r"Do you want",
+    r"Continue\?",
+)
 _ID = re.compile(r"[^\s/]{1,120}")
 
 
@@ -117,6 +128,15 @@ class HostConfig:
     poll_every: float = 2.0
     max_dirs: int = 500
     start_grace: float = 2.0
+    # Needs-input (ADR 0032): quiet this long counts; 0 turns the generic rule off.
+    idle_after: float = 30.0
+    # Provider -> its patterns; a provider not named uses DEFAULT_INPUT_PATTERNS.
+    input_patterns: Mapping[str, tuple[re.Pattern[str], ...]] = field(default_factory=dict)
+
+    def patterns_for(self, provider: str) -> tuple[re.Pattern[str], ...]:
+        """The patterns that make a quiet agent of ``provider`` one that asks a question."""
+        found = self.input_patterns.get(provider)
+        return found if found is not None else DEFAULT_PATTERNS
 
     @property
     def heartbeat_every(self) -> float:
@@ -303,6 +323,34 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
     if unknown:
         raise HostConfigError(f"--config {path}: unknown table(s) {', '.join(sorted(unknown))}")
     return data
+
+
+DEFAULT_PATTERNS = tuple(re.compile(p) for p in DEFAULT_INPUT_PATTERNS)
+
+
+def parse_input_patterns(specs: Iterable[str]) -> dict[str, tuple[re.Pattern[str], ...]]:
+    """``--input-pattern PROVIDER=REGEX`` (repeatable): the provider's own patterns.
+
+    Naming a provider at all replaces the defaults for it, so an operator can
+    narrow them as well as widen them (give the defaults again to keep them).
+    """
+    found: dict[str, list[re.Pattern[str]]] = {}
+    for spec in specs:
+        name, sep, pattern = spec.partition("=")
+        name = name.strip()
+        if not sep or not name or not pattern:
+            raise HostConfigError(
+                f"--input-pattern {spec!r}: expected PROVIDER=REGEX, e.g. claude='Proceed\\?'"
+            )
+        if name not in KNOWN_PROVIDERS:
+            raise HostConfigError(
+                f"--input-pattern {name!r}: unknown provider; use one of {', '.join(KNOWN_PROVIDERS)}"
+            )
+        try:
+            found.setdefault(name, []).append(re.compile(pattern))
+        except re.error as exc:
+            raise HostConfigError(f"--input-pattern {spec!r}: not a regular expression: {exc}") from exc
+    return {name: tuple(patterns) for name, patterns in found.items()}
 
 
 def parse_env_text(text: str, source: str = "env file") -> dict[str, str]:

@@ -14,6 +14,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from relay.host.client import RelayClient
 from relay.host.config import HostConfig
@@ -62,6 +63,17 @@ class HostContext:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     # The managed-agent list changed since the relay last got it.
     agents_dirty: bool = True
+
+    @property
+    def notify_dir(self) -> Path:
+        """Where ``relay host notify`` drops provider hook reports for this daemon (ADR 0032).
+
+        Beside the state file and named after it, so two daemons sharing a
+        state folder never read each other's; agents learn it from
+        ``RELAY_NOTIFY_DIR``, never a token.
+        """
+        path = self.state_file.path
+        return path.parent / f"{path.stem}.notify"
 
     def save(self) -> None:
         """Persist the state (with the client's current token) atomically."""

@@ -8,6 +8,7 @@ The parts, one concept each:
 - ``commands``     — carrying a command out at most once, results through an outbox;
 - ``agents``       — starting, restarting and stopping providers in tmux;
 - ``watcher``      — noticing agents that ended, crash-loop restarts, reporting the list;
+- ``attention``    — noticing agents that wait for a person (hooks, quiet panes), ADR 0032;
 - ``recovery``     — settling what a killed daemon left half-done.
 
 This module adds the heartbeat loop and the start/stop sequence.
@@ -21,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from relay.host.agents import AgentRunner
+from relay.host.attention import AttentionWatcher
 from relay.host.client import RelayClient, RelayClientError
 from relay.host.commands import CommandRunner
 from relay.host.config import HostConfig, HostConfigError
@@ -60,7 +62,11 @@ class HostDaemon:
         self.registration = Registration(self.ctx)
         self.agents = AgentRunner(self.ctx)
         self.watcher = AgentWatcher(self.ctx, self.registration, self.agents)
-        self.commands = CommandRunner(self.ctx, self.registration, self.agents, self.watcher)
+        self.attention = AttentionWatcher(self.ctx, self.registration)
+        self.attention.report_agents = self.watcher.report
+        self.commands = CommandRunner(
+            self.ctx, self.registration, self.agents, self.watcher, self.attention
+        )
         self.stream = CommandStream(self.ctx, self.registration, self.commands)
         self.registration.after = self._after_registration
 
@@ -121,6 +127,7 @@ class HostDaemon:
                 asyncio.create_task(self._guard("heartbeat", self.heartbeat_loop)),
                 asyncio.create_task(self._guard("commands", self.stream.run)),
                 asyncio.create_task(self._guard("watch", self.watcher.run)),
+                asyncio.create_task(self._guard("attention", self.attention.run)),
             ]
             try:
                 await ctx.stopping.wait()

@@ -55,6 +55,9 @@ class Registration:
         self.heartbeat_every = ctx.config.heartbeat_every
         self.last_dirs: list[str] | None = None
         self.generation = 0  # counts registrations, so concurrent 404s register once
+        # The managed agents as the relay last answered a registration with them, by id:
+        # what the attention watcher starts from after a restart (ADR 0032).
+        self.relay_agents: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
         # What to do right after each registration (report agents, flush results);
         # the daemon sets it, as it owns those parts.
@@ -85,6 +88,11 @@ class Registration:
                 else:
                     self.last_dirs = payload["meta"]["dirs"]
                     self._follow_pace(answer)
+                    self.relay_agents = {
+                        str(m.get("agentId")): m
+                        for m in (answer.get("managedAgents") or [] if isinstance(answer, dict) else [])
+                        if isinstance(m, dict)
+                    }
                     self.generation += 1
                     self.ctx.save()
                     log.info(

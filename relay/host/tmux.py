@@ -12,6 +12,11 @@ keeps as the global one and hands to every pane (ADR 0017).
 Sessions keep their pane after the program exits (``remain-on-exit``), so the
 daemon can read the exit status and the last lines printed before it closes
 the session: an agent that dies at once leaves a reason, not just a gap.
+
+Text an operator types into an agent goes in with ``send-keys -l`` (ADR 0033):
+literal keys, never key names (``C-c`` is three characters) and never a shell.
+tmux still reads its own argv for one thing, a trailing ``;`` (a command
+separator; ``\\;`` is a literal one), so ``send_text`` escapes exactly that.
 """
 
 from __future__ import annotations
@@ -50,6 +55,31 @@ def session_name(label: str | None, provider: str, command_id: str) -> str:
     base = _UNSAFE.sub("-", label or provider).strip("-")[:40] or provider
     suffix = _UNSAFE.sub("", command_id)[:8] or "x"
     return f"relay-{base}-{suffix}"
+
+
+# tmux hands a client's argv to its server in one message of at most 16 KiB; a
+# chunk of this many characters stays well inside it whatever their UTF-8 size.
+SEND_CHUNK = 1000
+
+
+def literal_arg(text: str) -> str:
+    """``text`` as a ``send-keys -l`` argument that tmux types exactly.
+
+    tmux takes an argument ending in ``;`` as the end of a command (the ``;``
+    dropped) and one ending in ``\\;`` as ending in ``;`` (the backslash
+    dropped); nothing else in an argument is special to it. So only a
+    trailing ``;`` needs a backslash before it.
+    """
+    return text[:-1] + "\\;" if text.endswith(";") else text
+
+
+@dataclass(frozen=True)
+class PaneActivity:
+    """A session's pane as the attention watcher sees it (relay/host/attention.py)."""
+
+    activity: int  # epoch seconds of the window's last output (tmux's window_activity)
+    dead: bool
+    pid: int | None
 
 
 @dataclass(frozen=True)
@@ -131,6 +161,41 @@ class Tmux:
                     signal=int(sig) if sig.isdigit() else None,
                 )
         return found
+
+    async def activity(self) -> dict[str, PaneActivity]:
+        """Every session's last output time, in one call: what idle detection polls."""
+        code, out, err = await self._run(
+            "list-panes", "-a", "-F", "#{session_name}\t#{window_activity}\t#{pane_dead}\t#{pane_pid}",
+        )
+        if code != 0:
+            if any(s in err for s in _NO_SERVER):
+                return {}
+            raise TmuxError(f"tmux list-panes failed: {err.strip()}")
+        found: dict[str, PaneActivity] = {}
+        for line in out.splitlines():
+            name, activity, dead, pid = [*line.split("\t"), "", "", ""][:4]
+            if name and name not in found and activity.isdigit():
+                found[name] = PaneActivity(
+                    activity=int(activity), dead=dead == "1", pid=int(pid) if pid.isdigit() else None
+                )
+        return found
+
+    async def send_text(self, name: str, text: str, enter: bool = True) -> None:
+        """Type ``text`` into the session's pane literally, then Enter unless ``enter`` is False.
+
+        ``-l``: every character is a key of its own, never a key name; the
+        text never passes through a shell (argv, ``create_subprocess_exec``).
+        """
+        target = f"={name}:"
+        for i in range(0, len(text), SEND_CHUNK):
+            chunk = literal_arg(text[i : i + SEND_CHUNK])
+            code, _, err = await self._run("send-keys", "-t", target, "-l", "--", chunk)
+            if code != 0:
+                raise TmuxError(f"tmux send-keys failed: {err.strip()}")
+        if enter:
+            code, _, err = await self._run("send-keys", "-t", target, "Enter")
+            if code != 0:
+                raise TmuxError(f"tmux send-keys failed: {err.strip()}")
 
     async def last_lines(self, name: str, count: int = 20) -> list[str]:
         """The last non-blank lines the session's pane shows (tmux's own note dropped)."""

@@ -5,7 +5,8 @@ One middleware decides, after routing and before any handler runs::
     the caller presents         is                      may call
     ------------------------    --------------------    -------------------------------------
     the admin token             "operator"              everything
-    orchestrator X's token      "orchestrator:X"        X's heartbeat, agent report, commands,
+    orchestrator X's token      "orchestrator:X"        X's heartbeat, agent report, agents'
+                                                        attention, commands,
                                                         command results and ?orchestrator=X
                                                         stream; as agent orchestrator-X: send,
                                                         claim, ack, release, its inbox (the
@@ -64,6 +65,7 @@ ORCHESTRATOR_ROUTES = frozenset(
         ("HEAD", "/api/orchestrators/{id}/commands"),
         ("POST", "/api/orchestrators/{id}/commands/{commandId}/result"),
         ("POST", "/api/orchestrators/{id}/commands/{commandId}/progress"),
+        ("POST", "/api/orchestrators/{id}/agents/{agentId}/attention"),
     }
 )
 
@@ -167,7 +169,7 @@ def authorize(request: web.Request, admin_token: bytes | None) -> str | web.Resp
     return error_response(
         403,
         f"this token belongs to orchestrator {holder!r}: it is valid only for that orchestrator's "
-        "heartbeat, agent reports, commands, command results, event stream "
+        "heartbeat, agent reports and attention, commands, command results, event stream "
         f"(?orchestrator={holder}) and its own re-registration; use the admin token for "
         "anything else",
     )

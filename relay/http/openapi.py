@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay import __version__
-from relay.http import openapi_messages, openapi_tokens
+from relay.http import openapi_attention, openapi_messages, openapi_tokens
 from relay.http.openapi_parts import (
     array_of,
     components,
@@ -319,7 +319,8 @@ PATHS: dict[str, Any] = {
     "/api/orchestrators/{id}/actions": {
         "post": _op(
             "requestAction",
-            "Restart or shut down one managed agent, or all when agentId is omitted.",
+            "Restart or shut down one managed agent, or all when agentId is omitted; or type "
+            "text into one (action: input, ADR 0033; the admin's only).",
             {
                 "202": ok(
                     w.ActionAccepted,
@@ -341,7 +342,7 @@ PATHS: dict[str, Any] = {
                 **WRITE_ERRORS,
             },
             parameters=[PATH_ID],
-            requestBody=_body(w.ActionRequest),
+            requestBody=openapi_attention.ACTION_BODY,
         )
     },
     "/api/orchestrators/{id}/commands": {
@@ -391,7 +392,8 @@ PATHS: dict[str, Any] = {
     "/api/managed-agents": {
         "get": _op(
             "listManagedAgents",
-            "Every managed agent across hosts, with where it runs; ?state= filters.",
+            "Every managed agent across hosts, with where it runs; ?state= and ?attention= "
+            "filter (?attention=input is the needs-input queue).",
             {
                 "200": ok(array_of(w.ManagedAgentListing)),
                 "400": err("Malformed filter, or `at` is not a position in the log."),
@@ -405,6 +407,7 @@ PATHS: dict[str, Any] = {
 # Messaging (ADR 0010) and tokens (ADR 0013) keep their parts of the document in their own modules.
 PATHS.update(openapi_messages.PATHS)
 PATHS.update(openapi_tokens.PATHS)
+PATHS.update(openapi_attention.PATHS)
 
 
 # -- the log, live and past (relay.http.sse, relay.http.past) ------------------------
@@ -430,7 +433,8 @@ PATHS.update(
                 "streamEvents",
                 "The log's tail as Server-Sent Events. Each event has an `event:` name "
                 "(agent.status, agent.removed, orchestrator.status, orchestrator.removed, "
-                "orchestrator.command, message.*), the entity as JSON `data:` and an `id:` of "
+                "orchestrator.command, orchestrator.attention, message.*), the entity as JSON "
+                "`data:` (" + openapi_attention.SSE_EVENTS + ") and an `id:` of "
                 "its own that increases: a log position can carry several events, so the last "
                 "event of position P has the id `P` and the earlier ones `P.0`, `P.1`, ... (K "
                 "counts all of P's events, so ids are the same under every filter). Resuming "

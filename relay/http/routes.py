@@ -15,14 +15,21 @@ import orjson
 from aiohttp import web
 
 from relay import commands as c
-from relay.domain.errors import ConflictError, ForbiddenError, NotFoundError
+from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from relay.domain.placement import HostView, NoPlacementError, place
-from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX, check_id, check_orchestrator_id, is_silent
+from relay.domain.rules import (
+    INPUT_ACTION,
+    ORCHESTRATOR_AGENT_PREFIX,
+    check_id,
+    check_orchestrator_id,
+    is_silent,
+)
 from relay.http import parse, past
 from relay.http.auth import OPERATOR, hash_token, presented_token, principal
 from relay.http.keys import SERVICE
 from relay.service import RelayService
 from relay.wire import shapes as w
+from relay.wire.declare import decode
 
 routes = web.RouteTableDef()
 
@@ -347,7 +354,12 @@ async def spawn(request: web.Request) -> web.Response:
 async def act(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    req = await parse.body(request, w.ActionRequest)
+    raw = await parse.read_body(request)
+    if not raw:
+        raise InvalidInputError("body", "a JSON object is required")
+    if decode(raw, w.ActionKind).action == INPUT_ACTION:
+        return await _input(request, s, oid, decode(raw, w.InputAction))
+    req = decode(raw, w.ActionRequest)
     command_id = str(uuid.uuid4())
     at = s.now()
     await s.execute(
@@ -366,6 +378,44 @@ async def act(request: web.Request) -> web.Response:
         {"ok": True, "action": req.action, "command": s.rm.commands[command_id]},
         status=202,
     )
+
+
+async def _input(
+    request: web.Request, s: RelayService, oid: str, req: w.InputAction
+) -> web.Response:
+    """``{action: "input", agentId, text, enter?}``: a command the host types (ADR 0033)."""
+    command_id = str(uuid.uuid4())
+    at = s.now()
+    await s.execute(
+        c.RequestInput(
+            orchestrator_id=oid,
+            command_id=command_id,
+            requested_by=principal(request),
+            at=at,
+            stale_after_ms=s.settings.stale_after_ms,
+            grace_from=s.grace_from(),
+            deadline_at=_deadline(s, req.deadline_seconds, at),
+            **req.command_fields(),
+        )
+    )
+    return json(
+        {"ok": True, "action": INPUT_ACTION, "command": s.rm.commands[command_id]}, status=202
+    )
+
+
+@routes.post("/api/orchestrators/{id}/agents/{agentId}/attention")
+async def report_attention(request: web.Request) -> web.Response:
+    """The host says whether a managed agent waits for a person (ADR 0032); repeats are no-ops."""
+    s = svc(request)
+    oid = path_id(request)
+    agent_id = path_id(request, "agentId")
+    report = await parse.body(request, w.AttentionReport)
+    recorded = await s.execute(
+        c.ReportAttention(
+            orchestrator_id=oid, agent_id=agent_id, at=s.now(), **report.command_fields()
+        )
+    )
+    return json({"ok": True, "recorded": recorded, "managedAgent": s.rm.managed_agent(oid, agent_id)})
 
 
 @routes.get("/api/orchestrators/{id}/commands")
@@ -404,7 +454,7 @@ async def command_progress(request: web.Request) -> web.Response:
 @routes.get("/api/managed-agents")
 async def list_managed_agents(request: web.Request) -> web.Response:
     q = parse.query(request, w.ManagedAgentsQuery)
-    return json((await past.read_models(request, q.at)).managed_agents(q.state))
+    return json((await past.read_models(request, q.at)).managed_agents(q.state, q.attention))
 
 
 # -- history (relay.http.past) -------------------------------------------------------

@@ -98,7 +98,8 @@ def encode(position: int, changes: list[Change]) -> list[Frame]:
         oid: str | None = None
         agents: tuple[str, ...] = ()
         if family == "orchestrator":
-            oid = data.get("orchestratorId") if what == "command" else data.get("id")
+            # A command and an agent's attention name their orchestrator; the rest are it.
+            oid = data.get("orchestratorId") if what in ("command", "attention") else data.get("id")
         elif family == "agent":
             agents = (data["id"],)
         elif family == "message":

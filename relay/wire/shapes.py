@@ -17,9 +17,14 @@ from relay.domain.message import MAX_LEASE_SECONDS, MESSAGE_TYPES, PRIORITIES, S
 from relay.domain.rules import (
     ACTIONS,
     APPROVAL_MODES,
+    ATTENTIONS,
     DEFAULT_APPROVAL_MODE,
+    INPUT_ACTION,
+    MAX_ATTENTION_EXCERPT,
+    MAX_ATTENTION_REASON,
     MAX_BRANCH_CHARS,
     MAX_ID_CHARS,
+    MAX_INPUT_CHARS,
     MAX_ORCHESTRATOR_ID_CHARS,
     MAX_PROMPT_CHARS,
     MAX_SESSION_ID_CHARS,
@@ -32,6 +37,7 @@ from relay.domain.rules import (
     check_branch,
     check_id,
     check_orchestrator_id,
+    check_printable,
     check_session_id,
     check_target,
 )
@@ -59,6 +65,8 @@ DEFAULT_PAGE = 100
 DEFAULT_LEASE_SECONDS = 60
 
 NO_NUL = "^[^\\x00]*$"
+# Printable text (issue 16): tab and newline allowed, every other control character refused.
+PRINTABLE = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$"
 NOT_BLANK = "^[^\\x00]*[^\\x00\\s][^\\x00]*$"
 ID_PATTERN = "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]+$"
 ENV_KEY_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -154,6 +162,22 @@ def text(max_len: int) -> Any:
 
 
 Name = text(MAX_NAME)
+
+
+def printable(max_len: int, description: str | None = None) -> Any:
+    """Printable text of at most ``max_len`` characters (tab and newline allowed); a refusal
+    names the control character (rules.check_printable, which the pattern cannot word)."""
+    extra: dict[str, Any] = {"extra_json_schema": {"pattern": PRINTABLE}}
+    if description is not None:
+        extra["description"] = description
+    return kind(
+        str,
+        f"must be at most {max_len} printable characters (tab and newline allowed)",
+        check=check_printable,
+        max_length=max_len,
+        **extra,
+    )
+
 Path = text(MAX_PATH)
 NonBlank = kind(
     str,
@@ -590,6 +614,77 @@ class ActionRequest(Shape, kw_only=True):
         }
 
 
+# -- needs input and answers (issue 16, ADR 0032, 0033) ---------------------------------------
+
+ACTION_KINDS = (*ACTIONS, INPUT_ACTION)
+Attention = about(
+    Literal[ATTENTIONS],
+    "input: the agent asks a question and waits for a person's answer (a permission prompt, "
+    "`Proceed? [y/N]`); idle: it printed nothing for its host's --idle-after and asks nothing "
+    "the host recognises (it may have finished); null: neither. Reported by its host "
+    "(ADR 0032); cleared when its output moves on, when an input command to it is done, or "
+    "when it is no longer reported.",
+)
+
+
+class ActionKind(Shape):
+    """Which action a body asks for: what picks the shape it is decoded into."""
+
+    action: kind(
+        Literal[ACTION_KINDS],
+        f"must be one of {', '.join(ACTION_KINDS)}",
+        missing=f"is required: one of {', '.join(ACTION_KINDS)}",
+    )
+
+
+class InputAction(Shape, kw_only=True):
+    """Type `text` into a managed agent's terminal, literally (never read by a shell or as tmux
+    key names), then Enter unless `enter` is false. The text is kept in the log: the audit
+    trail of who told which agent what. When the host reports the command done, the agent's
+    attention is cleared (AgentInputResumed, reason `input sent`). Something must be typed:
+    text, or Enter."""
+
+    action: Literal["input"]
+    agent_id: about(Id, "The managed agent to type into.")
+    text: printable(
+        MAX_INPUT_CHARS,
+        "Printable characters, tab and newline; empty is allowed when Enter follows (to answer "
+        "`press Enter`).",
+    )
+    enter: about(kind(bool, "must be true or false"), "Default true.") | None = None
+    deadline_seconds: Deadline | None = None
+
+    def finish(self) -> None:
+        if not self.text and self.enter is False:
+            raise InvalidInputError("text", "is empty and enter is false: there is nothing to type")
+
+    def command_fields(self) -> dict[str, Any]:
+        return {"agent_id": self.agent_id, "text": self.text, "enter": self.enter is not False}
+
+
+class AttentionReport(Shape, kw_only=True):
+    """A host's word on one of its managed agents. Repeating the current state (the same
+    attention and reason; null when it has none) records nothing."""
+
+    attention: kind(
+        Literal[ATTENTIONS] | None,
+        f"must be one of {', '.join(ATTENTIONS)}, or null",
+        missing=f"is required: one of {', '.join(ATTENTIONS)}, or null",
+    )
+    reason: printable(MAX_ATTENTION_REASON, "Why the host thinks so.") | None = None
+    excerpt: (
+        printable(MAX_ATTENTION_EXCERPT, "The terminal's last lines, control characters removed.")
+        | None
+    ) = None
+
+    def command_fields(self) -> dict[str, Any]:
+        return {
+            "attention": self.attention,
+            "reason": self.reason or "",
+            "excerpt": self.excerpt or "",
+        }
+
+
 class CommandProgressRequest(Shape):
     """The host started the command."""
 
@@ -756,6 +851,13 @@ class ManagedAgentsQuery(Shape):
     state: (
         kind(Literal["running", "unknown", "lost"], "must be one of running, unknown, lost") | None
     ) = None
+    attention: (
+        about(
+            kind(Literal[ATTENTIONS], f"must be one of {', '.join(ATTENTIONS)}"),
+            "Only agents with this attention: `input` is the needs-input queue.",
+        )
+        | None
+    ) = None
     at: AtPosition | None = None
 
 
@@ -787,7 +889,7 @@ class InboxQuery(Shape):
 # the answers. A field with a default is one an answer may leave out.
 
 Online = Literal["online", "offline"]
-CommandKind = Literal["spawn", "restart", "shutdown"]
+CommandKind = Literal["spawn", "restart", "shutdown", "input"]
 
 
 class Error(Shape):
@@ -840,9 +942,30 @@ class ManagedAgent(Shape, kw_only=True):
     crashloop: CrashLoop | None = None
     worktree: about(str, "The agent's git worktree (inside baseDir; ADR 0034).") | None = None
     branch: about(str, "The worktree's branch.") | None = None
+    attention: Attention | None = None
+    attention_since: (
+        about(int, "Epoch ms the relay recorded the current attention (null with none).") | None
+    ) = None
+    attention_reason: (
+        about(
+            str,
+            "Why the host thinks so, e.g. `permission_prompt: Claude needs your permission to "
+            "use Bash` (the provider's hook) or `no output for 30s; matches Proceed\\?` (the "
+            "generic rule).",
+        )
+        | None
+    ) = None
+    attention_excerpt: (
+        about(
+            str,
+            "The last lines the agent's terminal showed when it was detected, printable: what "
+            "the question was.",
+        )
+        | None
+    ) = None
     session_id: (
         about(str, "The provider session: the one it was resumed with, or one the provider "
-              "reported.")
+              "reported (Claude Code's hooks do).")
         | None
     ) = None
 
@@ -943,8 +1066,10 @@ class Command(Shape, kw_only=True):
     label: str | None = None
     approval_mode: Literal[APPROVAL_MODES] | None = None
     prompt: str | None = None
-    action: Literal[ACTIONS] | None = None
+    action: Literal[ACTION_KINDS] | None = None
     agent_id: str | None = None
+    text: about(str, "input: what was (or will be) typed.") | None = None
+    enter: about(bool, "input: whether Enter follows the text.") | None = None
     result: CommandOutcome | None = None
     worktree: CommandWorktree | None = None
     resume: about(str, "A spawn that resumes this provider session.") | None = None
@@ -962,8 +1087,16 @@ class SpawnAccepted(Shape, kw_only=True):
 
 class ActionAccepted(Shape):
     ok: Literal[True]
-    action: Literal[ACTIONS]
+    action: Literal[ACTION_KINDS]
     command: Command
+
+
+class AttentionRecorded(Shape, kw_only=True):
+    """The agent as the relay holds it after a host's attention report."""
+
+    ok: Literal[True]
+    recorded: about(bool, "Whether this report changed anything (an event was appended).")
+    managed_agent: ManagedAgentListing
 
 
 class LogEvent(Shape, kw_only=True):
