@@ -19,7 +19,7 @@ from relay.domain.rules import (
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
 )
-from relay.http import openapi_messages, openapi_tokens
+from relay.http import openapi_messages, openapi_output, openapi_tokens
 from relay.http.openapi_parts import (
     EPOCH_MS,
     FREE_FORM_LIMITS,
@@ -1004,6 +1004,8 @@ SCHEMAS.update(openapi_messages.SCHEMAS)
 PATHS.update(openapi_messages.PATHS)
 SCHEMAS.update(openapi_tokens.SCHEMAS)
 PATHS.update(openapi_tokens.PATHS)
+SCHEMAS.update(openapi_output.SCHEMAS)
+PATHS.update(openapi_output.PATHS)
 
 
 # -- the log, live and past (relay.http.sse, relay.http.past) ------------------------
@@ -1072,7 +1074,9 @@ PATHS.update(
                 "once, in order, then the live tail without a seam: `P` means all of P was "
                 "received, `P.K` resumes with the event after P.K. A comment "
                 "arrives at least every --keepalive seconds; a stream that falls --sse-buffer "
-                "bytes behind is ended (resume to continue).",
+                "bytes behind is ended (resume to continue). An ?orchestrator= stream also gets "
+                "`orchestrator.watch` frames (OutputWatch data, no id: not log events) telling "
+                "that host which of its agents someone watches live.",
                 {
                     "200": {
                         "description": "The stream (text/event-stream), until the client or the "
@@ -1165,7 +1169,8 @@ def document() -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "Accepted on GET /api/events only (EventSource cannot set headers).",
+                    "description": "Accepted on GET /api/events and GET .../agents/{agentId}/output "
+                    "only (EventSource cannot set headers).",
                 },
             },
         },

@@ -605,3 +605,59 @@ def crash_report(item: dict[str, Any], where: str) -> dict[str, Any]:
             )
         out["crashloop"] = {**fields, "restarts": count}
     return out
+
+
+# -- live output (issue 16, ADR 0031) ---------------------------------------------------
+# Kept together so they convert to declarations in one go (openapi_output.py has the schema).
+
+OUTPUT_KINDS = ("output", "snapshot")
+MAX_OUTPUT_CHUNKS = 1000
+MAX_TERMINAL_SIDE = 10_000
+
+
+def output_push(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"chunks": [{agentId, kind?, data, reset?, cols?, rows?, at?}]}`` from a host.
+
+    ``data`` is terminal text, escapes and all: any string goes (it never reaches
+    the log, and it is JSON-encoded again for viewers)."""
+    items = body.get("chunks")
+    if not isinstance(items, list):
+        raise InvalidInputError("chunks", "is required and must be a list of output chunks")
+    if len(items) > MAX_OUTPUT_CHUNKS:
+        raise InvalidInputError("chunks", f"must have at most {MAX_OUTPUT_CHUNKS} items")
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        where = f"chunks[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidInputError(where, "must be an object")
+        kind = item.get("kind")
+        if kind is not None and kind not in OUTPUT_KINDS:
+            raise InvalidInputError(f"{where}.kind", f"must be one of {', '.join(OUTPUT_KINDS)}")
+        chunk: dict[str, Any] = {
+            "agentId": check_id(f"{where}.agentId", item.get("agentId")),
+            "kind": kind or "output",
+        }
+        data = item.get("data")
+        if not isinstance(data, str):
+            raise InvalidInputError(f"{where}.data", "is required and must be a string")
+        chunk["data"] = data
+        reset = item.get("reset")
+        if reset is not None and not isinstance(reset, bool):
+            raise InvalidInputError(f"{where}.reset", "must be true or false")
+        chunk["reset"] = bool(reset)
+        for side in ("cols", "rows"):
+            value = item.get(side)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TERMINAL_SIDE:
+                raise InvalidInputError(
+                    f"{where}.{side}", f"must be an integer from 1 to {MAX_TERMINAL_SIDE}"
+                )
+            chunk[side] = value
+        at = item.get("at")
+        if at is not None:
+            if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 2**53:
+                raise InvalidInputError(f"{where}.at", "must be a non-negative integer")
+            chunk["at"] = at
+        out.append(chunk)
+    return out
