@@ -199,11 +199,12 @@ class Settings:
             )
         if self.output_buffer < 4096 or self.output_push_max < 4096:
             raise SettingsError("--output-buffer and --output-push-max must be at least 4096 bytes")
-        if self.output_push_max > min(self.max_body, self.output_rate):
-            raise SettingsError(
-                "--output-push-max must fit in --max-body and --output-rate (a push over the "
-                "rate could never be accepted)"
-            )
+
+    @property
+    def output_push_limit(self) -> int:
+        """The largest output push accepted: --output-push-max, within --max-body and a
+        second's worth of --output-rate (a larger one could never pass the rate)."""
+        return min(self.output_push_max, self.max_body, self.output_rate)
 
     @property
     def stale_after_ms(self) -> int:

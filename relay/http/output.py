@@ -169,11 +169,11 @@ class OutputHub:
         self.feeds: dict[str, dict[str, Feed]] = {}  # orchestrator id -> agent id -> feed
         self.viewers_of_host: dict[str, int] = {}
         self.buckets: dict[str, tuple[Bucket, Bucket]] = {}  # per host: pushes, bytes
-        self.viewer_limit = settings.output_buffer + settings.output_push_max
+        self.viewer_limit = settings.output_buffer + settings.output_push_limit
         self.limits = {
             "pushesPerSecond": settings.output_pushes * HOST_SHARE,
             "bytesPerSecond": int(settings.output_rate * HOST_SHARE),
-            "pushBytes": int(settings.output_push_max * HOST_SHARE),
+            "pushBytes": int(settings.output_push_limit * HOST_SHARE),
         }
         self.closed = False
         self._ticker: asyncio.Task[None] | None = None
@@ -446,6 +446,13 @@ async def watch(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _too_large(most: int) -> str:
+    return (
+        f"an output push is over the limit of {most} bytes (--output-push-max, within "
+        "--max-body and --output-rate); send less at a time"
+    )
+
+
 def _bound_send_buffer(transport: Any, size: int) -> None:
     """Cap the kernel's send buffer of a viewer's socket at the viewer's own limit.
 
@@ -467,13 +474,13 @@ async def push(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if s.rm.orchestrators.get(oid) is None:
         raise NotFoundError(f"no orchestrator {oid!r}")
-    most = settings.output_push_max
+    most = settings.output_push_limit
     if request.content_length is not None and request.content_length > most:
-        raise TooLargeError(f"an output push is over the limit of {most} bytes (--output-push-max)")
+        raise TooLargeError(_too_large(most))
     body = await parse.read_json(request)
     size = len(await request.read())  # read once already; aiohttp keeps the bytes
     if size > most:
-        raise TooLargeError(f"an output push is over the limit of {most} bytes (--output-push-max)")
+        raise TooLargeError(_too_large(most))
     items = parse.output_push(body)
     hub = request.app[OUTPUT]
     try:
