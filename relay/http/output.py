@@ -477,7 +477,7 @@ async def push(request: web.Request) -> web.Response:
     most = settings.output_push_limit
     if request.content_length is not None and request.content_length > most:
         raise TooLargeError(_too_large(most))
-    body = await parse.read_json(request)
+    body = await parse.read_json(request, stored=False)
     size = len(await request.read())  # read once already; aiohttp keeps the bytes
     if size > most:
         raise TooLargeError(_too_large(most))

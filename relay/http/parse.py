@@ -56,8 +56,13 @@ class BodyTimeoutError(RelayError):
     status = 408
 
 
-async def read_json(request: web.Request, required: bool = True) -> dict[str, Any]:
-    """The request's JSON object; 415 for other content types, 400 for bad JSON."""
+async def read_json(
+    request: web.Request, required: bool = True, stored: bool = True
+) -> dict[str, Any]:
+    """The request's JSON object; 415 for other content types, 400 for bad JSON.
+
+    ``stored=False`` for a body that never reaches the log (live output): the
+    log's own limits (nesting, 64-bit integers) then do not apply."""
     if request.content.is_eof():
         # The whole body is already here (the usual case: it came with the
         # headers), so nothing can stall: skip the timer, ~5% of a heartbeat's
@@ -91,7 +96,8 @@ async def read_json(request: web.Request, required: bool = True) -> dict[str, An
         raise InvalidInputError("body", f"not valid JSON ({e.msg})") from None
     if not isinstance(data, dict):
         raise InvalidInputError("body", "must be a JSON object")
-    _check_storable(body, data)
+    if stored:
+        _check_storable(body, data)
     return data
 
 
@@ -646,7 +652,7 @@ def output_push(body: dict[str, Any]) -> list[dict[str, Any]]:
             raise InvalidInputError(f"{where}.reset", "must be true or false")
         chunk["reset"] = bool(reset)
         for side in ("cols", "rows"):
-            value = item.get(side)
+            value = _whole(item.get(side))
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TERMINAL_SIDE:
@@ -654,7 +660,7 @@ def output_push(body: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{where}.{side}", f"must be an integer from 1 to {MAX_TERMINAL_SIDE}"
                 )
             chunk[side] = value
-        at = item.get("at")
+        at = _whole(item.get("at"))
         if at is not None:
             if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 2**53:
                 raise InvalidInputError(f"{where}.at", "must be a non-negative integer")

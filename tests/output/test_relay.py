@@ -178,8 +178,9 @@ def test_output_never_reaches_the_log(host: FakeHost) -> None:
     head = host.admin.log_head()
     v = host.view("a1")
     wait_for(lambda: host.frames()[1:], "the watch frame")
-    r = host.push(snap("a1", "$ export API_KEY=sk-very-secret"), out("a2", "nobody watches a2"))
-    assert r.json == {"ok": True, "delivered": 1, "unwatched": ["a2"]}
+    r = host.push(snap("a1", "$ export API_KEY=sk-very-secret"), out("a2", "nobody watches a2"),
+                  {"agentId": "a1", "data": "", "at": 5.0, "rows": 3.0})  # 5.0 is the integer 5
+    assert r.json == {"ok": True, "delivered": 2, "unwatched": ["a2"]}
     wait_for(lambda: v.named("snapshot"), "the screen")
     v.close()
     assert host.admin.log_head() == head
