@@ -150,8 +150,12 @@ class OutputStreamer:
     # -- loops ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Keep the taps in step with the watched set, and push what they read."""
-        await asyncio.gather(self._reconcile_loop(), self._push_loop())
+        """Keep the taps in step with the watched set, and push what they read
+        (a task group: if one loop fails, the other stops too, and the daemon
+        restarts both)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._reconcile_loop())
+            group.create_task(self._push_loop())
 
     async def close(self) -> None:
         """Close every tap and remove the FIFOs (the daemon is stopping)."""
@@ -163,8 +167,11 @@ class OutputStreamer:
     async def _reconcile_loop(self) -> None:
         while True:
             busy = bool(self.wanted or self.taps)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # arrives as the event is set, and the daemon would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), RECONCILE_EVERY if busy else None)
+                async with asyncio.timeout(RECONCILE_EVERY if busy else None):
+                    await self.changed.wait()
             self.changed.clear()
             await self.reconcile()
 

@@ -15,9 +15,10 @@ HEARTBEAT_ROUTE = "/api/orchestrators/{id}/heartbeat"
 
 
 def test_a_viewer_gets_the_screen_then_live_output(world: OutputWorld) -> None:
-    world.start_host()
+    host = world.start_host()
     aid = world.spawn_printer("printer", "tick 0.1")
     viewer = world.viewer(aid)
+    fifos = world.state.with_name(world.state.name + ".output")
     try:
         snap = wait_for(lambda: viewer.named("snapshot"), 15, f"a snapshot\n{world.host_log()}")[0]
         assert "printer ready" in snap["data"]
@@ -28,6 +29,10 @@ def test_a_viewer_gets_the_screen_then_live_output(world: OutputWorld) -> None:
         assert "\x1b[36mtick " in text  # raw, as printed: escapes and all
         ticks = [int(t.split()[0]) for t in text.split("tick ")[1:] if t.split()[0].isdigit()]
         assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks)  # in order, once
+        assert [p.stat().st_mode & 0o777 for p in fifos.iterdir()] == [0o600]
+        # Stopped while watched: it ends cleanly (not killed after 15 s) and removes its FIFOs.
+        assert host.stop() == 0
+        assert not fifos.exists()
     finally:
         viewer.close()
 

@@ -281,6 +281,9 @@ def test_a_slow_viewer_is_cut_and_the_others_keep_streaming(tmp_path: Path) -> N
         assert b"0000" in got and b"%04d" % (PUSHES - 1) not in got
         assert host.push(out("a1", "still here")).json["delivered"] == 1
         wait_for(lambda: fast.text().endswith("still here"), "the fast viewer after the cut")
+        relay.stop()  # a clean stop tells the viewers why their stream ends
+        wait_for(lambda: fast.closed.is_set(), "the end of the stream")
+        assert fast.named("end") == [{"reason": "the relay is shutting down"}]
     finally:
         host.close()
         relay.stop()
