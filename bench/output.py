@@ -4,6 +4,7 @@ Run from the repository root (about 2 minutes on the 2-core machine)::
 
     .venv/bin/python bench/output.py                    # 100 agents, 20 s watched
     .venv/bin/python bench/output.py --agents 20 --seconds 10 --beats 5
+    .venv/bin/python bench/output.py --pushes 200       # the relay's pace limit raised
 
 What runs, each part real and on loopback:
 
@@ -56,6 +57,7 @@ from harness import REPO, Server, cpu_seconds, load_average, machine, median, pc
 PRINTER = REPO / "tests" / "output" / "printer.py"
 STAMP = re.compile(r"tick \d+\x1b\[0m (\d+\.\d+)")
 HEARTBEAT_ROUTE = "/api/orchestrators/{id}/heartbeat"
+OUTPUT_ROUTE = "/api/orchestrators/{id}/output"
 
 
 # -- the counting proxy ------------------------------------------------------------------
@@ -110,14 +112,19 @@ def api(base: str, method: str, path: str, body: Any = None) -> Any:
     return json.loads(text) if text else None
 
 
-def heartbeats(base: str) -> int:
+def requests(base: str, route: str) -> int:
+    """POSTs the relay has answered on ``route`` (its /metrics)."""
     with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
         text = r.read().decode()
     total = 0.0
     for labels, value in re.findall(r"^relay_http_requests_total\{(.*)\} ([0-9.e+]+)$", text, re.M):
-        if f'route="{HEARTBEAT_ROUTE}"' in labels and 'method="POST"' in labels:
+        if f'route="{route}"' in labels and 'method="POST"' in labels:
             total += float(value)
     return int(total)
+
+
+def heartbeats(base: str) -> int:
+    return requests(base, HEARTBEAT_ROUTE)
 
 
 def wait_until(check: Any, timeout: float, what: str) -> Any:
@@ -142,13 +149,13 @@ def quiet(proxy: Proxy, most: int = 2048, timeout: float = 30.0) -> None:
     raise RuntimeError("the host kept sending after the viewers left")
 
 
-def idle_window(base: str, proxy: Proxy, beats: int) -> tuple[int, int]:
-    """Bytes the host sent while ``beats`` heartbeats arrived: (bytes, heartbeats)."""
+def idle_window(base: str, proxy: Proxy, beats: int) -> tuple[int, int, int]:
+    """What the host sent while ``beats`` heartbeats arrived: (bytes, heartbeats, output pushes)."""
     start = heartbeats(base)
     wait_until(lambda: heartbeats(base) > start, 10, "a heartbeat")  # start on a beat
-    first, up0 = heartbeats(base), proxy.up
+    first, up0, pushes0 = heartbeats(base), proxy.up, requests(base, OUTPUT_ROUTE)
     wait_until(lambda: heartbeats(base) >= first + beats, beats * 3 + 10, f"{beats} heartbeats")
-    return proxy.up - up0, heartbeats(base) - first
+    return proxy.up - up0, heartbeats(base) - first, requests(base, OUTPUT_ROUTE) - pushes0
 
 
 # -- viewers ----------------------------------------------------------------------------------
@@ -256,14 +263,20 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured window while watched")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--beats", type=int, default=10, help="heartbeats per idle window")
+    ap.add_argument("--pushes", type=int, default=None,
+                    help="the relay's --output-pushes (pushes a second per host; default 100)")
     args = ap.parse_args()
     if shutil.which("tmux") is None:
         sys.exit("bench/output.py needs tmux")
-    print(f"machine: {machine()}; load average {load_average()}")
+    print(f"machine: {machine()}; load average {load_average()}; relay --output-pushes "
+          f"{args.pushes or 100}")
     root = Path(tempfile.mkdtemp(prefix="relay-bench-output-"))
     sock = f"relay-bench-{uuid.uuid4().hex[:8]}"
     host: subprocess.Popen[bytes] | None = None
-    server = Server(root / "data", extra=["--stale-after", "3"]).start()
+    extra = ["--stale-after", "3"]
+    if args.pushes:
+        extra += ["--output-pushes", str(args.pushes)]
+    server = Server(root / "data", extra=extra).start()
     try:
         base = server.url
         proxy = Proxy(server.port)
@@ -291,9 +304,9 @@ def main() -> None:
         print(f"{args.agents} printers running ({time.monotonic() - t0:.0f} s to spawn), "
               f"a line each every {args.every:g} s")
 
-        idle_bytes, idle_beats = idle_window(base, proxy, args.beats)
+        idle_bytes, idle_beats, idle_pushes = idle_window(base, proxy, args.beats)
         print(f"nobody watching : host sent {idle_bytes} B over {idle_beats} heartbeats "
-              f"= {idle_bytes / max(idle_beats, 1):.0f} B per heartbeat")
+              f"= {idle_bytes / max(idle_beats, 1):.0f} B per heartbeat; {idle_pushes} output pushes")
 
         up0, cpu_h0, cpu_r0 = proxy.up, cpu_seconds(host.pid), cpu_seconds(server.pid)
         w0 = time.monotonic()
@@ -307,9 +320,10 @@ def main() -> None:
               f"{100 * cpu_h / spent:.0f} %, relay {100 * cpu_r / spent:.0f} % of a core")
 
         quiet(proxy)  # the relay notices departed viewers within a second; the host stops
-        again_bytes, again_beats = idle_window(base, proxy, args.beats)
+        again_bytes, again_beats, again_pushes = idle_window(base, proxy, args.beats)
         print(f"nobody watching : host sent {again_bytes} B over {again_beats} heartbeats "
-              f"= {again_bytes / max(again_beats, 1):.0f} B per heartbeat (after the viewers left)")
+              f"= {again_bytes / max(again_beats, 1):.0f} B per heartbeat; {again_pushes} output "
+              "pushes (after the viewers left)")
 
         yard = [x * 1000 for x in tmux_alone(min(args.agents, 20), args.every, args.seconds / 2, root)]
         print(f"yardstick       : tmux alone ({min(args.agents, 20)} panes, pipe-pane -> FIFO): "

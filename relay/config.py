@@ -65,7 +65,7 @@ class Settings:
     output_buffer: int = 256 * 1024  # bytes of an agent's recent output kept for new viewers
     output_push_max: int = 256 * 1024  # bytes in one output push from a host (413 past it)
     output_rate: int = 1024 * 1024  # bytes of output per second one host may push (429 past it)
-    output_pushes: int = 50  # output pushes per second one host may make (429 past it)
+    output_pushes: int = 100  # output pushes per second one host may make (429 past it)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
