@@ -231,21 +231,14 @@ class RelayApp(Application):
 
     def register_orchestrator(self, cmd: c.RegisterOrchestrator) -> tuple[Any, list[Any]]:
         agg = self._get(Orchestrator, cmd.orchestrator_id)
-        fields = {
-            "hostname": cmd.hostname,
-            "base_dir": cmd.base_dir,
-            "providers": cmd.providers,
-            "env_keys": cmd.env_keys,
-            "meta": cmd.meta,
-            "token_hash": cmd.token_hash,
-            "at": cmd.at,
-        }
+        reg = cmd.registration
+        fields = {**reg.event_fields(), "token_hash": cmd.token_hash, "at": cmd.at}
         if agg is None:
             agg = Orchestrator(orchestrator_id=cmd.orchestrator_id, **fields)
             self.live[agg.id] = agg
         else:
             agg.reregister(**fields)
-        agg.declare_capacity(cmd.max_agents, dict(cmd.labels), cmd.at)
+        agg.declare_capacity(reg.max_agents, dict(reg.labels or {}), cmd.at)
         return None, [agg]
 
     def reregister_own_orchestrator(
@@ -253,16 +246,9 @@ class RelayApp(Application):
     ) -> tuple[Any, list[Any]]:
         """A host re-registering itself: confined to the baseDir an admin granted it."""
         agg = self.orchestrator(cmd.orchestrator_id)
-        agg.reregister_by_host(
-            cmd.hostname,
-            cmd.base_dir,
-            cmd.providers,
-            cmd.env_keys,
-            cmd.meta,
-            cmd.token_hash,
-            cmd.at,
-        )
-        agg.declare_capacity(cmd.max_agents, dict(cmd.labels), cmd.at)
+        reg = cmd.registration
+        agg.reregister_by_host(**reg.event_fields(), token_hash=cmd.token_hash, at=cmd.at)
+        agg.declare_capacity(reg.max_agents, dict(reg.labels or {}), cmd.at)
         return None, [agg]
 
     def enroll_orchestrator(self, cmd: c.EnrollOrchestrator) -> tuple[Any, list[Any]]:

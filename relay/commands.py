@@ -8,39 +8,62 @@ the clock.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from attrs import field, frozen
 
+from relay.wire.shapes import OrchestratorRegistration
+
 
 @frozen
-class RegisterOrchestrator:
-    orchestrator_id: str
-    hostname: str
-    base_dir: str
-    providers: list[str]
-    env_keys: list[str]
-    meta: dict[str, Any]
+class _Registration:
+    """A registration as declared on the wire (ADR 0029), passed through whole: a field added
+    to ``OrchestratorRegistration`` reaches the application without a change here."""
+
+    registration: OrchestratorRegistration
     token_hash: str
     at: int
-    max_agents: int | None = None
-    labels: dict[str, str] = field(factory=dict)
+
+    @property
+    def orchestrator_id(self) -> str:
+        return self.registration.id
+
+    @classmethod
+    def of(
+        cls,
+        orchestrator_id: str,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        env_keys: list[str],
+        meta: dict[str, Any],
+        token_hash: str,
+        at: int,
+        max_agents: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Self:
+        """Built from fields rather than from a request (tests, benchmarks, tools)."""
+        registration = OrchestratorRegistration(
+            id=orchestrator_id,
+            hostname=hostname,
+            base_dir=base_dir,
+            providers=providers,
+            env_keys=env_keys,
+            meta=meta,
+            max_agents=max_agents,
+            labels=labels,
+        )
+        return cls(registration, token_hash, at)
 
 
 @frozen
-class ReregisterOwnOrchestrator:
+class RegisterOrchestrator(_Registration):
+    """An admin registers a host (again: updates it and rotates its token)."""
+
+
+@frozen
+class ReregisterOwnOrchestrator(_Registration):
     """A host re-registering itself with its orchestrator token (``token_hash`` is that token's)."""
-
-    orchestrator_id: str
-    hostname: str
-    base_dir: str
-    providers: list[str]
-    env_keys: list[str]
-    meta: dict[str, Any]
-    token_hash: str
-    at: int
-    max_agents: int | None = None
-    labels: dict[str, str] = field(factory=dict)
 
 
 @frozen

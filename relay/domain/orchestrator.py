@@ -6,7 +6,10 @@ orchestrator's current state, so one aggregate decides it without a second
 load or a cross-aggregate transaction.
 
 Public methods decide (and run once); the ``@event`` methods only record, and
-re-run on every replay, so they are plain assignments.
+re-run on every replay, so they are plain assignments. Each event is a class
+declared just above the method that records it, with its stored name as
+``TOPIC`` and its ``class_version`` (ADR 0002): a change to its fields bumps
+the version and adds an upcaster there.
 
 Tokens (ADR 0013): an admin grants a host its orchestrator token and the
 ``baseDir`` it may use (by registering it, or by enrolling it); the host may
@@ -81,6 +84,7 @@ class Orchestrator(Aggregate):
         """An admin enrolled a host that never registered: known, offline, holding a token."""
 
         TOPIC = "OrchestratorEnrolled"
+        class_version = 1
         orchestrator_id: str
         hostname: str
         base_dir: str
@@ -100,7 +104,21 @@ class Orchestrator(Aggregate):
         """Derived from the natural id, so no lookup index is needed."""
         return uuid5(NAMESPACE_URL, "relay:orchestrator:" + orchestrator_id)
 
-    @event("Registered", topic="OrchestratorRegistered")
+    class Registered(Aggregate.Created, Event):
+        """An admin registered the host (or the host did, before tokens): online, holding a token."""
+
+        TOPIC = "OrchestratorRegistered"
+        class_version = 1
+        orchestrator_id: str
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        env_keys: list[str]
+        meta: dict[str, Any]
+        token_hash: str
+        at: int
+
+    @event(Registered)
     def __init__(
         self,
         orchestrator_id: str,
@@ -235,7 +253,20 @@ class Orchestrator(Aggregate):
             at=at,
         )
 
-    @event("Reregistered", topic="OrchestratorReregistered")
+    class Reregistered(Event):
+        """Registered again by an admin: a new grant and token, online (afresh after removal)."""
+
+        TOPIC = "OrchestratorReregistered"
+        class_version = 1
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        env_keys: list[str]
+        meta: dict[str, Any]
+        token_hash: str
+        at: int
+
+    @event(Reregistered)
     def _reregistered(
         self,
         hostname: str,
@@ -268,7 +299,18 @@ class Orchestrator(Aggregate):
             hostname=hostname, base_dir=base_dir, providers=providers, token_hash=token_hash, at=at
         )
 
-    @event("Reenrolled", topic="OrchestratorReenrolled")
+    class Reenrolled(Event):
+        """Enrolled again: a new grant and token; its online state is left as it was."""
+
+        TOPIC = "OrchestratorReenrolled"
+        class_version = 1
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        token_hash: str
+        at: int
+
+    @event(Reenrolled)
     def _reenrolled(
         self, hostname: str, base_dir: str, providers: list[str], token_hash: str, at: int
     ) -> None:
@@ -318,7 +360,19 @@ class Orchestrator(Aggregate):
             at=at,
         )
 
-    @event("ReregisteredByHost", topic="OrchestratorReregisteredByHost")
+    class ReregisteredByHost(Event):
+        """The host re-registered itself with its own token, inside its grant; token unchanged."""
+
+        TOPIC = "OrchestratorReregisteredByHost"
+        class_version = 1
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        env_keys: list[str]
+        meta: dict[str, Any]
+        at: int
+
+    @event(ReregisteredByHost)
     def _reregistered_by_host(
         self,
         hostname: str,
@@ -341,7 +395,15 @@ class Orchestrator(Aggregate):
         self._require_present()
         self._token_rotated(token_hash=token_hash, at=at)
 
-    @event("TokenRotated", topic="OrchestratorTokenRotated")
+    class TokenRotated(Event):
+        """The host's token was replaced; the previous one stops working here."""
+
+        TOPIC = "OrchestratorTokenRotated"
+        class_version = 1
+        token_hash: str
+        at: int
+
+    @event(TokenRotated)
     def _token_rotated(self, token_hash: str, at: int) -> None:
         self.token_hash = token_hash
 
@@ -356,19 +418,37 @@ class Orchestrator(Aggregate):
         self._token_revoked(at=at)
         return True
 
-    @event("TokenRevoked", topic="OrchestratorTokenRevoked")
+    class TokenRevoked(Event):
+        """No token works for the host until an admin grants a new one."""
+
+        TOPIC = "OrchestratorTokenRevoked"
+        class_version = 1
+        at: int
+
+    @event(TokenRevoked)
     def _token_revoked(self, at: int) -> None:
         self.token_hash = ""
 
     def heartbeat(self, at: int, load: dict[str, Any] | None = None) -> None:
         """Proof of life, judged on the server's receive time ``at``; may carry the host's load."""
         self._require_present()
-        if load is None:
-            self._heartbeat_received(at=at)  # the common case stays as small as before
-        else:
-            self._heartbeat_received(at=at, load=load)
+        self._heartbeat_received(at=at, load=load)
 
-    @event("HeartbeatReceived", topic="OrchestratorHeartbeatReceived")
+    class HeartbeatReceived(Event):
+        """The host was heard from at ``at`` (the relay's receive time), maybe with its load.
+
+        Version 1 has always had ``load`` optional: logs written before issue
+        15 lack the key, later ones hold it (``null`` when not sent). The
+        declared default reads both; no version bump was needed, so none adds
+        ``class_version`` to the most frequent event in the log.
+        """
+
+        TOPIC = "OrchestratorHeartbeatReceived"
+        class_version = 1
+        at: int
+        load: dict[str, Any] | None = None
+
+    @event(HeartbeatReceived)
     def _heartbeat_received(self, at: int, load: dict[str, Any] | None = None) -> None:
         self.status = ONLINE
         self.last_seen = max(self.last_seen, at)
@@ -389,7 +469,16 @@ class Orchestrator(Aggregate):
         self._capacity_declared(max_agents=max_agents, labels=labels, at=at)
         return True
 
-    @event("CapacityDeclared", topic="OrchestratorCapacityDeclared")
+    class CapacityDeclared(Event):
+        """The host's capacity (``max_agents``, None: no limit) and labels changed."""
+
+        TOPIC = "OrchestratorCapacityDeclared"
+        class_version = 1
+        max_agents: int | None
+        labels: dict[str, str]
+        at: int
+
+    @event(CapacityDeclared)
     def _capacity_declared(self, max_agents: int | None, labels: dict[str, str], at: int) -> None:
         self.max_agents = max_agents
         self.labels = labels
@@ -417,7 +506,15 @@ class Orchestrator(Aggregate):
         check_managed_agents(self.base_dir, agents)
         self._managed_agents_reported(agents=agents, at=at)
 
-    @event("ManagedAgentsReported", topic="ManagedAgentsReported")
+    class ManagedAgentsReported(Event):
+        """The host's list of the agents it runs, replacing the previous one."""
+
+        TOPIC = "ManagedAgentsReported"
+        class_version = 1
+        agents: list[dict[str, Any]]
+        at: int
+
+    @event(ManagedAgentsReported)
     def _managed_agents_reported(self, agents: list[dict[str, Any]], at: int) -> None:
         self.managed_agents = agents
 
@@ -453,7 +550,6 @@ class Orchestrator(Aggregate):
         if command_id in self.commands:
             raise ConflictError(f"command {command_id!r} already exists")
         self._require_room()
-        extra = {} if deadline_at is None else {"deadline_at": deadline_at}
         self._spawn_requested(
             command_id=command_id,
             provider=provider,
@@ -463,10 +559,35 @@ class Orchestrator(Aggregate):
             prompt=prompt,
             requested_by=requested_by,
             at=at,
-            **extra,
+            deadline_at=deadline_at,
         )
 
-    @event("SpawnRequested", topic="SpawnRequested")
+    class SpawnRequested(Event):
+        """Someone asked the host to start an agent; the command is pending.
+
+        Version 2 (the upcasting example, ADR 0002): ``deadline_at`` (epoch
+        ms, None: none) came with issue 15. Logs recorded before it
+        (tests/fixtures/log-v1) hold version-1 events without the key; the
+        upcaster gives them the default, so every reader sees the field.
+        """
+
+        TOPIC = "SpawnRequested"
+        class_version = 2
+        command_id: str
+        provider: str
+        cwd: str
+        label: str | None
+        approval_mode: str
+        prompt: str | None
+        requested_by: str
+        at: int
+        deadline_at: int | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("deadline_at", None)
+
+    @event(SpawnRequested)
     def _spawn_requested(
         self,
         command_id: str,
@@ -477,7 +598,7 @@ class Orchestrator(Aggregate):
         prompt: str | None,
         requested_by: str,
         at: int,
-        deadline_at: int | None = None,
+        deadline_at: int | None,
     ) -> None:
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at
@@ -504,17 +625,35 @@ class Orchestrator(Aggregate):
             )
         if command_id in self.commands:
             raise ConflictError(f"command {command_id!r} already exists")
-        extra = {} if deadline_at is None else {"deadline_at": deadline_at}
         self._action_requested(
             command_id=command_id,
             action=action,
             agent_id=agent_id,
             requested_by=requested_by,
             at=at,
-            **extra,
+            deadline_at=deadline_at,
         )
 
-    @event("ActionRequested", topic="ActionRequested")
+    class ActionRequested(Event):
+        """Someone asked the host to restart or shut down one agent (or all: ``agent_id`` None).
+
+        Version 2: ``deadline_at`` added, as on ``SpawnRequested``.
+        """
+
+        TOPIC = "ActionRequested"
+        class_version = 2
+        command_id: str
+        action: str
+        agent_id: str | None
+        requested_by: str
+        at: int
+        deadline_at: int | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("deadline_at", None)
+
+    @event(ActionRequested)
     def _action_requested(
         self,
         command_id: str,
@@ -522,7 +661,7 @@ class Orchestrator(Aggregate):
         agent_id: str | None,
         requested_by: str,
         at: int,
-        deadline_at: int | None = None,
+        deadline_at: int | None,
     ) -> None:
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at
@@ -547,7 +686,15 @@ class Orchestrator(Aggregate):
         self._command_started(command_id=command_id, at=at)
         return True
 
-    @event("CommandStarted", topic="CommandStarted")
+    class CommandStarted(Event):
+        """The host started a pending command."""
+
+        TOPIC = "CommandStarted"
+        class_version = 1
+        command_id: str
+        at: int
+
+    @event(CommandStarted)
     def _command_started(self, command_id: str, at: int) -> None:
         self.commands[command_id] = RUNNING
 
@@ -576,7 +723,16 @@ class Orchestrator(Aggregate):
                 ended.append(cid)
         return ended
 
-    @event("CommandExpired", topic="CommandExpired")
+    class CommandExpired(Event):
+        """An open command ended without a result (its deadline passed, its host went offline)."""
+
+        TOPIC = "CommandExpired"
+        class_version = 1
+        command_id: str
+        reason: str
+        at: int
+
+    @event(CommandExpired)
     def _command_expired(self, command_id: str, reason: str, at: int) -> None:
         self.commands[command_id] = EXPIRED
         self.deadlines.pop(command_id, None)
@@ -596,7 +752,18 @@ class Orchestrator(Aggregate):
             command_id=command_id, status=status, error=error, agent_id=agent_id, at=at
         )
 
-    @event("CommandResultRecorded", topic="CommandResultRecorded")
+    class CommandResultRecorded(Event):
+        """The host posted a command's one result (``done`` or ``failed``)."""
+
+        TOPIC = "CommandResultRecorded"
+        class_version = 1
+        command_id: str
+        status: str
+        error: str | None
+        agent_id: str | None
+        at: int
+
+    @event(CommandResultRecorded)
     def _command_result_recorded(
         self, command_id: str, status: str, error: str | None, agent_id: str | None, at: int
     ) -> None:
@@ -609,7 +776,14 @@ class Orchestrator(Aggregate):
         self._require_present()
         self._removed(at=at)
 
-    @event("Removed", topic="OrchestratorRemoved")
+    class Removed(Event):
+        """The orchestrator was forgotten; its agents keep running on the host."""
+
+        TOPIC = "OrchestratorRemoved"
+        class_version = 1
+        at: int
+
+    @event(Removed)
     def _removed(self, at: int) -> None:
         self.status = REMOVED
         self.managed_agents = []
@@ -631,7 +805,15 @@ class Orchestrator(Aggregate):
         self._reaped(at=now, last_seen=judged_last_seen)
         return True
 
-    @event("Reaped", topic="OrchestratorReaped")
+    class Reaped(Event):
+        """The reaper marked the host offline: silent since ``last_seen``, judged at ``at``."""
+
+        TOPIC = "OrchestratorReaped"
+        class_version = 1
+        at: int
+        last_seen: int
+
+    @event(Reaped)
     def _reaped(self, at: int, last_seen: int) -> None:
         self.status = OFFLINE
         self.offline_since = at
@@ -653,6 +835,13 @@ class Orchestrator(Aggregate):
         self._managed_agents_lost(at=now)
         return True
 
-    @event("ManagedAgentsLost", topic="ManagedAgentsLost")
+    class ManagedAgentsLost(Event):
+        """The host stayed offline past lost-after: its agents are lost, not unknown."""
+
+        TOPIC = "ManagedAgentsLost"
+        class_version = 1
+        at: int
+
+    @event(ManagedAgentsLost)
     def _managed_agents_lost(self, at: int) -> None:
         self.agents_lost = True

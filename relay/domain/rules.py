@@ -117,3 +117,47 @@ def check_managed_agents(base_dir: str, agents: list[dict[str, Any]]) -> None:
                 e.field, f"managed agent {agent.get('agentId')!r} works in {cwd!r}, "
                 f"which is not inside the orchestrator's baseDir {posixpath.normpath(base_dir)}"
             ) from None
+
+
+# -- message targets (ADR 0010): an agent id, or a broadcast ----------------------------
+
+BROADCAST_ALL = "*"
+LABEL_PREFIX = "label:"
+TAG_PREFIX = "tag:"
+MAX_TARGET_NAME = 200
+
+
+def is_broadcast(to: str) -> bool:
+    """``*``, ``label:X`` and ``tag:X`` reach every matching agent; anything else is an agent id."""
+    return to == BROADCAST_ALL or to.startswith((LABEL_PREFIX, TAG_PREFIX))
+
+
+def check_target(field: str, to: object) -> str:
+    """A message's ``to``: an agent id, ``label:X``, ``tag:X`` or ``*``."""
+    if not isinstance(to, str) or not to:
+        raise InvalidInputError(field, "is required: an agent id, 'label:X', 'tag:X' or '*'")
+    if to.startswith((LABEL_PREFIX, TAG_PREFIX)):
+        name = to.partition(":")[2]
+        if not name or len(name) > MAX_TARGET_NAME or "\x00" in name:
+            raise InvalidInputError(
+                field, f"needs a name of 1-{MAX_TARGET_NAME} characters after the ':'"
+            )
+    elif to != BROADCAST_ALL:
+        check_id(field, to)
+    return to
+
+
+def check_agent_id(field: str, value: object) -> str:
+    """An id an agent may register under: not an orchestrator's, not a message target."""
+    aid = check_id(field, value)
+    if aid.startswith(ORCHESTRATOR_AGENT_PREFIX):
+        raise InvalidInputError(
+            field,
+            f"ids starting with {ORCHESTRATOR_AGENT_PREFIX!r} are reserved for orchestrators; "
+            "register the orchestrator instead",
+        )
+    if is_broadcast(aid):
+        raise InvalidInputError(
+            field, "'*' and ids starting with 'label:' or 'tag:' are message targets, not agent ids"
+        )
+    return aid

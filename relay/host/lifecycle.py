@@ -28,7 +28,7 @@ from typing import Any
 
 from relay.host.config import HostConfigError
 
-# What the relay's registration accepts (relay/http/parse.py capacity/labels).
+# What the relay's registration accepts (relay/wire/shapes.py OrchestratorRegistration).
 MAX_LABELS = 32
 MAX_LABEL_CHARS = 100
 MAX_AGENTS_LIMIT = 100_000

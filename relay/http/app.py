@@ -95,7 +95,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     each response, and closes the connection when it fires before a complete
     request head has arrived: so ``keepalive_timeout`` bounds both idle time
     and how long a client may take to send its headers. The body has its own
-    deadline in ``parse.read_json``. Header sizes stay at aiohttp's limits
+    deadline in ``parse.read_body``. Header sizes stay at aiohttp's limits
     (8190-byte lines and fields, 128 headers), answered 414 (request line) or
     431 (headers) past them, as JSON (``errors.JsonErrorProtocol``).
     """

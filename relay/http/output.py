@@ -43,13 +43,15 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from relay.config import Settings
-from relay.domain.errors import NotFoundError, RelayError, TooLargeError
+from relay.domain.errors import InvalidInputError, NotFoundError, RelayError, TooLargeError
 from relay.domain.rules import check_id
 from relay.http import parse
 from relay.http.errors import error_response
 from relay.http.keys import HUB, OUTPUT, SERVICE, SETTINGS
 from relay.http.sse import Subscriber, chunk
 from relay.service import RelayService
+from relay.wire import shapes as w
+from relay.wire.declare import decode
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +298,7 @@ class OutputHub:
         pushes.tokens -= 1
         volume.tokens -= size
 
-    def deliver(self, oid: str, items: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    def deliver(self, oid: str, items: list[w.OutputChunk]) -> tuple[int, list[str]]:
         """Hand a push's chunks to the viewers of their agents, never waiting for one.
 
         Returns how many chunks had a viewer, and the agents that have none."""
@@ -304,41 +306,34 @@ class OutputHub:
         delivered = 0
         unwatched: list[str] = []
         for item in items:
-            aid = item["agentId"]
+            aid = item.agent_id
             feed = feeds.get(aid)
             if feed is None:
                 if aid not in unwatched:
                     unwatched.append(aid)
                 continue
             delivered += 1
-            if item["kind"] == "snapshot":
-                self._snapshot(feed, item)
+            raw = orjson.dumps(item.wire())  # once, for every viewer and the buffer
+            if item.kind == "snapshot":
+                self._snapshot(feed, raw.decode(), len(raw), bool(item.reset))
             else:
-                self._output(feed, item)
+                self._output(feed, raw.decode(), len(raw))
         self.counts["chunks"] += delivered
         self.counts["unwatched"] += len(items) - delivered
         return delivered, unwatched
 
-    def _snapshot(self, feed: Feed, item: dict[str, Any]) -> None:
-        wire = {"data": item["data"], "cols": item.get("cols"), "rows": item.get("rows"),
-                "at": item.get("at")}
-        raw = orjson.dumps({k: v for k, v in wire.items() if v is not None})
-        data, size = raw.decode(), len(raw)
+    def _snapshot(self, feed: Feed, data: str, size: int, reset: bool) -> None:
         feed.asked = False
         feed.forget()
         if size <= self.settings.output_buffer:
             feed.snapshot = (data, size)
             feed.size = size
-        reset = bool(item.get("reset"))
         for viewer in list(feed.viewers):
             if viewer.waiting or reset:
                 viewer.waiting = False
                 viewer.offer("snapshot", data, size)
 
-    def _output(self, feed: Feed, item: dict[str, Any]) -> None:
-        wire = {"data": item["data"], "at": item.get("at")}
-        raw = orjson.dumps({k: v for k, v in wire.items() if v is not None})
-        data, size = raw.decode(), len(raw)
+    def _output(self, feed: Feed, data: str, size: int) -> None:
         if feed.snapshot is not None:
             feed.tail.append((data, size))
             feed.size += size
@@ -477,11 +472,13 @@ async def push(request: web.Request) -> web.Response:
     most = settings.output_push_limit
     if request.content_length is not None and request.content_length > most:
         raise TooLargeError(_too_large(most))
-    body = await parse.read_json(request, stored=False)
-    size = len(await request.read())  # read once already; aiohttp keeps the bytes
+    raw = await parse.read_body(request)
+    size = len(raw)
     if size > most:
         raise TooLargeError(_too_large(most))
-    items = parse.output_push(body)
+    if not raw:
+        raise InvalidInputError("body", "a JSON object is required")
+    items = decode(raw, w.OutputPush).chunks
     hub = request.app[OUTPUT]
     try:
         hub.admit(oid, size, asyncio.get_running_loop().time())

@@ -192,7 +192,7 @@ class ReadModels:
         was = o["status"]
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
-        load = ev.__dict__.get("load")
+        load = ev.load
         if load is not None or o["load"] is not None:
             o["load"] = load
             o["activeAgents"] = _active(o)
@@ -287,7 +287,7 @@ class ReadModels:
             "label": ev.label,
             "approvalMode": ev.approval_mode,
             "prompt": ev.prompt,
-            "deadlineAt": ev.__dict__.get("deadline_at"),
+            "deadlineAt": ev.deadline_at,
         }
         self._command_added(oid, cmd, changes)
 
@@ -302,7 +302,7 @@ class ReadModels:
             "requestedBy": ev.requested_by,
             "action": ev.action,
             "agentId": ev.agent_id,
-            "deadlineAt": ev.__dict__.get("deadline_at"),
+            "deadlineAt": ev.deadline_at,
         }
         self._command_added(oid, cmd, changes)
 

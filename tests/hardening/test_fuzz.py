@@ -59,12 +59,6 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                 f"Authorization: Bearer {TOKEN}",
                 "--checks",
                 "all",
-                # use_after_free: an entity's history, and a deleted message (status "deleted"),
-                # stay readable after DELETE by design; schemathesis ignores per-operation
-                # switches for it in its stateful phase. tests/http and tests/messaging check
-                # every read of a removed entity by hand.
-                "--exclude-checks",
-                "use_after_free",
                 "--max-examples",
                 str(examples),
                 "--seed",

@@ -32,6 +32,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 from relay.config import Settings
 from relay.http.output import OutputHub, Viewer
 from relay.http.sse import Filter
+from relay.wire import shapes as w
 
 OID = "h"
 AGENTS = ("a1", "a2")
@@ -121,14 +122,14 @@ class FeedMachine(RuleBasedStateMachine):
     # -- the host ----------------------------------------------------------------
 
     def _push(self, item: dict[str, Any]) -> None:
-        item = {"reset": False, **item}
-        delivered, unwatched = self.hub.deliver(OID, [item])
+        chunk = w.OutputChunk(**item)
+        delivered, unwatched = self.hub.deliver(OID, [chunk])
         assert delivered + len(unwatched) == 1
 
     @rule(agent=st.sampled_from(AGENTS), text=TEXT)
     def output(self, agent: str, text: str) -> None:
         self.truth[agent] += text
-        self._push({"agentId": agent, "kind": "output", "data": text})
+        self._push({"agent_id": agent, "kind": "output", "data": text})
 
     @rule(agent=st.sampled_from(AGENTS), big=st.integers(1, 400), text=TEXT)
     def burst(self, agent: str, big: int, text: str) -> None:
@@ -141,7 +142,7 @@ class FeedMachine(RuleBasedStateMachine):
         screen is bounded: past that the host trims history, outside this model)."""
         if len(self.truth[agent]) <= SCREEN_MAX:
             self.answered[agent] = len(self.stream.frames)
-            self._push({"agentId": agent, "kind": "snapshot", "data": self.truth[agent]})
+            self._push({"agent_id": agent, "kind": "snapshot", "data": self.truth[agent]})
 
     @rule(agent=st.sampled_from(AGENTS), text=TEXT)
     def reset_screen(self, agent: str, text: str) -> None:
@@ -149,7 +150,7 @@ class FeedMachine(RuleBasedStateMachine):
         self.serial += 1
         self.answered[agent] = len(self.stream.frames)
         self.truth[agent] = f"[{self.serial}]{text}"
-        self._push({"agentId": agent, "kind": "snapshot", "data": self.truth[agent], "reset": True})
+        self._push({"agent_id": agent, "kind": "snapshot", "data": self.truth[agent], "reset": True})
 
     # -- invariants -------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
+from relay.http.openapi import document
 from tests.http.helpers import managed, register_orchestrator
 from tests.output.conftest import SseViewer
 from tests.support.client import Client, Response
@@ -27,6 +29,15 @@ LIMITS = [
     "--output-viewers", "2", "--output-host-viewers", "3", "--output-buffer", "4096",
     "--output-push-max", "8192", "--output-rate", "16384", "--output-pushes", "5",
 ]
+
+
+DOC = document()
+
+
+def valid(name: str, data: Any) -> bool:
+    """``data`` fits the served document's schema ``name`` (the contract the dashboard reads)."""
+    schema = {**DOC["components"]["schemas"][name], "components": DOC["components"]}
+    return jsonschema_rs.Draft202012Validator(schema).is_valid(data)
 
 
 def wait_for(check: Any, what: str, timeout: float = 10.0) -> Any:
@@ -129,6 +140,7 @@ def test_the_host_hears_who_watches_on_its_stream_without_log_ids(host: FakeHost
     frame = wait_for(lambda: host.frames()[1:], "a frame for the first viewer")[-1]
     assert frame["agents"] == ["a1"] and frame["refresh"] == ["a1"]
     assert set(frame["limits"]) == {"pushesPerSecond", "bytesPerSecond", "pushBytes"}
+    assert all(valid("OutputWatch", f) for f in host.frames())
     v2 = host.view("a1")
     wait_for(lambda: v2.status == 200, "the second viewer's stream")
     # A reconnecting host hears the set again, with the agents whose viewers wait for a screen.
@@ -155,6 +167,7 @@ def test_viewers_get_the_screen_then_output_and_late_ones_start_at_once(host: Fa
     assert v1.named("snapshot") == [{"data": "screen\r\n", "cols": 80, "rows": 24}]
     assert v1.named("output") == [{"data": tricky, "at": 1_800_000_000_000}]  # intact, one event
     assert v1.text() == "screen\r\n" + tricky
+    assert all(valid("OutputEvent", data) for _, data in v1.events)
     frames = len(host.frames())
     v2 = host.view("a1")  # from the relay's buffer: no need to ask the host
     wait_for(lambda: v2.named("output"), "the buffer for a late viewer")
@@ -284,6 +297,7 @@ def test_a_slow_viewer_is_cut_and_the_others_keep_streaming(tmp_path: Path) -> N
         relay.stop()  # a clean stop tells the viewers why their stream ends
         wait_for(lambda: fast.closed.is_set(), "the end of the stream")
         assert fast.named("end") == [{"reason": "the relay is shutting down"}]
+        assert valid("OutputEnd", fast.named("end")[0])
     finally:
         host.close()
         relay.stop()

@@ -300,7 +300,7 @@ class ReaperMachine(RuleBasedStateMachine):
     def _cmd_register(self, key: Key, at: int, hostname: str, providers: tuple[str, ...]) -> c.Command:
         if key[0] == "agent":
             return c.RegisterAgent(key[1], key[1], None, [], None, [], {}, at)
-        return c.RegisterOrchestrator(
+        return c.RegisterOrchestrator.of(
             key[1], hostname, f"/srv/{key[1]}", list(providers), ["HOME"], {}, "0" * 64, at
         )
 
