@@ -213,6 +213,7 @@ Deadline = kind(
     int,
     "must be a whole number of seconds, at least 1",
     ge=1,
+    le=2**63 - 1,  # stated, so a fuzzer knows a longer number is refused (ADR 0011)
     description="Seconds until the command expires; the relay's --command-deadline is both "
     "the default and the most (a longer ask gets it).",
 )
