@@ -36,6 +36,7 @@ from relay.host.config import (
     tmux_env,
 )
 from relay.host.lifecycle import add_lifecycle_arguments, lifecycle_from_args
+from relay.host.output import add_output_arguments, output_from_args
 from relay.host.state import StateFileError
 from relay.host.tmux import Tmux
 
@@ -125,6 +126,7 @@ def configure_parser(
                         "defaults for it (\\[[yY]/[nN]\\], \\([yY]/[nN]\\), Proceed\\?, "
                         "Do you want, Continue\\?)")
     add_lifecycle_arguments(parser)
+    add_output_arguments(parser)
     parser.add_argument("--once", "--dry-run", dest="once", action="store_true",
                         help="print what would be registered and exit without contacting "
                         "the relay")
@@ -304,7 +306,7 @@ def run_host(args: argparse.Namespace) -> int:
     if not tmux.available():
         print("relay host: tmux is not installed (apt-get install tmux)", file=sys.stderr)
         return 2
-    daemon = HostDaemon(config, tmux, lifecycle)
+    daemon = HostDaemon(config, tmux, lifecycle, output_from_args(args))
     try:
         asyncio.run(_main(daemon))
     except (HostConfigError, StateFileError) as exc:

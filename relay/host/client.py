@@ -250,6 +250,29 @@ class RelayClient:
             if exc.status != 409:
                 raise
 
+    async def push_output(self, body: bytes) -> Any:
+        """``POST .../output`` with a ready JSON body (live output, ADR 0031).
+
+        A 429 is ``RelayUnavailableError`` with the relay's ``Retry-After``:
+        the chunks are lost either way, and the caller sends a fresh screen.
+        """
+        url = f"{self._own}/output"
+        headers = self._headers(self._token)
+        headers["Content-Type"] = "application/json"
+        try:
+            async with self.session.post(url, data=body, headers=headers) as resp:
+                text = await resp.text()
+                if resp.status == 429 or resp.status >= 500:
+                    raise RelayUnavailableError(
+                        f"POST {url}: {resp.status} {_error_message(text)}",
+                        retry_after=_seconds(resp.headers.get("Retry-After")),
+                    )
+                if resp.status >= 400:
+                    raise RelayRejectedError(resp.status, _error_message(text))
+                return json.loads(text) if text else None
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise RelayUnavailableError(f"POST {url}: {exc!r}") from exc
+
     @contextlib.asynccontextmanager
     async def event_stream(
         self, last_event_id: str | None

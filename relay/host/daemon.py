@@ -9,7 +9,8 @@ The parts, one concept each:
 - ``agents``       — starting, restarting and stopping providers in tmux;
 - ``watcher``      — noticing agents that ended, crash-loop restarts, reporting the list;
 - ``attention``    — noticing agents that wait for a person (hooks, quiet panes), ADR 0032;
-- ``recovery``     — settling what a killed daemon left half-done.
+- ``recovery``     — settling what a killed daemon left half-done;
+- ``output``       — live terminal output of the agents someone watches (ADR 0031).
 
 This module adds the heartbeat loop and the start/stop sequence.
 """
@@ -29,6 +30,7 @@ from relay.host.config import HostConfig, HostConfigError
 from relay.host.context import Backoff, HostContext
 from relay.host.crashloop import CrashLoopPolicy
 from relay.host.lifecycle import LifecycleConfig, load_report
+from relay.host.output import OutputConfig, OutputStreamer
 from relay.host.recovery import recover_started
 from relay.host.registration import Registration, registration_payload
 from relay.host.state import HostState, StateFile
@@ -49,6 +51,7 @@ class HostDaemon:
         config: HostConfig,
         tmux: Tmux | None = None,
         lifecycle: LifecycleConfig | None = None,
+        output: OutputConfig | None = None,
     ) -> None:
         lifecycle = lifecycle or LifecycleConfig()
         self.ctx = HostContext(
@@ -67,7 +70,8 @@ class HostDaemon:
         self.commands = CommandRunner(
             self.ctx, self.registration, self.agents, self.watcher, self.attention
         )
-        self.stream = CommandStream(self.ctx, self.registration, self.commands)
+        self.output = OutputStreamer(self.ctx, output)
+        self.stream = CommandStream(self.ctx, self.registration, self.commands, self.output)
         self.registration.after = self._after_registration
 
     @property
@@ -128,6 +132,7 @@ class HostDaemon:
                 asyncio.create_task(self._guard("commands", self.stream.run)),
                 asyncio.create_task(self._guard("watch", self.watcher.run)),
                 asyncio.create_task(self._guard("attention", self.attention.run)),
+                asyncio.create_task(self._guard("output", self.output.run)),
             ]
             try:
                 await ctx.stopping.wait()
@@ -143,6 +148,7 @@ class HostDaemon:
                     task.cancel()
                 await asyncio.gather(*settling, return_exceptions=True)
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await self.output.close()
                 ctx.save()
         log.info("host daemon stopped; %d managed agent(s) keep running", len(state.agents))
 

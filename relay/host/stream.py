@@ -20,6 +20,7 @@ from relay.host.client import (
 )
 from relay.host.commands import CommandRunner
 from relay.host.context import Backoff, HostContext
+from relay.host.output import OutputStreamer
 from relay.host.registration import Registration
 
 log = logging.getLogger("relay.host")
@@ -28,10 +29,17 @@ log = logging.getLogger("relay.host")
 class CommandStream:
     """Feeds the relay's commands for this host to the ``CommandRunner``."""
 
-    def __init__(self, ctx: HostContext, registration: Registration, commands: CommandRunner) -> None:
+    def __init__(
+        self,
+        ctx: HostContext,
+        registration: Registration,
+        commands: CommandRunner,
+        output: OutputStreamer | None = None,
+    ) -> None:
         self.ctx = ctx
         self.registration = registration
         self.commands = commands
+        self.output = output
 
     async def run(self) -> None:
         """Follow our commands: SSE with resume, reconcile on connect, poll as fallback."""
@@ -81,9 +89,13 @@ class CommandStream:
             )
             # Reconcile once the stream is open: anything requested after the
             # pending list was read arrives on the stream, so nothing is missed.
-            await self.commands.reconcile()
-            async for event in events:
-                await self.on_event(event)
+            try:
+                await self.commands.reconcile()
+                async for event in events:
+                    await self.on_event(event)
+            finally:
+                if self.output is not None:
+                    self.output.on_stream_lost()
 
     async def on_event(self, event: Any) -> None:
         """Act on one stream event: our command, or our own removal; remember its id."""
@@ -99,6 +111,11 @@ class CommandStream:
         ):
             log.warning("this host was removed from the relay; registering again")
             await self.registration.ensure(force=True, seen=self.registration.generation)
+        elif event.event == "orchestrator.watch" and isinstance(data, dict):
+            # Who watches which agent's terminal: not a log event, it has no id (ADR 0031).
+            if self.output is not None and data.get("orchestratorId") == ctx.config.orchestrator_id:
+                self.output.on_watch(data)
+            return
         if event.id:
             ctx.state.last_event_id = event.id
             # Status events come with every heartbeat; replaying a few of them

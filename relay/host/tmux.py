@@ -92,6 +92,27 @@ class PaneState:
     signal: int | None = None
 
 
+@dataclass(frozen=True)
+class PanePipe:
+    """A session's (first) pane as output taps see it."""
+
+    pane_id: str
+    piped: bool
+    dead: bool
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What a pane shows: lines (history, then the screen's rows), cursor and size."""
+
+    lines: list[str]
+    cursor_x: int
+    cursor_y: int
+    cols: int
+    rows: int
+    alternate: bool
+
+
 class Tmux:
     """A thin async wrapper over the ``tmux`` binary on one socket."""
 
@@ -209,6 +230,49 @@ class Tmux:
             if line.strip() and not line.startswith("Pane is dead")
         ]
         return lines[-count:]
+
+    async def pipes(self) -> dict[str, PanePipe]:
+        """Every session's first pane: its id, whether it is piped, whether it ended."""
+        code, out, err = await self._run(
+            "list-panes", "-a", "-F", "#{session_name}\t#{pane_id}\t#{pane_pipe}\t#{pane_dead}",
+        )
+        if code != 0:
+            if any(s in err for s in _NO_SERVER):
+                return {}
+            raise TmuxError(f"tmux list-panes failed: {err.strip()}")
+        found: dict[str, PanePipe] = {}
+        for line in out.splitlines():
+            name, pane_id, piped, dead = [*line.split("\t"), "", "", ""][:4]
+            if name and name not in found:
+                found[name] = PanePipe(pane_id, piped == "1", dead == "1")
+        return found
+
+    async def pipe_pane(self, name: str, command: str | None) -> None:
+        """Pipe what the session's pane prints into ``command`` (a shell command tmux
+        runs, ``#`` formats expanded); None closes the pipe."""
+        target = f"={name}:"
+        args = ["pipe-pane", "-O", "-t", target, command] if command else ["pipe-pane", "-t", target]
+        code, _, err = await self._run(*args)
+        if code != 0:
+            raise TmuxError(f"tmux pipe-pane failed: {err.strip()}")
+
+    async def screen(self, name: str, history: int) -> Screen:
+        """The pane as it looks: up to ``history`` lines above the screen and the screen
+        itself, with colour escapes (``capture-pane -e``), and the cursor; one tmux call."""
+        target = f"={name}:"
+        code, out, err = await self._run(
+            "capture-pane", "-p", "-e", "-t", target, "-S", f"-{max(history, 0)}", ";",
+            "display-message", "-p", "-t", target,
+            "#{cursor_x} #{cursor_y} #{pane_width} #{pane_height} #{alternate_on}",
+        )
+        if code != 0:
+            raise TmuxError(f"tmux capture-pane failed: {err.strip()}")
+        body, _, last = out.rstrip("\n").rpartition("\n")
+        numbers = last.split()
+        if len(numbers) != 5 or not all(n.isdigit() for n in numbers):
+            raise TmuxError(f"tmux display-message answered {last[:80]!r}")
+        cx, cy, cols, rows, alternate = (int(n) for n in numbers)
+        return Screen(body.split("\n") if body else [], cx, cy, cols, rows, alternate == 1)
 
     async def pane_pid(self, name: str) -> int | None:
         """The pid of the session's process (the provider, after the shim's exec)."""

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from relay.config import Settings
-from relay.http import messaging, metrics, openapi, sse
+from relay.http import messaging, metrics, openapi, output, sse
 from relay.http.auth import auth_middleware
 from relay.http.errors import RelayRunner, allowed_methods, error_middleware
 from relay.http.guard import guard_middleware, security_headers
@@ -57,6 +57,7 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     metrics.install(app, app[SERVICE].metrics, settings)
     app.cleanup_ctx.append(_service_lifetime)
     sse.setup(app)  # after the service: the hub starts after it and stops before it
+    output.setup(app)  # after the event hub: it writes watch frames on the hosts' streams
     return app
 
 

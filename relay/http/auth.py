@@ -66,8 +66,11 @@ ORCHESTRATOR_ROUTES = frozenset(
         ("POST", "/api/orchestrators/{id}/commands/{commandId}/result"),
         ("POST", "/api/orchestrators/{id}/commands/{commandId}/progress"),
         ("POST", "/api/orchestrators/{id}/agents/{agentId}/attention"),
+        ("POST", "/api/orchestrators/{id}/output"),
     }
 )
+# Streams a browser opens with EventSource, which cannot set headers: ?token= is read there.
+QUERY_TOKEN_ROUTES = frozenset({("GET", "/api/orchestrators/{id}/agents/{agentId}/output")})
 
 # Routes where an orchestrator token may act as itself with the id in the body: as
 # its own agent (orchestrator-<id>; messaging.act_as checks the agent named), and
@@ -117,6 +120,8 @@ def presented_token(request: web.Request) -> str | None:
         return value
     if request.path == EVENTS_PATH and request.method in ("GET", "HEAD"):
         return request.query.get("token") or None
+    if _route_of(request) in QUERY_TOKEN_ROUTES:
+        return request.query.get("token") or None
     return None
 
 
@@ -149,8 +154,8 @@ def authorize(request: web.Request, admin_token: bytes | None) -> str | web.Resp
             return OPERATOR
         if request.query.get("token") is not None:
             return _unauthorized(
-                "?token= is accepted only on GET /api/events; send the token in the "
-                "Authorization header"
+                "?token= is accepted only on GET /api/events and an agent's output stream; "
+                "send the token in the Authorization header"
             )
         return _unauthorized(_NEEDS_TOKEN)
     raw = token.encode("utf-8", "surrogateescape")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay import __version__
-from relay.http import openapi_attention, openapi_messages, openapi_tokens
+from relay.http import openapi_attention, openapi_messages, openapi_output, openapi_tokens
 from relay.http.openapi_parts import (
     array_of,
     components,
@@ -408,6 +408,7 @@ PATHS: dict[str, Any] = {
 PATHS.update(openapi_messages.PATHS)
 PATHS.update(openapi_tokens.PATHS)
 PATHS.update(openapi_attention.PATHS)
+PATHS.update(openapi_output.PATHS)  # live output (ADR 0031)
 
 
 # -- the log, live and past (relay.http.sse, relay.http.past) ------------------------
@@ -442,12 +443,15 @@ PATHS.update(
                 "once, in order, then the live tail without a seam: `P` means all of P was "
                 "received, `P.K` resumes with the event after P.K. A comment "
                 "arrives at least every --keepalive seconds; a stream that falls --sse-buffer "
-                "bytes behind is ended (resume to continue).",
+                "bytes behind is ended (resume to continue). An ?orchestrator= stream also gets "
+                "`orchestrator.watch` frames (OutputWatch data, no id: not log events) telling "
+                "that host which of its agents someone watches live (ADR 0031).",
                 {
                     "200": {
                         "description": "The stream (text/event-stream), until the client or the "
                         "relay ends it.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "x-sse-events": openapi_output.WATCH_EVENTS,
                     },
                     "400": err("Malformed since, Last-Event-ID, types or orchestrator."),
                     "409": err(
@@ -505,7 +509,8 @@ def document() -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "Accepted on GET /api/events only (EventSource cannot set headers).",
+                    "description": "Accepted on GET /api/events and GET .../agents/{agentId}/output "
+                    "only (EventSource cannot set headers).",
                 },
             },
         },

@@ -466,8 +466,22 @@ def _deep_field(raw: bytes, tp: type[Any]) -> str:
         return "body"
     if not isinstance(data, dict) or not _is_shape(tp):
         return "body"
-    names = {f.encode_name for f in shape_fields(tp)}
-    return too_deep_field({k: v for k, v in data.items() if k in names}) or "body"
+    return too_deep_field(_read_by(tp, data)) or "body"
+
+
+def _read_by(tp: Any, data: Any) -> Any:
+    """``data`` cut down to what ``tp`` reads, at every level (the items of a list of shapes
+    too): unknown fields are ignored, so the storable checks must not look into them."""
+    bare, _, _ = _strip(tp)
+    if _is_shape(bare):
+        if not isinstance(data, dict):
+            return data
+        fields = {f.encode_name: f.type for f in shape_fields(bare)}
+        return {k: _read_by(fields[k], v) for k, v in data.items() if k in fields}
+    if typing.get_origin(bare) is list and isinstance(data, list):
+        item = _item(bare)
+        return [_read_by(item, v) for v in data]
+    return data
 
 
 def _big_int(where: str) -> InvalidInputError:
@@ -483,8 +497,7 @@ def _refuse_big_ints(raw: bytes, tp: type[Any]) -> None:
     except (ValueError, RecursionError):
         return
     if isinstance(parsed, dict) and _is_shape(tp):
-        names = {f.encode_name for f in shape_fields(tp)}
-        parsed = {k: v for k, v in parsed.items() if k in names}
+        parsed = _read_by(tp, parsed)
     where = big_int_path(parsed)
     if where is not None:
         raise _big_int(where)

@@ -242,6 +242,7 @@ Deadline = kind(
     int,
     "must be a whole number of seconds, at least 1",
     ge=1,
+    le=2**63 - 1,  # stated, so a fuzzer knows a longer number is refused (ADR 0011)
     description="Seconds until the command expires; the relay's --command-deadline is both "
     "the default and the most (a longer ask gets it).",
 )
@@ -1293,4 +1294,115 @@ class EventsQuery(Shape, kw_only=True):
         )
         | None
     ) = None
+    token: about(str, "The token, for browsers' EventSource (cannot set headers).") | None = None
+
+
+# -- live output (issue 16, ADR 0031): a viewer's stream and a host's pushes, never stored -----------
+
+MAX_OUTPUT_CHUNKS = 1000
+MAX_TERMINAL_SIDE = 10_000
+OUTPUT_KINDS = ("output", "snapshot")
+
+TerminalText = about(
+    kind(str, "is required and must be a string"),
+    "Terminal text as the program wrote it, ANSI escape sequences kept (colours, cursor "
+    "moves): write it to a terminal emulator such as xterm.js, not to HTML.",
+)
+TerminalSide = kind(
+    int, f"must be an integer from 1 to {MAX_TERMINAL_SIDE}", ge=1, le=MAX_TERMINAL_SIDE
+)
+ChunkKind = about(
+    kind(Literal[OUTPUT_KINDS], f"must be one of {', '.join(OUTPUT_KINDS)}"),
+    "`snapshot`: the pane's recent history and screen, ending with the cursor put where it is "
+    "(a terminal is reset before it); `output` (the default): what the program wrote since, "
+    "in order.",
+)
+HostAt = about(Count, "Epoch milliseconds on the host when it read the output.")
+# Declared here, not inside OutputChunk: its field named `kind` hides the function there.
+ResetFlag = about(
+    kind(bool, "must be true or false"),
+    "snapshot only: output was lost before it (a new watch, a failed push, a burst over the "
+    "limits), so viewers that already follow start over from it; otherwise only viewers "
+    "waiting for a screen get it.",
+)
+
+
+class OutputChunk(Shape, kw_only=True):
+    """One piece of an agent's terminal."""
+
+    agent_id: Id
+    kind: ChunkKind | None = None
+    data: TerminalText
+    reset: ResetFlag | None = None
+    cols: TerminalSide | None = None
+    rows: TerminalSide | None = None
+    at: HostAt | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """What a viewer's event carries (JSON data of `snapshot` and `output`)."""
+        out: dict[str, Any] = {"data": self.data}
+        if self.cols is not None:
+            out["cols"] = self.cols
+        if self.rows is not None:
+            out["rows"] = self.rows
+        if self.at is not None:
+            out["at"] = self.at
+        return out
+
+
+class OutputPush(Shape):
+    """A host's output for its watched agents (its own token). Sent only while the relay's
+    orchestrator.watch frame lists the agent; at most pushBytes bytes, pushesPerSecond times
+    and bytesPerSecond bytes a second (the frame's limits). Never stored."""
+
+    chunks: kind(
+        list[OutputChunk],
+        f"is required and must be a list of at most {MAX_OUTPUT_CHUNKS} output chunks",
+        max_length=MAX_OUTPUT_CHUNKS,
+    )
+
+
+class OutputPushResult(Shape):
+    ok: Literal[True]
+    delivered: about(int, "Chunks for agents someone watches here.")
+    unwatched: about(list[str], "Agents that had chunks but no viewer (their chunks are dropped).")
+
+
+class OutputLimits(Shape):
+    """What a host must keep to (90 % of the relay's limits, so pacing never meets a 429)."""
+
+    pushes_per_second: float
+    bytes_per_second: int
+    push_bytes: int
+
+
+class OutputWatch(Shape):
+    """The data of an `orchestrator.watch` frame on GET /api/events?orchestrator=ID: which of
+    the host's agents someone watches now (push output for these and nothing for the others),
+    which need a fresh snapshot, and the push limits. Sent when the set changes and each time
+    the stream goes live; it has no `id:` (not a log event: it never moves Last-Event-ID)."""
+
+    orchestrator_id: str
+    agents: list[str]
+    refresh: list[str]
+    limits: OutputLimits
+
+
+class OutputEvent(Shape, kw_only=True):
+    """The data of a viewer's `snapshot` and `output` events (JSON, so any terminal text fits
+    one SSE data line). A snapshot has cols and rows: size the terminal to them."""
+
+    data: str
+    cols: int | None = None
+    rows: int | None = None
+    at: int | None = None
+
+
+class OutputEnd(Shape):
+    """The data of a viewer's `end` event: why the relay ends the stream."""
+
+    reason: str
+
+
+class OutputStreamQuery(Shape):
     token: about(str, "The token, for browsers' EventSource (cannot set headers).") | None = None

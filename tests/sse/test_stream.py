@@ -152,7 +152,9 @@ def test_types_and_orchestrator_filters(start: Start, connect: Connect, sse: Ope
         and (e.json().get("orchestratorId") or e.json()["id"]) == "o1"
         for e in got_o1
     )
-    assert {e.event for e in got_o1} == {"orchestrator.status", "orchestrator.command"}
+    # The orchestrator's own stream also hears who watches its agents' output (ADR 0031).
+    got_o1_log = {e.event for e in got_o1} - {"orchestrator.watch"}
+    assert got_o1_log == {"orchestrator.status", "orchestrator.command"}
     for s in (agents, orchs, both, only_o1):
         s.close()
 

@@ -113,6 +113,7 @@ REQUEST_BODIES = {
     "MessageRequest": {"from": "a1", "to": "a2", "body": "hi"},
     "Load": {"activeAgents": 1},
     "ManagedAgentReport": {"agentId": "m1", "provider": "claude", "tmuxSession": "t", "worktree": "/w"},
+    "OutputChunk": {"agentId": "a1", "data": "\u001b[31mred\u001b[0m\r\n"},
 }
 
 
@@ -196,3 +197,23 @@ def test_the_id_rule_is_the_domains_whatever_the_pattern_lets_through(name: str,
         body = {**base, field: unprintable}
         assert _validator(name).is_valid(body)  # the pattern alone lets it through...
         assert refused(getattr(w, name), body).startswith(f"{field}: ")  # ...the rule does not
+
+
+def test_unknown_fields_are_ignored_at_every_level() -> None:
+    """Inside a list of shapes too: an integer past 64 bits or a deep nest in a field no
+    handler reads is not refused (it is never stored); in a field that is read, it is. The
+    ``5.0``s take the decoder's slow path (an integral float), where this once went wrong."""
+    huge = b"123456789012345678901234"
+    deep = b"[" * 70 + b"0" + b"]" * 70
+    push = b'{"chunks": [{"agentId": "a1", "data": "x", "at": 5.0, "extra": [%s], "nest": %s}]}' % (
+        huge, deep)
+    assert decode(push, w.OutputPush).chunks[0].data == "x"
+    report = (
+        b'{"agents": [{"agentId": "m1", "provider": "claude", "tmuxSession": "t", '
+        b'"startedAt": 5.0, "extra": {"n": %s}}]}' % huge
+    )
+    assert decode(report, w.ManagedAgentsReport).agents[0].agent_id == "m1"
+    read = b'{"chunks": [{"agentId": "a1", "data": "x", "at": %s}]}' % huge
+    with pytest.raises(InvalidInputError) as e:
+        decode(read, w.OutputPush)
+    assert e.value.field == "chunks[0].at"
