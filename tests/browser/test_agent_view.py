@@ -144,8 +144,9 @@ def test_an_operator_spawns_watches_is_notified_and_answers(world: HostWorld, pa
     # Answered from the agent view's input box this time.
     page.go_back()
     expect(terminal(page)).to_contain_text('stub: you said "y\\n"')
-    page.get_by_label("Type to the agent").fill("no, thanks")
-    page.get_by_role("button", name="Send", exact=True).click()
+    form = page.locator("#input-form")
+    form.get_by_label("Type to the agent").fill("no, thanks")
+    form.get_by_role("button", name="Send", exact=True).click()
     sent = page.locator("#input-list li").first
     expect(sent.locator(".badge.status")).to_have_text("done")
     expect(sent).to_contain_text("“no, thanks” ⏎")
