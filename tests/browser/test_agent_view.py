@@ -154,40 +154,55 @@ def test_an_operator_spawns_watches_is_notified_and_answers(world: HostWorld, pa
     expect(page.locator("#input-list li")).to_have_count(2)
 
 
-def _fake_host(api: Api, oid: str, asked: list[tuple[str, str]]) -> None:
-    """Register ``oid`` and report agents waiting, in order, as a host daemon would."""
+def _fake_host(api: Api, oid: str, agents: list[str]) -> Api:
+    """Register ``oid`` reporting ``agents``, as a host daemon would; returns its client."""
     token = api.register(oid, hostname=f"{oid}.lan", providers=("claude",))["orchestratorToken"]
     host = Api(api.base_url, token)
     host.ok("PATCH", f"/api/orchestrators/{oid}/agents", {"agents": [
         {"agentId": aid, "provider": "claude", "label": aid, "tmuxSession": f"relay-{aid}",
          "cwd": "/srv/work"}
-        for aid, _ in asked
+        for aid in agents
     ]})
-    for aid, question in asked:
-        host.ok("POST", f"/api/orchestrators/{oid}/agents/{aid}/attention", {
-            "attention": "input", "reason": "no output for 30s; matches Proceed\\?",
-            "excerpt": f"about to {question}\nProceed? [y/N]",
-        })
+    return host
+
+
+def _asks(host: Api, oid: str, aid: str, question: str) -> None:
+    """The host reports that ``aid`` waits for an answer to ``question``."""
+    host.ok("POST", f"/api/orchestrators/{oid}/agents/{aid}/attention", {
+        "attention": "input", "reason": "no output for 30s; matches Proceed\\?",
+        "excerpt": f"about to {question}\nProceed? [y/N]",
+    })
 
 
 def test_the_queue_lists_the_oldest_question_first_and_sends_an_answer(dashboard: Any, api: Api) -> None:
     oid = f"q-{uuid.uuid4().hex[:6]}"
+    dashboard.page.context.add_init_script(WATCH)
     page = dashboard.open("inbox")
-    _fake_host(api, oid, [("first", "delete 3 files"), ("second", "push to main")])
+    host = _fake_host(api, oid, ["first", "second", "quiet"])
+    _asks(host, oid, "first", "delete 3 files")
+    host.ok("POST", f"/api/orchestrators/{oid}/agents/quiet/attention",
+            {"attention": "idle", "reason": "no output for 30s"})  # idle: not a question
     items = page.locator("#inbox-list li.inbox-item")
+    expect(items).to_have_count(1)
+    page.get_by_role("button", name="Notify me").click()  # only now: nothing was notified before
+    expect(page.locator("#notify-btn")).to_have_attribute("aria-pressed", "true")
+    _asks(host, oid, "second", "push to main")
     expect(items).to_have_count(2)
     expect(items.nth(0)).to_contain_text("first")
     expect(items.nth(1)).to_contain_text("push to main")
     expect(page.locator("#nav-input-count")).to_have_text("2")
     expect(page).to_have_title("(2) relay · needs input")
+    notices = page.evaluate("window.__notices")
+    assert [n["title"] for n in notices] == ["second needs input"], notices
 
-    # This host runs nothing, so the answer stays pending: the item says what was sent.
-    items.nth(1).get_by_label("Answer for second").fill("n, use a branch")
+    # This host runs nothing, so the answer stays pending: the item says what was sent,
+    # and the command holds the text exactly as typed (spaces and all).
+    items.nth(1).get_by_label("Answer for second").fill(" n, use a branch ")
     items.nth(1).get_by_role("button", name="Send").click()
     expect(items.nth(1).locator(".answer-sent")).to_contain_text("pending")
-    expect(items.nth(1).locator(".answer-sent")).to_contain_text("“n, use a branch” ⏎")
+    expect(items.nth(1).locator(".answer-sent")).to_contain_text("n, use a branch")
     command = next(c for c in api.ok("GET", f"/api/orchestrators/{oid}/commands") if c["kind"] == "input")
-    assert (command["agentId"], command["text"], command["enter"]) == ("second", "n, use a branch", True)
+    assert (command["agentId"], command["text"], command["enter"]) == ("second", " n, use a branch ", True)
 
 
 def test_an_agent_that_is_not_managed_says_so(dashboard: Any) -> None:

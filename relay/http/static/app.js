@@ -1329,6 +1329,10 @@ function eventDetail(e) {
     if (who) bits.push(e.entityKind ? `${e.entityKind} ${who}` : String(who));
     if (d.hostname && d.hostname !== who) bits.push(d.hostname);
   }
+  if (d.agentId && !d.sender && d.agentId !== e.entityId) bits.push(`agent ${d.agentId}`);
+  if (d.attention) bits.push(`attention ${d.attention}`);
+  if (typeof d.reason === 'string') bits.push(d.reason);
+  if (typeof d.text === 'string') bits.push(inputText(d));
   if (d.provider) bits.push(d.provider);
   if (d.action) bits.push(d.action);
   if (d.status) bits.push(d.status);
