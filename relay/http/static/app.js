@@ -1039,12 +1039,15 @@ function initSpawn() {
     } catch (err) {
       // Put the relay's sentence next to the field it names.
       const m = err.message.toLowerCase();
-      const target = /worktree|branch|\bgit\b/.test(m) ? '#spawn-worktree-error'
-        : /resume|session/.test(m) ? '#spawn-resume-error'
-          : /\bcwd\b|base ?dir|director/.test(m) ? '#spawn-cwd-error'
-        : /provider/.test(m) ? '#spawn-provider-error'
-          : /prompt/.test(m) ? '#spawn-prompt-error'
-            : /label/.test(m) ? '#spawn-label-error' : '#spawn-error';
+      const fields = [
+        [/worktree|branch|\bgit\b/, '#spawn-worktree-error'],
+        [/resume|session/, '#spawn-resume-error'],
+        [/\bcwd\b|base ?dir|director/, '#spawn-cwd-error'],
+        [/provider/, '#spawn-provider-error'],
+        [/prompt/, '#spawn-prompt-error'],
+        [/label/, '#spawn-label-error'],
+      ];
+      const target = fields.find(([re]) => re.test(m))?.[1] || '#spawn-error';
       setError($(target), err.message);
     } finally {
       btn.textContent = 'Spawn';
