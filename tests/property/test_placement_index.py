@@ -175,6 +175,16 @@ class PlacementIndexMachine(RuleBasedStateMachine):
         self._try(oid, "reap", lambda a: a.reap(self.now, a.last_seen, STALE_MS, 0))
 
     @precondition(lambda self: bool(self._present()))
+    @rule(data=st.data(), load=st.one_of(st.none(), st.integers(0, 3)))
+    def blip(self, data: st.DataObject, load: int | None) -> None:
+        """A host falls silent, is reaped, and comes back: the commonest way out and in again."""
+        oid = data.draw(st.sampled_from(self._present()), label="host")
+        self.now += STALE_MS + 1
+        self._try(oid, "reap", lambda a: a.reap(self.now, a.last_seen, STALE_MS, 0))
+        body = None if load is None else {"activeAgents": load}
+        self._try(oid, f"heartbeat load={load}", lambda a: a.heartbeat(self.now, body))
+
+    @precondition(lambda self: bool(self._present()))
     @rule(data=st.data())
     def remove(self, data: st.DataObject) -> None:
         oid = data.draw(st.sampled_from(self._present()), label="host")
@@ -206,7 +216,7 @@ class PlacementIndexMachine(RuleBasedStateMachine):
                         found = walk and walk[-1].fits(provider, selector)
                         indexed = outcome(walk, provider, selector) if found else "refused"
                         assert indexed == every or (not found and every.startswith("refused")), (
-                            f"P1: at T0+{now - T0} (grace T0+{grace - T0}) {provider} {selector}: "
+                            f"P1: at T0+{now - T0} (grace {grace and grace - T0}) {provider} {selector}: "
                             f"the index gave {indexed!r} after walking {[h.id for h in walk]}, "
                             f"the rule over every host {every!r}"
                         )
