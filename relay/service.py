@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from attrs import evolve
+from attrs import evolve, frozen
 from eventsourcing.persistence import PersistenceError
 
 from relay import __version__
@@ -416,11 +416,11 @@ class RelayService:
         }
 
 
+@frozen
 class RaceWindow:
     """A step of ``reap_pass``: decided, not yet written (where a racing heartbeat may land)."""
 
-
-RACE_WINDOW = RaceWindow()
+    candidates: tuple[c.ReapCandidate, ...]
 
 
 def reap_pass(
@@ -430,9 +430,10 @@ def reap_pass(
 
     Yields each command for the caller to execute (the service through the
     writer, the property machine through ``RelayApp`` directly; so both run
-    this very sequence) and receives its result; yields ``RACE_WINDOW``
-    between the reap's decision and its write. Reads only ``rm``, which the
-    caller keeps current between steps, and never the clock.
+    this very sequence) and receives its result; yields a ``RaceWindow``
+    (with the candidates) between the reap's decision and its write. Reads
+    only ``rm``, which the caller keeps current between steps, and never the
+    clock.
 
     The brake (relay/domain/outage.py) holds the reap back when it would mark
     offline most of the fleet at once; command deadlines and claim leases
@@ -460,7 +461,7 @@ def reap_pass(
     suspended = bool(rm.reaper.get("suspended"))
     result = c.ReapResult([], [], suspended=suspended)
     if candidates or expired:
-        yield RACE_WINDOW
+        yield RaceWindow(tuple(candidates))
         result = yield c.Reap(
             now=now,
             stale_after_ms=settings.stale_after_ms,

@@ -621,6 +621,11 @@ class ReadModels:
             return walked
         return self.host_views(now, stale_after_ms, grace_from)
 
+    def comparable(self) -> dict[str, Any]:
+        """State for equality checks (rebuild vs live, checkpoint vs rebuild)."""
+        s = self.to_state()
+        return {k: v for k, v in s.items() if k != "format"}
+
 
 class _Fields:
     """Attribute access over a dict, to fold an event's fields with a default added."""
