@@ -314,7 +314,7 @@ class ReaperMachine(RuleBasedStateMachine):
         self.revivals: list[tuple[Key, int, int, str | None]] = []
         self.issued: dict[str, str] = {}  # every command id ever requested -> orchestrator
         self.command_seq = 0
-        self.last_pass_at: int | None = None
+        self.last_pass_head = -1  # the log's head right after the last pass of the reaper
 
     def teardown(self) -> None:
         self.app.close()
@@ -411,8 +411,11 @@ class ReaperMachine(RuleBasedStateMachine):
     def _proof(self, key: Key, recordings: list[Any], was: str | None) -> None:
         """A registration or heartbeat landed; remember a revival after a reap (6)."""
         if was == "offline":
+            proof = next(
+                r for r in recordings if type(r.domain_event).TOPIC.endswith(PROOF_TOPICS)
+            )  # a registration may also record the host's capacity after it
             self.revivals.append(
-                (key, self.last_reaped_at[key], recordings[-1].notification.id, self._rm_status(key))
+                (key, self.last_reaped_at[key], proof.notification.id, self._rm_status(key))
             )
 
     def _new_command_id(self) -> str:
@@ -518,7 +521,7 @@ class ReaperMachine(RuleBasedStateMachine):
             life.status = "offline"
             life.offline_since = now
         self.model.end_commands(now)
-        self.last_pass_at = now
+        self.last_pass_head = self._head()
         obs = ReapObs(
             why=why,
             now=now,
@@ -1121,7 +1124,9 @@ class ReaperMachine(RuleBasedStateMachine):
         """``unknown`` only while the host is offline and within lost-after; ``lost`` only after."""
         self._sync_log()
         assert not self.audit.violations[15], self.audit.violations[15]
-        just_passed = self.last_pass_at == self.now
+        # Judged right after a pass (nothing written since): lost is marked by passes, and
+        # agents reported by a host already offline start unknown until the next one.
+        just_passed = self.last_pass_head == self._head()
         for oid, o in self.rm.orchestrators.items():
             life = self.model.lives[("orchestrator", oid)]
             want = "running" if life.status == "online" else "lost" if life.agents_lost else "unknown"
@@ -1187,9 +1192,10 @@ class ReaperMachine(RuleBasedStateMachine):
                 mirror = self.rm.agents[orchestrator_agent_id(key[1])]
                 assert (mirror["status"], mirror["lastSeen"]) == (row["status"], row["lastSeen"])
                 assert (row["maxAgents"], row["labels"]) == (life.max_agents, life.labels), key
-                assert row["offlineSince"] == (life.offline_since if life.status == "offline" else None), (
-                    f"{key}: offlineSince {row['offlineSince']}, model {life.offline_since}"
-                )
+                if life.status == "offline":  # (an online host's record keeps its last offlineSince)
+                    assert row["offlineSince"] == life.offline_since, (
+                        f"{key}: offlineSince {row['offlineSince']}, model {life.offline_since}"
+                    )
             assert (row["status"], row["lastSeen"]) == (life.status, life.last_seen), (
                 f"{key}: relay {row['status']}/{self._t(row['lastSeen'])}, "
                 f"model {life.status}/{self._t(life.last_seen)}"
