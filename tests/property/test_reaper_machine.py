@@ -314,7 +314,7 @@ class ReaperMachine(RuleBasedStateMachine):
         self.revivals: list[tuple[Key, int, int, str | None]] = []
         self.issued: dict[str, str] = {}  # every command id ever requested -> orchestrator
         self.command_seq = 0
-        self.last_pass_head = -1  # the log's head right after the last pass of the reaper
+        self.last_pass = (-1, -1)  # (now, the log's head) right after the last pass of the reaper
 
     def teardown(self) -> None:
         self.app.close()
@@ -521,7 +521,7 @@ class ReaperMachine(RuleBasedStateMachine):
             life.status = "offline"
             life.offline_since = now
         self.model.end_commands(now)
-        self.last_pass_head = self._head()
+        self.last_pass = (now, self._head())
         obs = ReapObs(
             why=why,
             now=now,
@@ -773,11 +773,21 @@ class ReaperMachine(RuleBasedStateMachine):
             self._run(cmd)
             life.end(cid, status)
 
+    def _open_commands(self) -> list[str]:
+        return sorted(
+            cid
+            for life in self.model.lives.values()
+            if life.status != "removed"
+            for cid, status in life.commands.items()
+            if status in OPEN
+        )
+
     @precondition(lambda self: bool(self.issued))
-    @rule(data=st.data())
-    def start_command(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), any_command=st.booleans())
+    def start_command(self, data: st.DataObject, any_command: bool) -> None:
         """The host marks a command running; never past its deadline, never once it is over."""
-        cid = data.draw(st.sampled_from(sorted(self.issued)), label="command")
+        pool = sorted(self.issued) if any_command or not self._open_commands() else self._open_commands()
+        cid = data.draw(st.sampled_from(pool), label="command")
         oid = self.issued[cid]
         cmd = c.StartCommand(oid, cid, self.now)
         life = self.model.present(("orchestrator", oid))
@@ -1126,7 +1136,7 @@ class ReaperMachine(RuleBasedStateMachine):
         assert not self.audit.violations[15], self.audit.violations[15]
         # Judged right after a pass (nothing written since): lost is marked by passes, and
         # agents reported by a host already offline start unknown until the next one.
-        just_passed = self.last_pass_head == self._head()
+        just_passed = self.last_pass == (self.now, self._head())
         for oid, o in self.rm.orchestrators.items():
             life = self.model.lives[("orchestrator", oid)]
             want = "running" if life.status == "online" else "lost" if life.agents_lost else "unknown"
