@@ -688,9 +688,15 @@ class ReaperMachine(RuleBasedStateMachine):
         oid=st.sampled_from(ORCHESTRATORS),
         provider=st.sampled_from(PROVIDERS),
         deadline=st.sampled_from([DEADLINE_MS, REAP_EVERY_MS - 1]),
+        n=st.integers(1, 3),
     )
-    def spawn(self, oid: str, provider: str, deadline: int) -> None:
-        """Invariant 14 on a named host: refused when full, pending spawns counted."""
+    def spawn(self, oid: str, provider: str, deadline: int, n: int = 1) -> None:
+        """Invariant 14 on a named host: refused when full, pending spawns counted (``n`` in a
+        row, so that a host fills up before its spawns are answered)."""
+        for _ in range(n):
+            self._spawn_one(oid, provider, deadline)
+
+    def _spawn_one(self, oid: str, provider: str, deadline: int) -> None:
         cid = self._new_command_id()
         cmd = c.RequestSpawn(
             oid, cid, provider, None, None, "guarded", None, "operator", self.now,
@@ -731,7 +737,7 @@ class ReaperMachine(RuleBasedStateMachine):
             f"invariant 14: placed {provider} {want} on {target.id}; the model says {best} "
             f"(fits: { {oid: (life.busy, life.hostname) for oid, life in fits.items()} })"
         )
-        self.spawn(target.id, provider, DEADLINE_MS)
+        self._spawn_one(target.id, provider, DEADLINE_MS)
         placed = self.model.lives[("orchestrator", target.id)].commands
         assert placed.get(f"cmd-{self.command_seq}") == "pending", "the model refused the placed spawn"
 
