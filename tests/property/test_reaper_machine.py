@@ -839,6 +839,20 @@ class ReaperMachine(RuleBasedStateMachine):
     def reap(self) -> None:
         self._reap("on-demand")
 
+    @rule(back=st.integers(0, len(ENTITY_KEYS)), half=st.sampled_from([STALE_MS // 2, STALE_MS]))
+    def outage_and_return(self, back: int, half: int) -> None:
+        """Everyone falls silent past stale-after (with the brake on, the passes hold: 16);
+        ``back`` of them return and a pass resumes; ``half`` later, within or at the end of
+        the fresh grace, those still silent must not be reaped yet (17)."""
+        edges = self._edges()
+        self._advance_to(max(self.now, edges[-1] + 1) if edges else self.now)
+        for key in ENTITY_KEYS[:back]:
+            if self.model.present(key) is not None:
+                self.heartbeat(key, None)
+        self._reap("on-demand")
+        self._advance_to(self.now + half)
+        self._reap("on-demand")
+
     @rule()
     def force_reap(self) -> None:
         """``POST /api/system/reap?force=true``: one pass whatever the brake says."""
