@@ -16,13 +16,12 @@ from aiohttp import web
 
 from relay import commands as c
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from relay.domain.placement import HostView, NoPlacementError, place
+from relay.domain.placement import NoPlacementError, place
 from relay.domain.rules import (
     INPUT_ACTION,
     ORCHESTRATOR_AGENT_PREFIX,
     check_id,
     check_orchestrator_id,
-    is_silent,
 )
 from relay.http import parse, past
 from relay.http.auth import OPERATOR, hash_token, presented_token, principal
@@ -118,7 +117,13 @@ async def spawn_anywhere(request: web.Request) -> web.Response:
     s = svc(request)
     req = await parse.body(request, w.SpawnRequest)
     try:
-        target = place(host_views(s), req.provider, req.selector or {})
+        target = place(
+            s.rm.placement_candidates(
+                req.provider, req.selector or {}, s.now(), s.settings.stale_after_ms, s.grace_from()
+            ),
+            req.provider,
+            req.selector or {},
+        )
     except NoPlacementError as e:
         raise NoPlacementError(
             f"{e.message} (online: heard from within stale-after, {s.settings.stale_after:g} s)"
@@ -184,27 +189,6 @@ def _orchestrator(s: RelayService, orchestrator_id: str) -> dict[str, Any]:
     if o is None:
         raise NotFoundError(f"no orchestrator {orchestrator_id!r}")
     return o
-
-
-def host_views(s: RelayService) -> list[HostView]:
-    """The orchestrators as placement sees them; online means heard from within stale-after."""
-    now = s.now()
-    stale = s.settings.stale_after_ms
-    return [
-        HostView(
-            id=o["id"],
-            hostname=o["hostname"],
-            online=o["status"] == "online"
-            and not is_silent(o["lastSeen"], now, stale, s.grace_from()),
-            providers=tuple(o["providers"]),
-            labels=o.get("labels") or {},
-            max_agents=o.get("maxAgents"),
-            # spawns on their way count as taken, as the aggregate counts them
-            active_agents=o.get("activeAgents", len(o["managedAgents"]))
-            + s.rm.open_spawns(o["id"]),
-        )
-        for o in s.rm.orchestrators.values()
-    ]
 
 
 @routes.post("/api/orchestrators")

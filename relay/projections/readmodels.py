@@ -17,10 +17,13 @@ from uuid import UUID
 
 import orjson
 
+from relay.domain.placement import HostView
 from relay.domain.rules import orchestrator_agent_id
 from relay.projections import messages as _messages
+from relay.projections import placement as _placement
 from relay.projections.fold import Change
 from relay.projections.messages import Messages
+from relay.projections.placement import PlacementIndex
 
 Handler = Callable[["ReadModels", Any, list[Change] | None], None]
 
@@ -57,6 +60,9 @@ class ReadModels:
         # scanning every command ever sent. Internal, derived from ``commands`` (rebuilt
         # in ``from_state``, not checkpointed).
         self.open_commands: dict[str, dict[str, dict[str, Any]]] = {}
+        # Placement's order (relay/projections/placement.py, ADR 0037): re-filed after each
+        # event of an orchestrator; internal and derived like ``open_commands``.
+        self.placement = PlacementIndex()
         # The reaper's brake (relay/domain/outage.py), as the log says.
         self.reaper: dict[str, Any] = {"suspended": False, "since": None, "resumedAt": 0}
         # The position of the event being applied (a message's seq is where it was sent).
@@ -78,8 +84,14 @@ class ReadModels:
             entity[2] = event.originator_version
             if entity[0] == "orchestrator":
                 self._encoded_orchestrators.pop(entity[1], None)
+                if handler is not ReadModels._orchestrator_heartbeat:  # it re-files itself
+                    self._refile(entity[1])
         self.position = position
         return changes or []
+
+    def _refile(self, oid: str) -> None:
+        """Bring ``oid``'s placement entry up to date (it costs a comparison when nothing moved)."""
+        self.placement.update(oid, self.orchestrators.get(oid), self.open_spawns(oid))
 
     def _entity(self, event: Any) -> list[Any]:
         return self.entities[event.originator_id.hex]
@@ -199,6 +211,11 @@ class ReadModels:
         if load is not None or o["load"] is not None:
             o["load"] = load
             o["activeAgents"] = _active(o)
+            self._refile(oid)
+        elif was != "online":
+            self._refile(oid)
+        # A plain heartbeat of an online host (most of the log) changes nothing placement
+        # indexes: liveness by the clock is judged when placing.
         if was != "online":
             o["agentsLostAt"] = None
             self._agents_state(o, "running")
@@ -616,11 +633,59 @@ class ReadModels:
         for cmd in rm.commands.values():
             if cmd["status"] in ("pending", "running"):
                 rm.open_commands.setdefault(cmd["orchestratorId"], {})[cmd["id"]] = cmd
+        for oid in rm.orchestrators:
+            rm._refile(oid)
         return rm
 
     def open_spawns(self, orchestrator_id: str) -> int:
         """Spawns on their way to ``orchestrator_id``: placement counts them as taken."""
-        return sum(c["kind"] == "spawn" for c in self.open_commands.get(orchestrator_id, {}).values())
+        open_ = self.open_commands.get(orchestrator_id)
+        return sum(c["kind"] == "spawn" for c in open_.values()) if open_ else 0
+
+    # -- placement -------------------------------------------------------------
+
+    def host_views(self, now: int, stale_after_ms: int, grace_from: int) -> list[HostView]:
+        """Every orchestrator as placement sees it at ``now`` (what ``place`` is given when
+        nothing in the index fits, so that its refusal names the reason)."""
+        return [
+            _placement.host_view(o, self.open_spawns(oid), now, stale_after_ms, grace_from)
+            for oid, o in self.orchestrators.items()
+        ]
+
+    def placement_walk(
+        self,
+        provider: str,
+        selector: dict[str, str],
+        now: int,
+        stale_after_ms: int,
+        grace_from: int,
+    ) -> list[HostView]:
+        """The indexed hosts offering ``provider``, in ``place``'s order, up to the first that fits.
+
+        Its last host fits exactly when some host in the fleet does (the index
+        holds every host that could): tests/property/test_placement_index.py.
+        """
+        return list(
+            _placement.candidates(
+                self.placement, self.orchestrators, self.open_spawns, provider, selector,
+                now, stale_after_ms, grace_from,
+            )
+        )
+
+    def placement_candidates(
+        self,
+        provider: str,
+        selector: dict[str, str],
+        now: int,
+        stale_after_ms: int,
+        grace_from: int,
+    ) -> list[HostView]:
+        """What ``place`` needs to choose as it would over every host (ADR 0037): the walk
+        when it ends on a host that fits; else the whole fleet, so the refusal names why."""
+        walked = self.placement_walk(provider, selector, now, stale_after_ms, grace_from)
+        if walked and walked[-1].fits(provider, selector):
+            return walked
+        return self.host_views(now, stale_after_ms, grace_from)
 
     def comparable(self) -> dict[str, Any]:
         """State for equality checks (rebuild vs live, checkpoint vs rebuild)."""
