@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pytest
 from attrs import evolve
 from hypothesis import note
 from hypothesis import strategies as st
@@ -1237,6 +1238,7 @@ class ReaperMachine(RuleBasedStateMachine):
                 assert agg.commands == life.commands
 
 
+@pytest.mark.slow
 def test_reaper_state_machine() -> None:
     """Every rule, every invariant, a fake clock; examples and steps come from the profile."""
     run_state_machine_as_test(ReaperMachine)
