@@ -204,7 +204,11 @@ class CommandRunner:
         text = command.get("text")
         if not agent_id or not isinstance(text, str):
             raise CommandFailedError("an input command needs an agentId and a text")
-        agent = self.agents.targets(str(agent_id))[0]
+        try:
+            agent = self.agents.targets(str(agent_id))[0]
+        except CommandFailedError as exc:
+            # Gone already (the watcher saw its session end first): say so the same way.
+            raise CommandFailedError(f"{exc}; nothing was typed") from exc
         await self.agents.type_into(agent, text, command.get("enter") is not False)
         if self.attention is not None:
             self.attention.answered(agent.agent_id)
