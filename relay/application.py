@@ -312,8 +312,10 @@ class RelayApp(Application):
             cmd.stale_after_ms,
             cmd.grace_from,
             cmd.deadline_at,
+            worktree=cmd.worktree,
+            resume=cmd.resume,
         )
-        control = {
+        control: dict[str, Any] = {
             "action": "spawn",
             "commandId": cmd.command_id,
             "provider": cmd.provider,
@@ -324,6 +326,10 @@ class RelayApp(Application):
             "requestedBy": cmd.requested_by,
             "requestedAt": cmd.at,
         }
+        if cmd.worktree is not None:
+            control["worktree"] = cmd.worktree
+        if cmd.resume is not None:
+            control["resume"] = cmd.resume
         note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
         return cmd.command_id, [agg, note]
 
@@ -338,8 +344,9 @@ class RelayApp(Application):
             cmd.stale_after_ms,
             cmd.grace_from,
             cmd.deadline_at,
+            remove_worktree=cmd.remove_worktree,
         )
-        control = {
+        control: dict[str, Any] = {
             "action": cmd.action,
             "commandId": cmd.command_id,
             "agentId": cmd.agent_id,
@@ -351,6 +358,8 @@ class RelayApp(Application):
             "requestedBy": cmd.requested_by,
             "requestedAt": cmd.at,
         }
+        if cmd.remove_worktree:
+            control["removeWorktree"] = True
         note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
         return cmd.command_id, [agg, note]
 

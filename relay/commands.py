@@ -120,6 +120,10 @@ class RequestSpawn:
     stale_after_ms: int | None = None
     grace_from: int = 0
     deadline_at: int | None = None
+    # ADR 0034: run it in a new git worktree ({"branch": name or None}) and/or
+    # resume a provider session by its id. None: not asked for.
+    worktree: dict[str, Any] | None = None
+    resume: str | None = None
 
 
 @frozen
@@ -133,6 +137,8 @@ class RequestAction:
     stale_after_ms: int | None = None
     grace_from: int = 0
     deadline_at: int | None = None
+    # A shutdown that also removes the agent's worktree if it is clean (ADR 0034).
+    remove_worktree: bool = False
 
 
 @frozen

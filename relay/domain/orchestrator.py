@@ -531,11 +531,15 @@ class Orchestrator(Aggregate):
         stale_after_ms: int | None = None,
         grace_from: int = 0,
         deadline_at: int | None = None,
+        worktree: dict[str, Any] | None = None,
+        resume: str | None = None,
     ) -> None:
         """Ask the host to start an agent; refused unless the host could do it now.
 
         ``stale_after_ms`` (with ``grace_from``, the relay's start) judges
         liveness at ``at``; None judges by the recorded status alone.
+        ``worktree`` and ``resume`` (ADR 0034) are checked at the edge and
+        carried out by the host.
         """
         self._require_available(at, stale_after_ms, grace_from)
         if provider not in self.providers:
@@ -560,6 +564,8 @@ class Orchestrator(Aggregate):
             requested_by=requested_by,
             at=at,
             deadline_at=deadline_at,
+            worktree=worktree,
+            resume=resume,
         )
 
     class SpawnRequested(Event):
@@ -569,6 +575,11 @@ class Orchestrator(Aggregate):
         ms, None: none) came with issue 15. Logs recorded before it
         (tests/fixtures/log-v1) hold version-1 events without the key; the
         upcaster gives them the default, so every reader sees the field.
+
+        ``worktree`` ({"branch": name or None}: run the agent in a new git
+        worktree) and ``resume`` (a provider session id) came with issue 16
+        (ADR 0034): optional, absent from every older event, so declared with
+        defaults instead of a version bump (ADR 0002, amended).
         """
 
         TOPIC = "SpawnRequested"
@@ -582,6 +593,8 @@ class Orchestrator(Aggregate):
         requested_by: str
         at: int
         deadline_at: int | None
+        worktree: dict[str, Any] | None = None
+        resume: str | None = None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -599,6 +612,8 @@ class Orchestrator(Aggregate):
         requested_by: str,
         at: int,
         deadline_at: int | None,
+        worktree: dict[str, Any] | None = None,
+        resume: str | None = None,
     ) -> None:
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at
@@ -614,8 +629,12 @@ class Orchestrator(Aggregate):
         stale_after_ms: int | None = None,
         grace_from: int = 0,
         deadline_at: int | None = None,
+        remove_worktree: bool = False,
     ) -> None:
-        """Restart or shut down one managed agent, or all of them when no agent is named."""
+        """Restart or shut down one managed agent, or all of them when no agent is named.
+
+        ``remove_worktree`` (a shutdown only) is checked at the edge.
+        """
         self._require_available(at, stale_after_ms, grace_from)
         if agent_id is not None and not any(
             a.get("agentId") == agent_id for a in self.managed_agents
@@ -632,12 +651,15 @@ class Orchestrator(Aggregate):
             requested_by=requested_by,
             at=at,
             deadline_at=deadline_at,
+            remove_worktree=remove_worktree,
         )
 
     class ActionRequested(Event):
         """Someone asked the host to restart or shut down one agent (or all: ``agent_id`` None).
 
         Version 2: ``deadline_at`` added, as on ``SpawnRequested``.
+        ``remove_worktree`` (a shutdown that also removes the agent's worktree
+        if clean, ADR 0034) came later, optional with a default.
         """
 
         TOPIC = "ActionRequested"
@@ -648,6 +670,7 @@ class Orchestrator(Aggregate):
         requested_by: str
         at: int
         deadline_at: int | None
+        remove_worktree: bool = False
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -662,6 +685,7 @@ class Orchestrator(Aggregate):
         requested_by: str,
         at: int,
         deadline_at: int | None,
+        remove_worktree: bool = False,
     ) -> None:
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at

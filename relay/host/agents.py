@@ -16,6 +16,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from relay.domain.errors import InvalidInputError
+from relay.domain.rules import check_branch, check_session_id
+from relay.host import worktree as wt
 from relay.host.config import APPROVAL_MODES, HostConfigError, resolve_inside
 from relay.host.context import HostContext, now_ms
 from relay.host.state import ManagedAgent
@@ -36,13 +39,25 @@ class AgentRunner:
 
     def __init__(self, ctx: HostContext) -> None:
         self.ctx = ctx
+        self._git: wt.Git | None = None
 
-    def argv(self, provider: str, mode: str, prompt: str | None) -> list[str]:
+    @property
+    def git(self) -> wt.Git:
+        """git for worktrees, with the agents' clean environment (ADR 0017, 0034)."""
+        if self._git is None:
+            self._git = wt.Git(self.ctx.config.agent_base_env, self.base_real)
+        return self._git
+
+    def argv(
+        self, provider: str, mode: str, prompt: str | None, resume: str | None = None
+    ) -> list[str]:
         """The provider's argv for ``mode``, the prompt last and never an option.
 
         The approval flags are the provider's own (ADR 0016). The prompt goes
         after ``--``, so ``--dangerously-skip-permissions`` as a prompt is a
-        prompt, never a flag.
+        prompt, never a flag. A session to resume comes first, in the
+        provider's own words (ADR 0034): ``codex resume <id>`` is a subcommand,
+        which must precede its options.
         """
         config = self.ctx.config.providers.get(provider)
         if config is None:
@@ -52,9 +67,10 @@ class AgentRunner:
             )
         try:
             flags = config.mode_flags(provider, mode)
+            resuming = () if resume is None else config.resume_args(provider, resume)
         except HostConfigError as exc:
             raise CommandFailedError(str(exc)) from exc
-        argv = [*config.argv, *flags]
+        argv = [*config.argv, *resuming, *flags]
         if shutil.which(argv[0], path=self.ctx.config.agent_base_env.get("PATH")) is None:
             raise CommandFailedError(f"provider {provider!r}: command {argv[0]!r} not found")
         if prompt:
@@ -98,7 +114,8 @@ class AgentRunner:
         approval = command.get("approvalMode") or "guarded"
         if approval not in APPROVAL_MODES:
             raise CommandFailedError(f"unknown approvalMode {approval!r}")
-        argv = self.argv(provider, approval, prompt)
+        resume, branch, wants_worktree = _worktree_and_resume(command)
+        argv = self.argv(provider, approval, prompt, resume)
         try:
             cwd = resolve_inside(ctx.config.base_dir, command.get("cwd"))
         except HostConfigError as exc:
@@ -114,16 +131,24 @@ class AgentRunner:
             started_at=now_ms(),
             label=label,
             command_id=command_id,
+            session_id=resume,
         )
         if ctx.state.agent(agent.agent_id) is not None:
             raise CommandFailedError(f"a managed agent {agent.agent_id!r} already runs here")
+        made: wt.Worktree | None = None
+        if wants_worktree:
+            made = await self._make_worktree(command_id, cwd, agent.agent_id, branch)
+            cwd = made.cwd
+            agent.cwd, agent.worktree, agent.branch = str(cwd), str(made.path), made.branch
+            agent.worktree_repo = str(made.repo)
         try:
             agent.pid = await ctx.tmux.start(
                 session, cwd, argv, self.env(agent, command_id), self.spec_dir,
                 base=self.base_real,
             )
         except TmuxError as exc:
-            raise CommandFailedError(str(exc)) from exc
+            note = "" if made is None else f"; {await wt.discard(self.git, made)}"
+            raise CommandFailedError(f"{exc}{note}") from exc
         ctx.state.agents.append(agent)
         ctx.agents_dirty = True
         ctx.save()
@@ -131,11 +156,47 @@ class AgentRunner:
                  agent.agent_id, provider, session, agent.pid, cwd)
         return agent
 
+    async def _make_worktree(
+        self, command_id: str, cwd: Path, agent_id: str, branch: str | None
+    ) -> wt.Worktree:
+        """Make the spawn's worktree and note it on the started command, so a daemon
+        killed before the agent starts still knows where it is (recovery.py)."""
+        try:
+            made = await wt.create(self.git, cwd, agent_id, branch)
+        except wt.WorktreeError as exc:
+            raise CommandFailedError(f"no worktree, so nothing was started: {exc}") from exc
+        started = self.ctx.state.started.get(command_id)
+        if started is not None:
+            started["hostWorktree"] = {
+                "path": str(made.path), "branch": made.branch, "repo": str(made.repo),
+                "cwd": str(made.cwd), "createdBranch": made.created_branch,
+            }
+            self.ctx.save()
+        log.info("made worktree %s on branch %s (of %s) for %s",
+                 made.path, made.branch, made.repo, agent_id)
+        return made
+
+    async def discard_worktree(self, command: dict[str, Any]) -> str:
+        """Undo the worktree a spawn made when its agent did not start (or ended at once);
+        a note for the spawn's failure reason, '' when it made none."""
+        made = command.get("hostWorktree")
+        if not isinstance(made, dict):
+            return ""
+        note = await wt.discard(self.git, wt.Worktree(
+            path=Path(made["path"]), branch=str(made["branch"]), repo=Path(made["repo"]),
+            cwd=Path(made["cwd"]), created_branch=bool(made.get("createdBranch")),
+        ))
+        return f"; {note}"
+
     async def restart(self, agent: ManagedAgent) -> None:
-        """Run the provider again in the agent's session, without its first prompt."""
+        """Run the provider again in the agent's session, without its first prompt.
+
+        An agent with a session id resumes that session (ADR 0034): a restart
+        that forgot the conversation it was asked to continue would surprise.
+        """
         # The first run may have done the prompt's work already.
         ctx = self.ctx
-        argv = self.argv(agent.provider, agent.approval_mode, None)
+        argv = self.argv(agent.provider, agent.approval_mode, None, agent.session_id)
         await ctx.tmux.kill(agent.tmux_session)
         try:
             cwd = resolve_inside(ctx.config.base_dir, agent.cwd)
@@ -155,8 +216,13 @@ class AgentRunner:
         log.info("restarted %s in tmux session %s, pid %s",
                  agent.agent_id, agent.tmux_session, agent.pid)
 
-    async def shutdown(self, agent: ManagedAgent) -> None:
-        """Kill the agent's session and forget it."""
+    async def shutdown(self, agent: ManagedAgent, remove_worktree: bool = False) -> str | None:
+        """Kill the agent's session and forget it; then remove its worktree if asked and clean.
+
+        The agent is stopped whatever its worktree holds: a shutdown is how an
+        operator stops an agent, and must not depend on its files (ADR 0034).
+        Returns why a worktree was kept, or None.
+        """
         ctx = self.ctx
         try:
             await ctx.tmux.kill(agent.tmux_session)
@@ -166,6 +232,18 @@ class AgentRunner:
         ctx.agents_dirty = True
         ctx.save()
         log.info("shut down %s (tmux session %s)", agent.agent_id, agent.tmux_session)
+        if not remove_worktree or not agent.worktree:
+            return None
+        path = Path(agent.worktree)
+        try:
+            kept = await wt.remove(self.git, path, Path(agent.worktree_repo or path))
+        except wt.WorktreeError as exc:
+            kept = str(exc)
+        if kept is None:
+            log.info("removed worktree %s of %s (branch %s kept)", path, agent.agent_id, agent.branch)
+            return None
+        log.warning("kept worktree %s of %s: %s", path, agent.agent_id, kept)
+        return f"agent {agent.agent_id!r} was stopped, but its worktree {str(path)!r} was kept: {kept}"
 
     def drop(self, agent: ManagedAgent) -> None:
         """Forget an agent that is gone (its session ended)."""
@@ -213,6 +291,26 @@ class AgentRunner:
             except TmuxError:
                 return pane
         return pane
+
+
+def _worktree_and_resume(command: dict[str, Any]) -> tuple[str | None, str | None, bool]:
+    """A spawn's ``resume``, ``worktree.branch`` and whether it wants a worktree, checked
+    again here: the relay checked them, but the host is the one that runs them."""
+    try:
+        resume = command.get("resume")
+        if resume is not None:
+            resume = check_session_id("resume", resume)
+        worktree = command.get("worktree")
+        if worktree is None:
+            return resume, None, False
+        if not isinstance(worktree, dict):
+            raise InvalidInputError("worktree", "must be an object {branch?}")
+        branch = worktree.get("branch")
+        if branch is not None:
+            branch = check_branch("worktree.branch", branch)
+        return resume, branch, True
+    except InvalidInputError as exc:
+        raise CommandFailedError(exc.message) from exc
 
 
 def printable(line: str) -> str:

@@ -76,6 +76,10 @@ def configure_parser(
     parser.add_argument("--provider", action="append", default=[], metavar="NAME=COMMAND",
                         help="the command that starts a provider here, e.g. "
                         "claude='claude --model opus'; repeat for each provider")
+    parser.add_argument("--resume-args", action="append", default=[], metavar="NAME=ARGS",
+                        help="how a provider resumes a session, {session} standing for its id, "
+                        "e.g. claude='--resume {session}' (the default; codex: 'resume "
+                        "{session}'); NAME= refuses resumes; repeat for each provider")
     parser.add_argument("--hostname", default=None,
                         help="the name shown in the dashboard (default: this machine's name)")
     parser.add_argument("--env-file", default=env.get("RELAY_ENV_FILE"), metavar="FILE",
@@ -165,7 +169,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     file_config = read_config_file(
         Path(os.path.expanduser(args.config)) if args.config else None
     )
-    providers = parse_providers(args.provider, file_config)
+    providers = parse_providers(args.provider, file_config, args.resume_args)
     env_file = Path(os.path.expanduser(args.env_file)) if args.env_file else None
     agent_env = read_env_file(env_file)
     if token and token in agent_env.values():
@@ -226,6 +230,7 @@ def run_host(args: argparse.Namespace) -> int:
                     "argv": list(p.argv),
                     "approval": {m: None if f is None else list(f) for m, f in p.approval.items()},
                     "passEnv": list(p.pass_env),
+                    "resume": None if p.resume is None else list(p.resume),
                 }
                 for name, p in config.providers.items()
             },

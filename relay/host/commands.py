@@ -154,13 +154,21 @@ class CommandRunner:
             return None
         if kind in ("restart", "shutdown"):
             agent_id = command.get("agentId")
+            remove_worktree = kind == "shutdown" and command.get("removeWorktree") is True
+            kept: list[str] = []
             for agent in self.agents.targets(agent_id):
                 if kind == "restart":
                     self.ctx.crash.reset(agent)  # an operator's restart starts the count afresh
                     await self.agents.restart(agent)
                 else:
-                    await self.agents.shutdown(agent)
+                    why = await self.agents.shutdown(agent, remove_worktree)
+                    if why is not None:
+                        kept.append(why)
             result: dict[str, Any] = {"status": "done"}
+            if kept:
+                # Stopped as asked, but the removal it also asked for did not happen:
+                # a failure to look at, naming what is left (ADR 0034).
+                result = {"status": "failed", "error": clip("; ".join(kept))}
             if agent_id:
                 result["agentId"] = agent_id
             return result
@@ -194,6 +202,7 @@ class CommandRunner:
         else:
             why = await self.agents.exit_report(agent.provider, agent.tmux_session, pane)
             self.agents.drop(agent)
+            why += await self.agents.discard_worktree(ctx.state.started[command_id])
             result = {"status": "failed", "error": clip(
                 f"the provider exited within {ctx.config.start_grace:g}s of its start "
                 f"and is not running: {why}"
@@ -204,9 +213,11 @@ class CommandRunner:
 def describe(command: dict[str, Any]) -> str:
     """A command's arguments for the log: names and sizes, never the prompt itself."""
     parts = []
-    for key in ("provider", "agentId", "label", "cwd", "approvalMode"):
+    for key in ("provider", "agentId", "label", "cwd", "approvalMode", "resume", "removeWorktree"):
         if command.get(key):
             parts.append(f"{key}={command[key]}")
+    if command.get("worktree") is not None:  # {} (a derived branch) is asked for too
+        parts.append(f"worktree={command['worktree']}")
     if command.get("prompt"):
         parts.append(f"prompt={len(command['prompt'])} chars")
     return " ".join(parts)

@@ -13,7 +13,7 @@ import shlex
 import stat
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +35,15 @@ DEFAULT_APPROVAL_FLAGS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "guarded": ("--sandbox", "read-only", "--ask-for-approval", "on-request"),
         "read-only": ("--sandbox", "read-only", "--ask-for-approval", "never"),
     },
+}
+
+# How each provider resumes a session on its own command line (ADR 0034);
+# ``{session}`` stands for the session id. ``--resume-args NAME=ARGS`` or a
+# config file's ``resume`` replaces it per provider (``false``/empty: refused).
+SESSION_PLACEHOLDER = "{session}"
+DEFAULT_RESUME_ARGS: Mapping[str, tuple[str, ...]] = {
+    "claude": ("--resume", SESSION_PLACEHOLDER),  # claude --resume <session-id>
+    "codex": ("resume", SESSION_PLACEHOLDER),  # codex resume <session-id> (a subcommand)
 }
 
 # The only variables an agent (and the tmux server) gets from the daemon's own
@@ -59,6 +68,21 @@ class ProviderConfig:
     argv: tuple[str, ...]
     approval: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()
+    # The resume arguments with ``{session}`` in them; None: this host does not resume.
+    resume: tuple[str, ...] | None = None
+
+    def resume_args(self, name: str, session: str) -> tuple[str, ...]:
+        """The arguments that resume ``session`` (already a checked id); raise when refused.
+
+        A plain replacement, never ``str.format``: the template is the
+        operator's, the id the requester's, and neither may reach further.
+        """
+        if self.resume is None:
+            raise HostConfigError(
+                f"provider {name!r} on this host does not resume sessions "
+                "(no --resume-args for it)"
+            )
+        return tuple(arg.replace(SESSION_PLACEHOLDER, session) for arg in self.resume)
 
     def mode_flags(self, name: str, mode: str) -> tuple[str, ...]:
         """The flags that make the provider honour ``mode``; raise when it cannot."""
@@ -129,14 +153,16 @@ def parse_provider(spec: str) -> tuple[str, tuple[str, ...]]:
 
 
 def parse_providers(
-    specs: Iterable[str], file_config: Mapping[str, Any] | None = None
+    specs: Iterable[str],
+    file_config: Mapping[str, Any] | None = None,
+    resume_specs: Iterable[str] = (),
 ) -> dict[str, ProviderConfig]:
-    """Parse every ``--provider`` and the config file's ``[providers.NAME]`` tables.
+    """Parse every ``--provider``, ``--resume-args`` and the config file's ``[providers.NAME]``.
 
     A provider may be set up in either place; ``--provider`` gives (or
-    overrides) its command, the file may also set its approval flags and
-    ``pass_env``. Naming one twice on the command line is a mistake worth
-    stopping for.
+    overrides) its command, the file may also set its approval flags,
+    ``pass_env`` and ``resume``; ``--resume-args`` overrides the latter.
+    Naming one twice on the command line is a mistake worth stopping for.
     """
     commands: dict[str, tuple[str, ...]] = {}
     for spec in specs:
@@ -144,13 +170,53 @@ def parse_providers(
         if name in commands:
             raise HostConfigError(f"--provider {name} is given twice")
         commands[name] = argv
+    resumes: dict[str, tuple[str, ...] | None] = {}
+    for spec in resume_specs:
+        name, template = parse_resume_args(spec)
+        if name in resumes:
+            raise HostConfigError(f"--resume-args {name} is given twice")
+        resumes[name] = template
     tables = dict((file_config or {}).get("providers") or {})
     providers: dict[str, ProviderConfig] = {}
     for name in sorted(set(commands) | set(tables)):
-        providers[name] = _provider_config(name, commands.get(name), tables.get(name) or {})
+        config = _provider_config(name, commands.get(name), tables.get(name) or {})
+        if name in resumes:
+            config = replace(config, resume=resumes[name])
+        providers[name] = config
     if not providers:
         raise HostConfigError("at least one --provider NAME=COMMAND is needed")
+    unused = sorted(set(resumes) - set(providers))
+    if unused:
+        raise HostConfigError(
+            f"--resume-args {', '.join(unused)}: no such provider on this host (give --provider)"
+        )
     return providers
+
+
+def parse_resume_args(spec: str) -> tuple[str, tuple[str, ...] | None]:
+    """``NAME=ARGS`` (shlex-split, ``{session}`` in them) or ``NAME=`` (resume refused)."""
+    name, sep, text = spec.partition("=")
+    name = name.strip()
+    if not sep or name not in KNOWN_PROVIDERS:
+        raise HostConfigError(
+            f"--resume-args {spec!r}: expected NAME=ARGS for one of {', '.join(KNOWN_PROVIDERS)}, "
+            "e.g. claude='--resume {session}'"
+        )
+    if not text.strip():
+        return name, None
+    try:
+        args = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise HostConfigError(f"--resume-args {name}: cannot split the arguments: {exc}") from exc
+    return name, _check_resume_template(f"--resume-args {name}", args)
+
+
+def _check_resume_template(where: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    if not any(SESSION_PLACEHOLDER in arg for arg in args):
+        raise HostConfigError(
+            f"{where}: the arguments must hold {SESSION_PLACEHOLDER} where the session id goes"
+        )
+    return args
 
 
 def _provider_config(
@@ -161,7 +227,7 @@ def _provider_config(
         raise HostConfigError(f"{where}: unknown provider; use one of {', '.join(KNOWN_PROVIDERS)}")
     if not isinstance(table, Mapping):
         raise HostConfigError(f"{where}: expected a table")
-    unknown = set(table) - {"command", "approval", "pass_env"}
+    unknown = set(table) - {"command", "approval", "pass_env", "resume"}
     if unknown:
         raise HostConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     if command is None:
@@ -199,7 +265,27 @@ def _provider_config(
             f"{where}.pass_env: {', '.join(relay_keys)}: the daemon's RELAY_* settings "
             "never reach agents"
         )
-    return ProviderConfig(argv=command, approval=approval, pass_env=tuple(pass_env))
+    return ProviderConfig(
+        argv=command, approval=approval, pass_env=tuple(pass_env),
+        resume=_resume_from_table(where, table.get("resume", DEFAULT_RESUME_ARGS[name])),
+    )
+
+
+def _resume_from_table(where: str, raw: Any) -> tuple[str, ...] | None:
+    """A table's ``resume``: a string (shlex-split), a list of strings, or false."""
+    if raw is False:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = shlex.split(raw)
+        except ValueError as exc:
+            raise HostConfigError(f"{where}.resume: cannot split the arguments: {exc}") from exc
+    if not isinstance(raw, list | tuple) or not raw or not all(isinstance(a, str) for a in raw):
+        raise HostConfigError(
+            f"{where}.resume: expected arguments with {SESSION_PLACEHOLDER} "
+            "(a string or a list of strings) or false"
+        )
+    return _check_resume_template(f"{where}.resume", tuple(raw))
 
 
 def read_config_file(path: Path | None) -> dict[str, Any]:

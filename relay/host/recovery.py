@@ -47,18 +47,24 @@ async def _recover_spawn(
         pane = None
     alive = pane is not None and not pane.dead
     agent = next((a for a in ctx.state.agents if a.tmux_session == session), None)
+    # The worktree the spawn made before it started tmux, if any (agents.py notes it).
+    made = command.get("hostWorktree") if isinstance(command.get("hostWorktree"), dict) else None
     if alive and agent is None:
         agent = ManagedAgent(
             agent_id=str(command.get("agentId") or session.removeprefix("relay-")),
             provider=provider,
             tmux_session=session,
-            cwd=str(command.get("cwd") or ctx.config.base_dir),
+            cwd=str((made or {}).get("cwd") or command.get("cwd") or ctx.config.base_dir),
             approval_mode=str(command.get("approvalMode") or "guarded"),
             started_at=now_ms(),
             label=command.get("label") or None,
             pid=await ctx.tmux.pane_pid(session),
             command_id=command_id,
+            session_id=command.get("resume") or None,
         )
+        if made is not None:
+            agent.worktree, agent.branch = made.get("path"), made.get("branch")
+            agent.worktree_repo = made.get("repo")
         ctx.state.agents.append(agent)
         ctx.agents_dirty = True
     if alive and agent is not None:
@@ -67,11 +73,12 @@ async def _recover_spawn(
         why = await agents.exit_report(provider, session, pane)
         if agent is not None:
             agents.drop(agent)
+        why += await agents.discard_worktree(command)
         return {"status": "failed", "error": clip(
             f"the provider exited right after its start: {why}"
         )}
     return {
         "status": "failed",
         "error": "the host daemon stopped while starting this agent; "
-        "not retried so that it never runs twice",
+        "not retried so that it never runs twice" + await agents.discard_worktree(command),
     }

@@ -137,6 +137,8 @@ class AgentWatcher:
         agents = [a.to_wire() for a in ctx.state.agents]
         for wire in agents:
             wire["cwd"] = as_registered(ctx.config.base_dir, wire["cwd"])
+            if "worktree" in wire:
+                wire["worktree"] = as_registered(ctx.config.base_dir, wire["worktree"])
         load = load_report(ctx.crash.running(ctx.state.agents))
         call = self.registration.call
         try:

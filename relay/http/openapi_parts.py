@@ -94,6 +94,9 @@ def components() -> dict[str, Any]:
         sorted(_NAMED.values(), key=lambda t: t.__name__), ref_template=PREFIX + "{name}"
     )
     schemas["JsonValue"] = w.JSON_VALUE_SCHEMA
+    for name, shape in _NAMED.items():
+        # A rule across fields that JSON Schema can state (if/then), written on the shape.
+        schemas[name].update(getattr(shape, "SCHEMA_EXTRA", {}))
     return {name: tidy(s) for name, s in sorted(schemas.items())}
 
 

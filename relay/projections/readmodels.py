@@ -289,6 +289,11 @@ class ReadModels:
             "prompt": ev.prompt,
             "deadlineAt": ev.deadline_at,
         }
+        # Only on spawns that asked for them (ADR 0034): other commands read as before.
+        if ev.worktree is not None:
+            cmd["worktree"] = ev.worktree
+        if ev.resume is not None:
+            cmd["resume"] = ev.resume
         self._command_added(oid, cmd, changes)
 
     def _action_requested(self, ev: Any, changes: list[Change] | None) -> None:
@@ -304,6 +309,8 @@ class ReadModels:
             "agentId": ev.agent_id,
             "deadlineAt": ev.deadline_at,
         }
+        if ev.remove_worktree:
+            cmd["removeWorktree"] = True
         self._command_added(oid, cmd, changes)
 
     def _command_added(self, oid: str, cmd: dict[str, Any], changes: list[Change] | None) -> None:

@@ -8,7 +8,7 @@ line here. Unknown fields are ignored; null means not given.
 """
 
 import posixpath
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -18,16 +18,21 @@ from relay.domain.rules import (
     ACTIONS,
     APPROVAL_MODES,
     DEFAULT_APPROVAL_MODE,
+    MAX_BRANCH_CHARS,
     MAX_ID_CHARS,
     MAX_ORCHESTRATOR_ID_CHARS,
     MAX_PROMPT_CHARS,
+    MAX_SESSION_ID_CHARS,
     MAX_TARGET_NAME,
     ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
     RESULT_STATUSES,
+    SESSION_ID_PATTERN,
     check_agent_id,
+    check_branch,
     check_id,
     check_orchestrator_id,
+    check_session_id,
     check_target,
 )
 from relay.nesting import INT_MAX, INT_MIN, MAX_DEPTH
@@ -228,6 +233,58 @@ Position = kind(int, f"must be a log position from 0 to {MAX_POSITION}", ge=0, l
 PageSize = kind(int, f"must be between 1 and {MAX_PAGE}", ge=1, le=MAX_PAGE)
 
 
+# -- worktrees and resumed sessions (issue 16, ADR 0034), kept together ----------------------------
+
+_SESSION_WORDS = (
+    f"1-{MAX_SESSION_ID_CHARS} letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
+# The pattern is the schema's; the check (a full match: msgspec's pattern search lets a
+# trailing newline through '$') is the domain's rule, which the host applies too.
+SessionId = kind(
+    str,
+    f"must be a session id: {_SESSION_WORDS}",
+    check=check_session_id,
+    min_length=1,
+    max_length=MAX_SESSION_ID_CHARS,
+    pattern=SESSION_ID_PATTERN,
+    description=f"A provider's session id: {_SESSION_WORDS}.",
+)
+Branch = kind(
+    str,
+    f"must be a branch name git accepts, of at most {MAX_BRANCH_CHARS} characters",
+    check=check_branch,
+    min_length=1,
+    max_length=MAX_BRANCH_CHARS,
+    pattern=NO_NUL,
+    description="A name git accepts for a branch (git check-ref-format --branch; not '@'), "
+    "else 400. A new branch starts at the repository's HEAD; an existing one that no worktree "
+    "has checked out is checked out as it is (one checked out anywhere fails the spawn, naming "
+    "where). Default: relay/<agentId>.",
+)
+AbsolutePath = kind(
+    str,
+    f"must be an absolute path of at most {MAX_PATH} characters, without NUL",
+    min_length=1,
+    max_length=MAX_PATH,
+    pattern="^/[^\\x00]*$",
+)
+
+
+class WorktreeRequest(Shape, kw_only=True):
+    """Run the agent in a new git worktree of the repository that holds cwd, at
+    <baseDir>/.relay/worktrees/<agentId> on the host (in cwd's subfolder of it when cwd is one).
+    The spawn fails with the reason when cwd is not in a git repository inside baseDir, or git
+    refuses."""
+
+    branch: Branch | None = None
+
+
+class CommandWorktree(Shape):
+    """A spawn in a new git worktree, on this branch (null: relay/<agentId>)."""
+
+    branch: str | None
+
+
 # -- requests: orchestrators and their hosts -----------------------------------------------------
 
 
@@ -389,6 +446,12 @@ class ManagedAgentReport(Shape, kw_only=True):
     ) = None
     last_exit: kind(ExitInfo, "must be an object") | None = None
     crashloop: kind(CrashLoop, "must be an object") | None = None
+    worktree: (
+        about(AbsolutePath, "The agent's git worktree (its top folder): inside baseDir, as cwd.")
+        | None
+    ) = None
+    branch: about(Name, "The worktree's branch.") | None = None
+    session_id: SessionId | None = None
 
     def as_reported(self, at: int) -> dict[str, Any]:
         """The managed agent as the read models keep it (``at``: the report's time)."""
@@ -410,6 +473,12 @@ class ManagedAgentReport(Shape, kw_only=True):
             agent["lastExit"] = msgspec.to_builtins(self.last_exit)
         if self.crashloop is not None:
             agent["crashloop"] = msgspec.to_builtins(self.crashloop)
+        if self.worktree is not None:
+            agent["worktree"] = self.worktree
+        if self.branch is not None:
+            agent["branch"] = self.branch
+        if self.session_id is not None:
+            agent["sessionId"] = self.session_id
         return agent
 
 
@@ -457,6 +526,16 @@ class SpawnRequest(Shape, kw_only=True):
         about(Labels, "POST /api/agents/spawn only: labels the chosen host must have.") | None
     ) = None
     deadline_seconds: Deadline | None = None
+    worktree: kind(WorktreeRequest, "must be an object {branch?}") | None = None
+    resume: (
+        about(
+            SessionId,
+            "Resume this provider session: the host adds the provider's resume arguments "
+            "(claude: --resume <id>; codex: resume <id>; set per host with --resume-args). "
+            f"{_SESSION_WORDS}.",
+        )
+        | None
+    ) = None
 
     def command_fields(self) -> dict[str, Any]:
         """What the spawn command takes from the request."""
@@ -466,6 +545,8 @@ class SpawnRequest(Shape, kw_only=True):
             "label": self.label,
             "approval_mode": self.approval_mode or DEFAULT_APPROVAL_MODE,
             "prompt": self.prompt,
+            "worktree": None if self.worktree is None else {"branch": self.worktree.branch},
+            "resume": self.resume,
         }
 
 
@@ -479,9 +560,35 @@ class ActionRequest(Shape, kw_only=True):
     )
     agent_id: about(Id, "A managed agent's id; omit for all of them.") | None = None
     deadline_seconds: Deadline | None = None
+    remove_worktree: (
+        kind(
+            bool,
+            "must be true or false",
+            description="A shutdown only (else 400): after stopping the agent, remove its "
+            "worktree if it has no uncommitted or untracked changes (its branch is kept). "
+            "Otherwise the agent is still stopped, the worktree is kept, and the command fails "
+            "naming the changed files.",
+        )
+        | None
+    ) = None
+    # What the fields cannot say one by one: removeWorktree is a shutdown's option.
+    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
+        "if": {"required": ["removeWorktree"], "properties": {"removeWorktree": {"const": True}}},
+        "then": {"properties": {"action": {"const": "shutdown"}}},
+    }
+
+    def finish(self) -> None:
+        if self.remove_worktree and self.action != "shutdown":
+            raise InvalidInputError(
+                "removeWorktree", f"only a shutdown removes worktrees, not a {self.action}"
+            )
 
     def command_fields(self) -> dict[str, Any]:
-        return {"action": self.action, "agent_id": self.agent_id}
+        return {
+            "action": self.action,
+            "agent_id": self.agent_id,
+            "remove_worktree": bool(self.remove_worktree),
+        }
 
 
 class CommandProgressRequest(Shape):
@@ -732,6 +839,13 @@ class ManagedAgent(Shape, kw_only=True):
     restarts: Restarts | None = None
     last_exit: ExitInfo | None = None
     crashloop: CrashLoop | None = None
+    worktree: about(str, "The agent's git worktree (inside baseDir; ADR 0034).") | None = None
+    branch: about(str, "The worktree's branch.") | None = None
+    session_id: (
+        about(str, "The provider session: the one it was resumed with, or one the provider "
+              "reported.")
+        | None
+    ) = None
 
 
 class ManagedAgentListing(ManagedAgent, kw_only=True):
@@ -833,6 +947,11 @@ class Command(Shape, kw_only=True):
     action: Literal[ACTIONS] | None = None
     agent_id: str | None = None
     result: CommandOutcome | None = None
+    worktree: CommandWorktree | None = None
+    resume: about(str, "A spawn that resumes this provider session.") | None = None
+    remove_worktree: (
+        about(Literal[True], "A shutdown that removes the agent's worktree if clean.") | None
+    ) = None
 
 
 class SpawnAccepted(Shape, kw_only=True):
@@ -958,7 +1077,8 @@ class Message(Shape, kw_only=True):
         "As sent. `priority` (normal|urgent) orders the inbox; `delivery` is kept as given; "
         "`orchestratorControl` is set by the relay on the urgent system message that mirrors "
         "each spawn or action command: {action, commandId, provider, cwd, label, approvalMode, "
-        "prompt, agentId, requestedBy, requestedAt}.",
+        "prompt, agentId, requestedBy, requestedAt}, plus worktree and resume on a spawn that "
+        "asked for them and removeWorktree on such a shutdown.",
     )
     priority: Literal[PRIORITIES]
     broadcast_id: about(str, "Shared by every recipient's copy of one broadcast.") | None

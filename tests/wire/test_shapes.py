@@ -112,7 +112,7 @@ REQUEST_BODIES = {
     "ClaimHolder": {"agentId": "a1"},
     "MessageRequest": {"from": "a1", "to": "a2", "body": "hi"},
     "Load": {"activeAgents": 1},
-    "ManagedAgentReport": {"agentId": "m1", "provider": "claude", "tmuxSession": "t"},
+    "ManagedAgentReport": {"agentId": "m1", "provider": "claude", "tmuxSession": "t", "worktree": "/w"},
     "OutputChunk": {"agentId": "a1", "data": "\u001b[31mred\u001b[0m\r\n"},
 }
 
