@@ -1,4 +1,4 @@
-"""The dashboard's terminal (issue 16, ADR 0035). Not a test: it prints figures.
+"""The dashboard's terminal (issue 16, ADR 0038). Not a test: it prints figures.
 
 Run from the repository root (about a minute on the 2-core machine)::
 

@@ -114,7 +114,7 @@ def guard_middleware(settings: Settings) -> Any:
 # *styles* are allowed because xterm.js (the agent view's terminal) writes its cell sizes
 # and theme into <style> elements and true colours into style attributes; our own files
 # still have none, and with every fetch, image and font limited to 'self' an injected
-# style could not send anything anywhere (ADR 0035).
+# style could not send anything anywhere (ADR 0038).
 DASHBOARD_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; "

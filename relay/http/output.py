@@ -436,8 +436,12 @@ async def watch(request: web.Request) -> web.StreamResponse:
         hub.leave(viewer)
     if resp.prepared:
         resp.stop_streaming()
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await resp.write_eof()
+        try:
+            async with asyncio.timeout(1.0):
+                await resp.write_eof()
+        except (ConnectionError, RuntimeError, TimeoutError):
+            if request.transport is not None:
+                request.transport.abort()  # it stopped reading: no more waiting on it
     return resp
 
 

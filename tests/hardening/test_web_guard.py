@@ -191,7 +191,7 @@ def test_the_dashboard_runs_only_its_own_files(local: Client) -> None:
         d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split(";") if d.strip()
     }
     assert csp["script-src"] == ["'self'"], csp  # no inline script, ever
-    # xterm.js writes <style> elements and style attributes (ADR 0035); nothing else may
+    # xterm.js writes <style> elements and style attributes (ADR 0038); nothing else may
     # load from another origin, so an injected style has nowhere to send anything.
     assert csp["style-src"] == ["'self'", "'unsafe-inline'"], csp
     for directive in ("default-src", "img-src", "connect-src"):
