@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from attrs import evolve
+from attrs import evolve, frozen
 from eventsourcing.persistence import PersistenceError
 
 from relay import __version__
@@ -210,59 +210,29 @@ class RelayService:
         return reap_candidates(self.rm, now, self.settings.stale_after_ms, self.grace_from())
 
     async def reap(self, now: int | None = None, force: bool = False) -> c.ReapResult:
-        """Decide from the read model, then record; a heartbeat in between wins.
+        """One pass of the reaper (``reap_pass``), each of its commands through the writer.
 
-        The brake (relay/domain/outage.py) holds the reap back when it would
-        mark offline most of the fleet at once; command deadlines and claim
-        leases still run out meanwhile, so every command still ends in time.
+        Decided from the read model, then recorded; a heartbeat in between wins
+        (``reap_hook`` is awaited in that window, for the tests that race it).
         """
         now = self.clock.now_ms() if now is None else now
         self.last_reap_at = now
-        candidates = self.reap_candidates(now)
-        brake = ReapBrake(self.settings.max_reap_fraction, self.settings.max_reap_min)
-        online = online_count(self.rm)
-        decision = brake.decide(bool(self.rm.reaper.get("suspended")), len(candidates), online, force)
-        if decision is PassDecision.SUSPEND:
-            log.warning(
-                "reaper suspended: %d of %d online entities went silent at once", len(candidates), online
-            )
-            await self.execute(c.SuspendReaping(len(candidates), online, now))
-        elif decision is PassDecision.RESUME:
-            log.warning("reaper resumed: everyone gets a fresh %g s grace", self.settings.stale_after)
-            await self.execute(c.ResumeReaping(now))
-        if decision is not PassDecision.REAP:
-            candidates = []
-        expired = expired_claims(self.rm, now)
-        overdue = overdue_orchestrators(self.rm, now)
-        lost_after_ms = int(self.settings.lost_after * 1000)
-        suspended = bool(self.rm.reaper.get("suspended"))
-        result = c.ReapResult([], [], suspended=suspended)
-        if candidates or expired:
-            if self.reap_hook is not None:
-                await self.reap_hook()
-            result = await self.execute(
-                c.Reap(
-                    now=now,
-                    stale_after_ms=self.settings.stale_after_ms,
-                    grace_from=self.grace_from(),
-                    candidates=tuple(candidates),
-                    expired_claims=tuple(expired),
-                )
-            )
-        # After the reap's own commit, so that a host it just reaped is judged offline here.
-        offline = lost_candidates(self.rm, now, lost_after_ms)
-        if overdue or offline:
-            ended: c.ReapResult = await self.execute(
-                c.ExpireCommands(now, tuple(overdue), tuple(offline), lost_after_ms)
-            )
-            result = evolve(
-                result,
-                expired_command_ids=ended.expired_command_ids,
-                lost_orchestrator_ids=ended.lost_orchestrator_ids,
-                suspended=suspended,
-            )
-            if ended.expired_command_ids:
-                log.info("expired commands %s", ended.expired_command_ids)
+        steps = reap_pass(self.rm, now, self.started_at, self.settings, force)
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                result: c.ReapResult = done.value
+                break
+            if isinstance(step, RaceWindow):
+                if self.reap_hook is not None:
+                    await self.reap_hook()
+                reply = None
+            else:
+                reply = await self.execute(step)
+        if result.expired_command_ids:
+            log.info("expired commands %s", result.expired_command_ids)
         if result.released_message_ids:
             log.info("released expired claims on messages %s", result.released_message_ids)
         if result.reaped_agent_ids or result.reaped_orchestrator_ids:
@@ -444,6 +414,72 @@ class RelayService:
             "generatedAt": self.now(),
             "checks": checks,
         }
+
+
+@frozen
+class RaceWindow:
+    """A step of ``reap_pass``: decided, not yet written (where a racing heartbeat may land)."""
+
+    candidates: tuple[c.ReapCandidate, ...]
+
+
+def reap_pass(
+    rm: ReadModels, now: int, started_at: int, settings: Settings, force: bool = False
+) -> Generator[c.Command | RaceWindow, Any, c.ReapResult]:
+    """One pass of the reaper at ``now``, as the commands it sends, in order.
+
+    Yields each command for the caller to execute (the service through the
+    writer, the property machine through ``RelayApp`` directly; so both run
+    this very sequence) and receives its result; yields a ``RaceWindow``
+    (with the candidates) between the reap's decision and its write. Reads
+    only ``rm``, which the caller keeps current between steps, and never the
+    clock.
+
+    The brake (relay/domain/outage.py) holds the reap back when it would mark
+    offline most of the fleet at once; command deadlines and claim leases
+    still run out meanwhile, so every command still ends in time.
+    """
+
+    def grace_from() -> int:
+        return max(started_at, int(rm.reaper.get("resumedAt") or 0))
+
+    candidates = reap_candidates(rm, now, settings.stale_after_ms, grace_from())
+    brake = ReapBrake(settings.max_reap_fraction, settings.max_reap_min)
+    online = online_count(rm)
+    decision = brake.decide(bool(rm.reaper.get("suspended")), len(candidates), online, force)
+    if decision is PassDecision.SUSPEND:
+        log.warning("reaper suspended: %d of %d online entities went silent at once", len(candidates), online)
+        yield c.SuspendReaping(len(candidates), online, now)
+    elif decision is PassDecision.RESUME:
+        log.warning("reaper resumed: everyone gets a fresh %g s grace", settings.stale_after)
+        yield c.ResumeReaping(now)
+    if decision is not PassDecision.REAP:
+        candidates = []
+    expired = expired_claims(rm, now)
+    overdue = overdue_orchestrators(rm, now)
+    lost_after_ms = int(settings.lost_after * 1000)
+    suspended = bool(rm.reaper.get("suspended"))
+    result = c.ReapResult([], [], suspended=suspended)
+    if candidates or expired:
+        yield RaceWindow(tuple(candidates))
+        result = yield c.Reap(
+            now=now,
+            stale_after_ms=settings.stale_after_ms,
+            grace_from=grace_from(),
+            candidates=tuple(candidates),
+            expired_claims=tuple(expired),
+        )
+    # After the reap's own commit, so that a host it just reaped is judged offline here.
+    offline = lost_candidates(rm, now, lost_after_ms)
+    if overdue or offline:
+        ended: c.ReapResult = yield c.ExpireCommands(now, tuple(overdue), tuple(offline), lost_after_ms)
+        result = evolve(
+            result,
+            expired_command_ids=ended.expired_command_ids,
+            lost_orchestrator_ids=ended.lost_orchestrator_ids,
+            suspended=suspended,
+        )
+    return result
 
 
 def reap_candidates(

@@ -1,7 +1,9 @@
 """Where a spawn goes: a pure choice among the hosts as the read model sees them.
 
 Placement is a rule of the contract, not a detail of a handler, so it lives in
-the domain: the HTTP edge builds the ``HostView`` list, this module decides,
+the domain: the read models hand it the ``HostView``s it needs (the few an
+index says can fit, relay/projections/placement.py, or the whole fleet when
+none does, so a refusal names the real reason), this module decides,
 and the property tests (tests/domain/test_placement.py) check the decision on
 thousands of fleets without a server. Nothing here reads the clock: whether a
 host is online is decided by the caller from ``lastSeen`` and ``now``.
@@ -38,6 +40,10 @@ class HostView:
 
     def matches(self, selector: Mapping[str, str]) -> bool:
         return all(self.labels.get(k) == v for k, v in selector.items())
+
+    def fits(self, provider: str, selector: Mapping[str, str]) -> bool:
+        """Whether ``place`` may choose this host for ``provider`` and ``selector``."""
+        return self.online and provider in self.providers and self.matches(selector) and not self.full
 
     def sort_key(self) -> tuple[int, str, str]:
         """Least loaded first: fewest active agents, then hostname, then id (deterministic)."""
@@ -97,6 +103,4 @@ def eligible(
 ) -> list[HostView]:
     """Every host ``place`` may choose (for tests and for explaining a decision)."""
     selector = selector or {}
-    return [
-        h for h in hosts if h.online and provider in h.providers and h.matches(selector) and not h.full
-    ]
+    return [h for h in hosts if h.fits(provider, selector)]

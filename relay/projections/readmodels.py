@@ -17,14 +17,20 @@ from uuid import UUID
 
 import orjson
 
+from relay.domain.placement import HostView
 from relay.domain.rules import orchestrator_agent_id
 from relay.projections import messages as _messages
+from relay.projections import placement as _placement
 from relay.projections.fold import Change
 from relay.projections.messages import Messages
+from relay.projections.placement import PlacementIndex
 
 Handler = Callable[["ReadModels", Any, list[Change] | None], None]
 
-FORMAT_VERSION = 4  # 2: tokenHashes; 3: messages; 4: capacity, command deadlines, reaper
+# 2: tokenHashes; 3: messages; 4: capacity, command deadlines, reaper; 5: attention (issue 16)
+FORMAT_VERSION = 5
+ATTENTION_FIELDS = ("attention", "attentionSince", "attentionReason", "attentionExcerpt")
+NO_ATTENTION: dict[str, Any] = dict.fromkeys(ATTENTION_FIELDS)
 
 
 class ReadModels:
@@ -54,6 +60,9 @@ class ReadModels:
         # scanning every command ever sent. Internal, derived from ``commands`` (rebuilt
         # in ``from_state``, not checkpointed).
         self.open_commands: dict[str, dict[str, dict[str, Any]]] = {}
+        # Placement's order (relay/projections/placement.py, ADR 0037): re-filed after each
+        # event of an orchestrator; internal and derived like ``open_commands``.
+        self.placement = PlacementIndex()
         # The reaper's brake (relay/domain/outage.py), as the log says.
         self.reaper: dict[str, Any] = {"suspended": False, "since": None, "resumedAt": 0}
         # The position of the event being applied (a message's seq is where it was sent).
@@ -75,8 +84,14 @@ class ReadModels:
             entity[2] = event.originator_version
             if entity[0] == "orchestrator":
                 self._encoded_orchestrators.pop(entity[1], None)
+                if handler is not ReadModels._orchestrator_heartbeat:  # it re-files itself
+                    self._refile(entity[1])
         self.position = position
         return changes or []
+
+    def _refile(self, oid: str) -> None:
+        """Bring ``oid``'s placement entry up to date (it costs a comparison when nothing moved)."""
+        self.placement.update(oid, self.orchestrators.get(oid), self.open_spawns(oid))
 
     def _entity(self, event: Any) -> list[Any]:
         return self.entities[event.originator_id.hex]
@@ -192,10 +207,15 @@ class ReadModels:
         was = o["status"]
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
-        load = ev.__dict__.get("load")
+        load = ev.load
         if load is not None or o["load"] is not None:
             o["load"] = load
             o["activeAgents"] = _active(o)
+            self._refile(oid)
+        elif was != "online":
+            self._refile(oid)
+        # A plain heartbeat of an online host (most of the log) changes nothing placement
+        # indexes: liveness by the clock is judged when placing.
         if was != "online":
             o["agentsLostAt"] = None
             self._agents_state(o, "running")
@@ -216,10 +236,43 @@ class ReadModels:
         state = (
             "running" if o["status"] == "online" else "lost" if o.get("agentsLostAt") else "unknown"
         )
-        o["managedAgents"] = [{**m, "state": state} for m in ev.agents]
+        # An agent keeps its attention across reports; one no longer listed loses it
+        # (the aggregate applies the same rule, ADR 0032).
+        before = {m["agentId"]: m for m in o["managedAgents"]}
+        o["managedAgents"] = [
+            {**m, "state": state, **_attention_of(before.get(m["agentId"]))} for m in ev.agents
+        ]
         o["activeAgents"] = _active(o)
         if changes is not None:
             changes.append(("orchestrator.status", o))
+
+    def _agent_awaiting_input(self, ev: Any, changes: list[Change] | None) -> None:
+        self._attention_changed(
+            ev,
+            {
+                "attention": ev.attention,
+                "attentionSince": ev.at,
+                "attentionReason": ev.reason,
+                "attentionExcerpt": ev.excerpt,
+            },
+            changes,
+        )
+
+    def _agent_input_resumed(self, ev: Any, changes: list[Change] | None) -> None:
+        self._attention_changed(ev, NO_ATTENTION, changes)
+
+    def _attention_changed(
+        self, ev: Any, fields: dict[str, Any], changes: list[Change] | None
+    ) -> None:
+        oid = self._entity(ev)[1]
+        o = self.orchestrators[oid]
+        m = next((m for m in o["managedAgents"] if m["agentId"] == ev.agent_id), None)
+        if m is None:
+            return  # the aggregate only records this for a listed agent; never happens
+        m.update(fields)
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+            changes.append(("orchestrator.attention", _managed_view(o, m)))
 
     def _agents_state(self, o: dict[str, Any], state: str) -> None:
         for m in o["managedAgents"]:
@@ -287,7 +340,29 @@ class ReadModels:
             "label": ev.label,
             "approvalMode": ev.approval_mode,
             "prompt": ev.prompt,
-            "deadlineAt": ev.__dict__.get("deadline_at"),
+            "deadlineAt": ev.deadline_at,
+        }
+        # Only on spawns that asked for them (ADR 0034): other commands read as before.
+        if ev.worktree is not None:
+            cmd["worktree"] = ev.worktree
+        if ev.resume is not None:
+            cmd["resume"] = ev.resume
+        self._command_added(oid, cmd, changes)
+
+    def _input_requested(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        cmd = {
+            "id": ev.command_id,
+            "orchestratorId": oid,
+            "kind": "input",
+            "status": "pending",
+            "requestedAt": ev.at,
+            "requestedBy": ev.requested_by,
+            "action": "input",
+            "agentId": ev.agent_id,
+            "text": ev.text,
+            "enter": ev.enter,
+            "deadlineAt": ev.deadline_at,
         }
         self._command_added(oid, cmd, changes)
 
@@ -302,8 +377,10 @@ class ReadModels:
             "requestedBy": ev.requested_by,
             "action": ev.action,
             "agentId": ev.agent_id,
-            "deadlineAt": ev.__dict__.get("deadline_at"),
+            "deadlineAt": ev.deadline_at,
         }
+        if ev.remove_worktree:
+            cmd["removeWorktree"] = True
         self._command_added(oid, cmd, changes)
 
     def _command_added(self, oid: str, cmd: dict[str, Any], changes: list[Change] | None) -> None:
@@ -471,22 +548,28 @@ class ReadModels:
             agents = [a for a in agents if a["status"] == status]
         return agents
 
-    def managed_agents(self, state: str | None = None) -> list[dict[str, Any]]:
-        """Every managed agent across hosts, with where it runs; optionally only in ``state``."""
+    def managed_agents(
+        self, state: str | None = None, attention: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every managed agent across hosts, with where it runs; optionally only in ``state``,
+        or only with ``attention`` (``input``, ``idle``; the dashboard's needs-input queue)."""
         out: list[dict[str, Any]] = []
         for o in self.orchestrators_sorted():
             for m in o["managedAgents"]:
                 if state is not None and m.get("state") != state:
                     continue
-                out.append(
-                    {
-                        **m,
-                        "orchestratorId": o["id"],
-                        "hostname": o["hostname"],
-                        "orchestratorStatus": o["status"],
-                    }
-                )
+                if attention is not None and m.get("attention") != attention:
+                    continue
+                out.append(_managed_view(o, m))
         return out
+
+    def managed_agent(self, orchestrator_id: str, agent_id: str) -> dict[str, Any] | None:
+        """One managed agent as ``GET /api/managed-agents`` lists it, or None."""
+        o = self.orchestrators.get(orchestrator_id)
+        if o is None:
+            return None
+        m = next((m for m in o["managedAgents"] if m["agentId"] == agent_id), None)
+        return None if m is None else _managed_view(o, m)
 
     def commands_of(self, orchestrator_id: str, status: str | None = None) -> list[dict[str, Any]]:
         """An orchestrator's commands, oldest first."""
@@ -550,11 +633,59 @@ class ReadModels:
         for cmd in rm.commands.values():
             if cmd["status"] in ("pending", "running"):
                 rm.open_commands.setdefault(cmd["orchestratorId"], {})[cmd["id"]] = cmd
+        for oid in rm.orchestrators:
+            rm._refile(oid)
         return rm
 
     def open_spawns(self, orchestrator_id: str) -> int:
         """Spawns on their way to ``orchestrator_id``: placement counts them as taken."""
-        return sum(c["kind"] == "spawn" for c in self.open_commands.get(orchestrator_id, {}).values())
+        open_ = self.open_commands.get(orchestrator_id)
+        return sum(c["kind"] == "spawn" for c in open_.values()) if open_ else 0
+
+    # -- placement -------------------------------------------------------------
+
+    def host_views(self, now: int, stale_after_ms: int, grace_from: int) -> list[HostView]:
+        """Every orchestrator as placement sees it at ``now`` (what ``place`` is given when
+        nothing in the index fits, so that its refusal names the reason)."""
+        return [
+            _placement.host_view(o, self.open_spawns(oid), now, stale_after_ms, grace_from)
+            for oid, o in self.orchestrators.items()
+        ]
+
+    def placement_walk(
+        self,
+        provider: str,
+        selector: dict[str, str],
+        now: int,
+        stale_after_ms: int,
+        grace_from: int,
+    ) -> list[HostView]:
+        """The indexed hosts offering ``provider``, in ``place``'s order, up to the first that fits.
+
+        Its last host fits exactly when some host in the fleet does (the index
+        holds every host that could): tests/property/test_placement_index.py.
+        """
+        return list(
+            _placement.candidates(
+                self.placement, self.orchestrators, self.open_spawns, provider, selector,
+                now, stale_after_ms, grace_from,
+            )
+        )
+
+    def placement_candidates(
+        self,
+        provider: str,
+        selector: dict[str, str],
+        now: int,
+        stale_after_ms: int,
+        grace_from: int,
+    ) -> list[HostView]:
+        """What ``place`` needs to choose as it would over every host (ADR 0037): the walk
+        when it ends on a host that fits; else the whole fleet, so the refusal names why."""
+        walked = self.placement_walk(provider, selector, now, stale_after_ms, grace_from)
+        if walked and walked[-1].fits(provider, selector):
+            return walked
+        return self.host_views(now, stale_after_ms, grace_from)
 
     def comparable(self) -> dict[str, Any]:
         """State for equality checks (rebuild vs live, checkpoint vs rebuild)."""
@@ -581,6 +712,9 @@ _HANDLERS: dict[str, Handler] = {
     "ManagedAgentsReported": ReadModels._managed_agents_reported,
     "SpawnRequested": ReadModels._spawn_requested,
     "ActionRequested": ReadModels._action_requested,
+    "InputRequested": ReadModels._input_requested,
+    "AgentAwaitingInput": ReadModels._agent_awaiting_input,
+    "AgentInputResumed": ReadModels._agent_input_resumed,
     "CommandResultRecorded": ReadModels._command_result_recorded,
     "OrchestratorRemoved": ReadModels._orchestrator_removed,
     "OrchestratorReaped": ReadModels._orchestrator_reaped,
@@ -597,6 +731,18 @@ _HANDLERS: dict[str, Handler] = {
     "ReapSuspended": ReadModels._reap_suspended,
     "ReapResumed": ReadModels._reap_resumed,
 }
+
+
+def _attention_of(m: dict[str, Any] | None) -> dict[str, Any]:
+    """A managed agent's attention fields (all null when it waits for nobody)."""
+    if m is None:
+        return NO_ATTENTION
+    return {k: m.get(k) for k in ATTENTION_FIELDS}
+
+
+def _managed_view(o: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
+    """A managed agent as ``GET /api/managed-agents`` lists it: with where it runs."""
+    return {**m, "orchestratorId": o["id"], "hostname": o["hostname"], "orchestratorStatus": o["status"]}
 
 
 def _active(o: dict[str, Any]) -> int:

@@ -15,7 +15,15 @@ and the log, which records each reap's exact ``now``, is then audited with
 exact times (``LogAudit``). Nothing is assumed about how long a request takes,
 so a loaded machine makes the band wider, never the test flaky.
 
-Invariants 1-7 and 9 of docs/invariants.md, read through the API only.
+Invariants 1-7 and 9 of docs/invariants.md, read through the API only; and
+issue 15's 13-17 (ADR 0019), cheaply: commands with a short deadline are
+spawned on a host with room for one, started and answered; the brake is on in
+the examples that draw it (``--max-reap-min 1``: two of three silent at once
+suspend the reaper); an operator sometimes forces a pass. After each pass the
+answer must fit the brake's rule within the band, no command may be open past
+a deadline the pass saw pass, and managed agents must be ``running``,
+``unknown`` or ``lost`` as their host's offline time says; ``LogAudit`` then
+checks the exact times in the log (13-17).
 """
 
 from __future__ import annotations
@@ -46,6 +54,11 @@ from tests.support.server import RelayProcess
 
 STALE_S = 0.4
 STALE_MS = int(STALE_S * 1000)
+DEADLINE_S = 0.5  # --command-deadline
+LOST_S = 0.6  # --lost-after
+LOST_MS = int(LOST_S * 1000)
+BRAKE_FRACTION = 0.5
+OPEN = ("pending", "running")
 AGENTS = ("a1", "a2")
 ORCHESTRATORS = ("o1",)
 ENTITY_KEYS: list[Key] = sorted(
@@ -78,18 +91,24 @@ class HttpReaperMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="relay-prop-http-"))
         self.lives: dict[Key, Life] = {}
-        self.audit = LogAudit(STALE_MS)
+        self.audit = LogAudit(STALE_MS, LOST_MS)
         self.revivals: list[tuple[Key, int, int]] = []  # (key, reaped at, revived at)
         self.last_reaped_at: dict[Key, int] = {}
         self.restarts = 0
         self.server: RelayProcess | None = None
         self.client: Client | None = None
-        self._start()
+        self.brake_min = 10  # the default: with three entities, the brake never bites
+        self.commands: list[str] = []  # ids of the commands accepted, in order
 
     def _start(self) -> None:
         self.grace_lo = wall_ms()
         self.server = RelayProcess(
-            self.dir / "data", ["--stale-after", str(STALE_S), "--reap-every", "3600"]
+            self.dir / "data",
+            [
+                "--stale-after", str(STALE_S), "--reap-every", "3600",
+                "--command-deadline", str(DEADLINE_S), "--lost-after", str(LOST_S),
+                "--max-reap-fraction", str(BRAKE_FRACTION), "--max-reap-min", str(self.brake_min),
+            ],
         ).start()
         self.grace_hi = wall_ms()
         self.client = Client(self.server.url)
@@ -145,27 +164,67 @@ class HttpReaperMachine(RuleBasedStateMachine):
             self.revivals.append((key, self.last_reaped_at[key], self.audit.position))
 
     def _bands(self, t0: int, t1: int) -> tuple[set[Key], set[Key]]:
-        """Who must be reaped by a reap answered between t0 and t1, and who may be."""
+        """Who must be reaped by a reap answered between t0 and t1, and who may be.
+
+        Silence counts from the later of the start and the reaper's last resume
+        (17), which the log gives exactly."""
         must, may = set(), set()
+        hi, lo = max(self.grace_hi, self.audit.resumed_at), max(self.grace_lo, self.audit.resumed_at)
         for key, life in self.lives.items():
             if life.status != "online":
                 continue
-            if t0 - max(life.last_seen, self.grace_hi) > STALE_MS:
+            if t0 - max(life.last_seen, hi) > STALE_MS:
                 must.add(key)
-            if t1 - max(life.last_seen, self.grace_lo) > STALE_MS:
+            if t1 - max(life.last_seen, lo) > STALE_MS:
                 may.add(key)
         return must, may
 
-    def _reap_answer(self, t0: int, t1: int, body: dict[str, Any], skip: set[Key]) -> set[Key]:
+    def _over(self, would_reap: int, online: int) -> bool:
+        return would_reap > self.brake_min and would_reap > BRAKE_FRACTION * online
+
+    def _reap_answer(
+        self, t0: int, t1: int, body: dict[str, Any], skip: set[Key], head: int, force: bool = False
+    ) -> set[Key]:
+        """Judge one pass answered between t0 and t1 that wrote the log after ``head``."""
         reaped = {("agent", a) for a in body["reapedAgentIds"]}
         reaped |= {("orchestrator", o) for o in body["reapedOrchestratorIds"]}
         must, may = self._bands(t0, t1)
-        note(f"reap in [{t0}, {t1}]: must {sorted(must)}, may {sorted(may)}, reaped {sorted(reaped)}")
-        missed = (must - skip) - reaped
-        assert not missed, f"invariant 2: stale {sorted(missed)} were not reaped"
-        wrong = (reaped - skip) - may
-        assert not wrong, f"invariants 1 and 3: {sorted(wrong)} reaped though not stale"
+        online = sum(life.status == "online" for life in self.lives.values())
+        suspended_before = self.audit.suspended
         self._sync_log()
+        brake = [
+            e for e in self.audit.entries
+            if e.position > head and e.topic in ("ReapSuspended", "ReapResumed")
+        ]
+        note(
+            f"reap in [{t0}, {t1}] force={force}: must {sorted(must)}, may {sorted(may)}, "
+            f"reaped {sorted(reaped)}, brake {[e.topic for e in brake]} "
+            f"(suspended before: {suspended_before})"
+        )
+        if not force and (brake or suspended_before):
+            # 16: a pass over the threshold, or any while suspended, reaps none; the one
+            # that finds the threshold no longer crossed resumes and reaps none either.
+            assert not reaped, f"invariant 16: {sorted(reaped)} reaped by a pass of a suspended reaper"
+            if brake and brake[0].topic == "ReapSuspended":
+                assert self._over(len(may), online), (
+                    f"invariant 16: suspended although at most {len(may)} of {online} were stale"
+                )
+            elif not brake:  # held: still over the threshold
+                assert self._over(len(may), online), (
+                    f"invariant 16: held although at most {len(may)} of {online} were stale"
+                )
+            elif self._over(len(must - skip), online):
+                raise AssertionError(f"invariant 16: resumed although {len(must)} of {online} were stale")
+        else:
+            # (a racing heartbeat may land before the decision: the racer is not counted)
+            assert force or not self._over(len(must - skip), online), (
+                f"invariant 16: {len(must)} of {online} stale at once, yet the pass was not held back"
+            )
+            missed = (must - skip) - reaped
+            assert not missed, f"invariant 2: stale {sorted(missed)} were not reaped"
+            wrong = (reaped - skip) - may
+            assert not wrong, f"invariants 1 and 3: {sorted(wrong)} reaped though not stale"
+        self._judge_commands_and_agents(t0, t1)
         for key in reaped:
             life = self.lives[key]
             life.status = "offline"
@@ -180,15 +239,49 @@ class HttpReaperMachine(RuleBasedStateMachine):
             life.silence = max(life.silence, t1 - life.last_seen)
         return reaped
 
+    def _judge_commands_and_agents(self, t0: int, t1: int) -> None:
+        """Right after a pass that ran in [t0, t1]: what it had to end is over (13), and the
+        agents of an offline host are unknown or lost as its offline time says (15)."""
+        for oid in ORCHESTRATORS:
+            r = self.http.get(f"/api/orchestrators/{oid}/commands")
+            for cmd in r.json if r.status == 200 else []:
+                if cmd["status"] in OPEN:
+                    assert cmd["deadlineAt"] >= t0, (
+                        f"invariant 13: {cmd['id']} is {cmd['status']} after a pass at or after {t0}, "
+                        f"past its deadline {cmd['deadlineAt']}"
+                    )
+        for o in self.http.get("/api/orchestrators").json:
+            for m in o["managedAgents"]:
+                if o["status"] == "online":
+                    assert m["state"] == "running", f"invariant 15: {m} on online {o['id']}"
+                    continue
+                since = o["offlineSince"]
+                if t0 - since > LOST_MS:
+                    assert m["state"] == "lost", (
+                        f"invariant 15: {m['agentId']} is {m['state']} after a pass {t0 - since} ms "
+                        f"or more after {o['id']} went offline (lost-after {LOST_MS})"
+                    )
+                elif t1 - since <= LOST_MS:
+                    assert m["state"] == "unknown", (
+                        f"invariant 15: {m['agentId']} is {m['state']} {t1 - since} ms or less after "
+                        f"{o['id']} went offline (lost-after {LOST_MS})"
+                    )
+
     # -- rules -----------------------------------------------------------------------
 
-    @initialize()
-    def everyone_registers(self) -> None:
-        """Start with the whole cast online, so that short examples still reap something."""
+    @initialize(brake=st.booleans())
+    def everyone_registers(self, brake: bool) -> None:
+        """Start with the whole cast online, so that short examples still reap something; then
+        tell issue 15's story once."""
+        if brake:
+            self.brake_min = 1
+        self._start()
         for oid in ORCHESTRATORS:
             self.register_orchestrator(oid)
         for aid in AGENTS:
             self.register_agent(aid)
+        note(f"brake: more than {BRAKE_FRACTION} of the online and more than {self.brake_min}")
+        self.lifecycle_story()
 
     @rule(aid=st.sampled_from(AGENTS))
     def register_agent(self, aid: str) -> None:
@@ -202,7 +295,9 @@ class HttpReaperMachine(RuleBasedStateMachine):
     def register_orchestrator(self, oid: str) -> None:
         key = ("orchestrator", oid)
         was = self.lives[key].status if key in self.lives else None
-        r = self.http.post("/api/orchestrators", json={"id": oid, "hostname": oid, "baseDir": "/srv"})
+        r = self.http.post(
+            "/api/orchestrators", json={"id": oid, "hostname": oid, "baseDir": "/srv", "maxAgents": 2}
+        )
         assert r.status == 201, r
         self._proof(key, was)
 
@@ -264,16 +359,63 @@ class HttpReaperMachine(RuleBasedStateMachine):
 
     @rule()
     def reap(self) -> None:
+        head = self._head()
         t0 = wall_ms()
         r = self.http.post("/api/system/reap")
         t1 = wall_ms()
         assert r.status == 200, r
-        self._reap_answer(t0, t1, r.json, set())
+        self._reap_answer(t0, t1, r.json, set(), head)
         # Invariant 4, through the API: at once again, nobody is reaped twice.
+        head = self._head()
         t0 = wall_ms()
         again = self.http.post("/api/system/reap")
         t1 = wall_ms()
-        self._reap_answer(t0, t1, again.json, set())
+        self._reap_answer(t0, t1, again.json, set(), head)
+
+    @rule()
+    def force_reap(self) -> None:
+        """An operator forces one pass: whatever the brake says, the stale are reaped."""
+        head = self._head()
+        t0 = wall_ms()
+        r = self.http.post("/api/system/reap?force=true")
+        t1 = wall_ms()
+        assert r.status == 200, r
+        self.audit.forced(head, self._head())  # before the audit reads the pass (16)
+        self._reap_answer(t0, t1, r.json, set(), head, force=True)
+
+    @rule(oid=st.sampled_from(ORCHESTRATORS))
+    def spawn(self, oid: str) -> None:
+        """A host with room for two: a spawn when its agents and open spawns fill it is 409 (14)."""
+        life = self._present(("orchestrator", oid))
+        busy = 0
+        if life is not None:
+            host = self.http.get(f"/api/orchestrators/{oid}").json
+            cmds = self.http.get(f"/api/orchestrators/{oid}/commands").json
+            busy = host["activeAgents"] + sum(c["kind"] == "spawn" and c["status"] in OPEN for c in cmds)
+        head = self._head()
+        r = self.http.post(f"/api/orchestrators/{oid}/spawn", json={"provider": "claude"})
+        if life is None:
+            assert r.status == 404, r
+        elif busy >= 2:
+            assert r.status == 409, f"invariant 14: {oid} is full ({busy} of 2), yet {r}"
+        else:
+            assert r.status in (202, 409), r  # 409 when offline or silent by now
+        if r.status != 202:
+            assert self._head() == head, f"a refused spawn appended to the log: {r}"
+            return
+        self.commands.append(r.json["command"]["id"])
+
+    @precondition(lambda self: bool(self.commands))
+    @rule(index=st.integers(0, 3), what=st.sampled_from(["progress", "done"]))
+    def answer_command(self, index: int, what: str) -> None:
+        """The host starts or answers a command; the log audit judges each against 12 and 13."""
+        cid = self.commands[-1 - index % len(self.commands)]  # drawn from a fixed list
+        base = f"/api/orchestrators/{ORCHESTRATORS[0]}/commands/{cid}"
+        if what == "progress":
+            r = self.http.post(base + "/progress", json={"status": "running"})
+        else:
+            r = self.http.post(base + "/result", json={"status": "done"})
+        assert r.status in (200, 404, 409), r
 
     @rule(key=st.sampled_from(ENTITY_KEYS))
     def heartbeat_races_reap(self, key: Key) -> None:
@@ -292,6 +434,7 @@ class HttpReaperMachine(RuleBasedStateMachine):
             answers["heartbeat"] = racer.post(f"{path_of(key)}/heartbeat")
 
         thread = threading.Thread(target=beat)
+        head = self._head()
         t0 = wall_ms()
         thread.start()
         r = self.http.post("/api/system/reap")
@@ -299,7 +442,7 @@ class HttpReaperMachine(RuleBasedStateMachine):
         t1 = wall_ms()
         racer.close()
         assert r.status == 200 and answers["heartbeat"].status == 200, (r, answers)
-        self._reap_answer(t0, t1, r.json, {key})
+        self._reap_answer(t0, t1, r.json, {key}, head)
         self._sync_log()
         beat_at = max(
             e.position for e in self.audit.entries if e.key == key and e.meaning in ("heartbeat",)
@@ -311,6 +454,54 @@ class HttpReaperMachine(RuleBasedStateMachine):
         reaped_first = self.lives[key].status == "offline"  # the reap committed first
         self._proof(key, self.lives[key].status)
         note(f"race on {key}: heartbeat at position {beat_at}, reaped first: {reaped_first}")
+
+    def _all_silent(self, margin: int = 30) -> None:
+        """Wait until every present entity is past stale-after (counting the latest grace)."""
+        hi = max(self.grace_hi, self.audit.resumed_at)
+        lasts = [max(life.last_seen, hi) for life in self.lives.values() if life.status == "online"]
+        if lasts:
+            pause = max(lasts) + STALE_MS + margin - wall_ms()
+            if pause > 0:
+                time.sleep(pause / 1000)
+
+    def _beat_agents(self) -> None:
+        for aid in AGENTS:
+            self.heartbeat(("agent", aid), False)
+
+    def lifecycle_story(self) -> None:
+        """Issue 15 in about a second of real time, told once per example (not as a rule, so
+        that CI pays for its waiting once): a host with room for two takes three spawns (the
+        third is 409: 14) and starts one; it reports an agent; everyone falls silent past the
+        commands' deadline (13: a pass ends them, also while the brake holds: 16); the agents
+        come back (a resume when the brake is on) and, within the fresh grace, the silent host
+        is not reaped (17); once it has been offline for longer than lost-after, its agent is
+        lost (15). Every pass is judged within its band and the log exactly."""
+        oid = ORCHESTRATORS[0]
+        self.heartbeat(("orchestrator", oid), False)
+        for _ in range(3):
+            self.spawn(oid)
+        if self.commands:
+            self.answer_command(0, "progress")
+        self.report_agents(oid)
+        deadline_passed = wall_ms() + int(DEADLINE_S * 1000) + 50
+        self._all_silent()
+        pause = deadline_passed - wall_ms()
+        if pause > 0:
+            time.sleep(pause / 1000)
+        self.reap()  # brake on: suspended (then held); off: everyone reaped
+        self._beat_agents()
+        self.reap()  # brake on: one of three stale, a resume
+        time.sleep(STALE_MS / 2 / 1000)
+        self._beat_agents()
+        self.reap()  # within the fresh grace: the host is not reaped yet
+        host = self.lives[("orchestrator", oid)]
+        if host.status == "offline":
+            since = self.http.get(f"/api/orchestrators/{oid}").json["offlineSince"]
+            pause = since + LOST_MS + 50 - wall_ms()
+            if pause > 0:
+                time.sleep(pause / 1000)
+            self._beat_agents()
+            self.reap()  # its agent is lost now
 
     @precondition(lambda self: self.restarts < 1)
     @rule()
@@ -335,7 +526,15 @@ class HttpReaperMachine(RuleBasedStateMachine):
     @invariant()
     def inv03_05_log_rules(self) -> None:
         self._sync_log()
-        for n in (0, 3, 4, 5):
+        for n in (0, 3, 4, 5, 12):
+            assert not self.audit.violations[n], (n, self.audit.violations[n])
+
+    @invariant()
+    def inv13_17_log_rules(self) -> None:
+        """Issue 15 from the log, exact times: 13 deadlines, 14 capacity, 15 lost only after
+        lost-after, 16 no reap while suspended unless forced, 17 the fresh grace."""
+        self._sync_log()
+        for n in (13, 14, 15, 16, 17):
             assert not self.audit.violations[n], (n, self.audit.violations[n])
 
     @invariant()
