@@ -44,7 +44,7 @@ class Relay:
         self.app = RelayApp()
         self.rm = ReadModels()
         self.at = 1_000
-        self.run(c.RegisterOrchestrator("o", "h", "/srv", ["claude"], [], {}, "0" * 64, self.at))
+        self.run(c.RegisterOrchestrator.of("o", "h", "/srv", ["claude"], [], {}, "0" * 64, self.at))
 
     def run(self, cmd: Any) -> bool:
         """Execute ``cmd``; False when refused (and nothing appended)."""
