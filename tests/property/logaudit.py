@@ -204,29 +204,35 @@ class LogAudit:
         self.entries: list[Entry] = []
         self.violations: dict[int, list[str]] = defaultdict(list)
         self.position = 0
-        # (first position written by that run, lowest possible grace start)
-        self._starts: list[tuple[int, int]] = [(1, 0)]
+        # (first position written by that run, lowest and highest possible grace start)
+        self._starts: list[tuple[int, int, int]] = [(1, 0, 0)]
 
-    def started(self, first_position: int, grace_from: int) -> None:
+    def started(self, first_position: int, grace_from: int, grace_upto: int | None = None) -> None:
         """The relay (re)started: events from ``first_position`` on were written under
-        a grace that began no earlier than ``grace_from``."""
-        self._starts.append((first_position, grace_from))
+        a grace that began no earlier than ``grace_from`` and no later than ``grace_upto``
+        (a client that starts a server knows its start only within a band)."""
+        self._starts.append((first_position, grace_from, grace_from if grace_upto is None else grace_upto))
 
     def forced(self, after: int, upto: int) -> None:
         """A pass an operator forced wrote the positions in ``(after, upto]``."""
         self._forced.append((after, upto))
 
-    def grace_at(self, position: int) -> int:
-        """When silence began to count for a write at ``position``: the start of that run."""
+    def grace_at(self, position: int, latest: bool = False) -> int:
+        """When silence began to count for a write at ``position``: the start of that run
+        (the earliest it can have been, or with ``latest`` the latest)."""
         grace = 0
-        for first, g in self._starts:
+        for first, lo, hi in self._starts:
             if first <= position:
-                grace = g
+                grace = hi if latest else lo
         return grace
 
-    def _grace(self, position: int) -> int:
-        """The relay's ``grace_from``: its start, or the reaper's last resume if later."""
-        return max(self.grace_at(position), self.resumed_at)
+    def _grace(self, position: int, latest: bool = False) -> int:
+        """The relay's ``grace_from``: its start, or the reaper's last resume if later.
+
+        A rule that says something must *not* have happened judges with the
+        earliest start (silence looks longest); one that says something must
+        have been refused judges with the latest (silence looks shortest)."""
+        return max(self.grace_at(position, latest), self.resumed_at)
 
     def feed(self, entries: Iterable[Entry]) -> None:
         for e in entries:
@@ -306,7 +312,7 @@ class LogAudit:
         elif m == "command":
             if f.status != "online":
                 self._bad(12, e, f"a command was recorded for a {f.status} orchestrator")
-            elif e.at - max(f.last_seen, self._grace(e.position)) > self.stale_after_ms:
+            elif e.at - max(f.last_seen, self._grace(e.position, latest=True)) > self.stale_after_ms:
                 self._bad(12, e, "a command was recorded for an orchestrator silent for "
                           "longer than stale-after (offline by the rule, not yet reaped)")
             if e.command_id in f.commands:
