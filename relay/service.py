@@ -202,8 +202,8 @@ class RelayService:
     # -- the reaper --------------------------------------------------------------
 
     def grace_from(self) -> int:
-        """Silence before this moment never counts: the relay's start, or the reaper's last resume."""
-        return max(self.started_at, int(self.rm.reaper.get("resumedAt") or 0))
+        """Silence before this moment never counts (``grace_start``)."""
+        return grace_start(self.rm, self.started_at)
 
     def reap_candidates(self, now: int) -> list[c.ReapCandidate]:
         """Who looks stale in the read model at ``now`` (the decision; no write)."""
@@ -416,6 +416,12 @@ class RelayService:
         }
 
 
+def grace_start(rm: ReadModels, started_at: int) -> int:
+    """Silence before this moment never counts: the relay's start, or the reaper's last resume
+    (ADR 0019: every entity gets a fresh stale-after from a resume)."""
+    return max(started_at, int(rm.reaper.get("resumedAt") or 0))
+
+
 @frozen
 class RaceWindow:
     """A step of ``reap_pass``: decided, not yet written (where a racing heartbeat may land)."""
@@ -439,11 +445,7 @@ def reap_pass(
     offline most of the fleet at once; command deadlines and claim leases
     still run out meanwhile, so every command still ends in time.
     """
-
-    def grace_from() -> int:
-        return max(started_at, int(rm.reaper.get("resumedAt") or 0))
-
-    candidates = reap_candidates(rm, now, settings.stale_after_ms, grace_from())
+    candidates = reap_candidates(rm, now, settings.stale_after_ms, grace_start(rm, started_at))
     brake = ReapBrake(settings.max_reap_fraction, settings.max_reap_min)
     online = online_count(rm)
     decision = brake.decide(bool(rm.reaper.get("suspended")), len(candidates), online, force)
@@ -465,7 +467,7 @@ def reap_pass(
         result = yield c.Reap(
             now=now,
             stale_after_ms=settings.stale_after_ms,
-            grace_from=grace_from(),
+            grace_from=grace_start(rm, started_at),
             candidates=tuple(candidates),
             expired_claims=tuple(expired),
         )

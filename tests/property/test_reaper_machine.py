@@ -63,7 +63,7 @@ from relay.domain.placement import NoPlacementError, place
 from relay.domain.rules import ACTIONS, PROVIDERS, RESULT_STATUSES, orchestrator_agent_id
 from relay.projections.follower import TailFollower, catch_up, load_read_models
 from relay.projections.readmodels import ReadModels
-from relay.service import RaceWindow, reap_candidates, reap_pass
+from relay.service import RaceWindow, grace_start, reap_candidates, reap_pass
 from relay.store import store_env
 from tests.property.logaudit import Key, LogAudit, entry_from_event
 
@@ -459,7 +459,7 @@ class ReaperMachine(RuleBasedStateMachine):
     ) -> None:
         """One pass of the reaper: the service's own ``reap_pass``, its commands run here."""
         now, start, grace = self.now, self.grace, self._grace()
-        relay_grace = max(start, int(self.rm.reaper.get("resumedAt") or 0))
+        relay_grace = grace_start(self.rm, start)
         assert relay_grace == grace, (
             f"the relay's grace starts at {self._t(relay_grace)}, the model's at {self._t(grace)}"
         )
