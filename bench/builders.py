@@ -28,7 +28,7 @@ def _register(app: RelayApp, ids: list[str], at: int) -> list[Any]:
     aggs: list[Any] = []
     for i, oid in enumerate(ids):
         _, touched = app.execute(
-            c.RegisterOrchestrator(
+            c.RegisterOrchestrator.of(
                 orchestrator_id=oid,
                 hostname=f"host-{i:05d}",
                 base_dir="/srv/work",

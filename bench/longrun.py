@@ -88,7 +88,7 @@ class Fleet:
         out: list[Any] = []
         for h in self.hosts:
             out.append(
-                c.RegisterOrchestrator(
+                c.RegisterOrchestrator.of(
                     orchestrator_id=h, hostname=f"{h}.example", base_dir="/srv/work",
                     providers=["claude", "codex"], env_keys=[], meta={}, token_hash="0" * 64, at=at,
                 )

@@ -65,7 +65,7 @@ async def scenario(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     ids = [f"host-{i:04d}" for i in range(args.hosts)]
     t = time.perf_counter()
     await asyncio.gather(*(
-        svc.execute(c.RegisterOrchestrator(
+        svc.execute(c.RegisterOrchestrator.of(
             oid, f"{oid}.lan", "/srv/work", ["claude", "codex"], [], {}, "0" * 64,
             clock.now_ms(), max_agents=8,
         ))

@@ -55,25 +55,25 @@ def serve(data: Path) -> None:
     from relay.http import parse, routes
     from relay.http.app import create_app
     from relay.http.auth import principal
+    from relay.wire import shapes as w
 
     async def spawn_first(request: web.Request) -> web.Response:
         """``spawn_anywhere`` before issue 15, verbatim but for the name."""
         s = routes.svc(request)
-        body = await parse.read_json(request)
-        fields = parse.spawn(body)
+        req = await parse.body(request, w.SpawnRequest)
         target = next(
             (
                 o
                 for o in s.rm.orchestrators_sorted()
-                if o["status"] == "online" and fields["provider"] in o["providers"]
+                if o["status"] == "online" and req.provider in o["providers"]
             ),
             None,
         )
         if target is None:
-            raise ConflictError(f"no online orchestrator offers provider {fields['provider']!r}")
-        command = await routes._spawn(s, target["id"], fields, principal(request), body)
+            raise ConflictError(f"no online orchestrator offers provider {req.provider!r}")
+        command = await routes._spawn(s, target["id"], req, principal(request))
         return routes.json(
-            {"ok": True, "orchestratorId": target["id"], "provider": fields["provider"],
+            {"ok": True, "orchestratorId": target["id"], "provider": req.provider,
              "command": command},
             status=202,
         )

@@ -132,7 +132,7 @@ def build_sealed_log(data: Path, events: int, orchestrators: int = 1_000, every:
         aggs = []
         for i in range(orchestrators):
             _, touched = app.execute(
-                c.RegisterOrchestrator(
+                c.RegisterOrchestrator.of(
                     orchestrator_id=f"o{i}", hostname=f"host-{i:05d}", base_dir="/srv/work",
                     providers=["claude", "codex"], env_keys=[], meta={}, token_hash="0" * 64,
                     at=now - events,

@@ -52,7 +52,7 @@ def build(data: Path, events: int, epoch: int, orchestrators: int = 1_000, step:
                 aggs.append(app.repository.get(Orchestrator.create_id(oid)))
             except Exception:
                 _, touched = app.execute(
-                    c.RegisterOrchestrator(
+                    c.RegisterOrchestrator.of(
                         orchestrator_id=oid, hostname=f"host-{i:05d}", base_dir="/srv/work",
                         providers=["claude"], env_keys=[], meta={}, token_hash="0" * 64, at=now - events,
                     )

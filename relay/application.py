@@ -231,21 +231,14 @@ class RelayApp(Application):
 
     def register_orchestrator(self, cmd: c.RegisterOrchestrator) -> tuple[Any, list[Any]]:
         agg = self._get(Orchestrator, cmd.orchestrator_id)
-        fields = {
-            "hostname": cmd.hostname,
-            "base_dir": cmd.base_dir,
-            "providers": cmd.providers,
-            "env_keys": cmd.env_keys,
-            "meta": cmd.meta,
-            "token_hash": cmd.token_hash,
-            "at": cmd.at,
-        }
+        reg = cmd.registration
+        fields = {**reg.event_fields(), "token_hash": cmd.token_hash, "at": cmd.at}
         if agg is None:
             agg = Orchestrator(orchestrator_id=cmd.orchestrator_id, **fields)
             self.live[agg.id] = agg
         else:
             agg.reregister(**fields)
-        agg.declare_capacity(cmd.max_agents, dict(cmd.labels), cmd.at)
+        agg.declare_capacity(reg.max_agents, dict(reg.labels or {}), cmd.at)
         return None, [agg]
 
     def reregister_own_orchestrator(
@@ -253,16 +246,9 @@ class RelayApp(Application):
     ) -> tuple[Any, list[Any]]:
         """A host re-registering itself: confined to the baseDir an admin granted it."""
         agg = self.orchestrator(cmd.orchestrator_id)
-        agg.reregister_by_host(
-            cmd.hostname,
-            cmd.base_dir,
-            cmd.providers,
-            cmd.env_keys,
-            cmd.meta,
-            cmd.token_hash,
-            cmd.at,
-        )
-        agg.declare_capacity(cmd.max_agents, dict(cmd.labels), cmd.at)
+        reg = cmd.registration
+        agg.reregister_by_host(**reg.event_fields(), token_hash=cmd.token_hash, at=cmd.at)
+        agg.declare_capacity(reg.max_agents, dict(reg.labels or {}), cmd.at)
         return None, [agg]
 
     def enroll_orchestrator(self, cmd: c.EnrollOrchestrator) -> tuple[Any, list[Any]]:
@@ -326,8 +312,10 @@ class RelayApp(Application):
             cmd.stale_after_ms,
             cmd.grace_from,
             cmd.deadline_at,
+            worktree=cmd.worktree,
+            resume=cmd.resume,
         )
-        control = {
+        control: dict[str, Any] = {
             "action": "spawn",
             "commandId": cmd.command_id,
             "provider": cmd.provider,
@@ -338,6 +326,10 @@ class RelayApp(Application):
             "requestedBy": cmd.requested_by,
             "requestedAt": cmd.at,
         }
+        if cmd.worktree is not None:
+            control["worktree"] = cmd.worktree
+        if cmd.resume is not None:
+            control["resume"] = cmd.resume
         note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
         return cmd.command_id, [agg, note]
 
@@ -352,8 +344,9 @@ class RelayApp(Application):
             cmd.stale_after_ms,
             cmd.grace_from,
             cmd.deadline_at,
+            remove_worktree=cmd.remove_worktree,
         )
-        control = {
+        control: dict[str, Any] = {
             "action": cmd.action,
             "commandId": cmd.command_id,
             "agentId": cmd.agent_id,
@@ -365,8 +358,47 @@ class RelayApp(Application):
             "requestedBy": cmd.requested_by,
             "requestedAt": cmd.at,
         }
+        if cmd.remove_worktree:
+            control["removeWorktree"] = True
         note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
         return cmd.command_id, [agg, note]
+
+    def request_input(self, cmd: c.RequestInput) -> tuple[Any, list[Any]]:
+        """Type text into an agent (ADR 0033): a command like restart, with its text in the log."""
+        agg = self.orchestrator(cmd.orchestrator_id)
+        agg.request_input(
+            cmd.command_id,
+            cmd.agent_id,
+            cmd.text,
+            cmd.enter,
+            cmd.requested_by,
+            cmd.at,
+            cmd.stale_after_ms,
+            cmd.grace_from,
+            cmd.deadline_at,
+        )
+        control = {
+            "action": "input",
+            "commandId": cmd.command_id,
+            "agentId": cmd.agent_id,
+            "provider": None,
+            "cwd": None,
+            "label": None,
+            "approvalMode": None,
+            "prompt": None,
+            "text": cmd.text,
+            "enter": cmd.enter,
+            "requestedBy": cmd.requested_by,
+            "requestedAt": cmd.at,
+        }
+        note = self._control_message(cmd.orchestrator_id, cmd.command_id, control, cmd.at)
+        return cmd.command_id, [agg, note]
+
+    def report_attention(self, cmd: c.ReportAttention) -> tuple[Any, list[Any]]:
+        """The host's word on whether an agent waits for a person (ADR 0032); a repeat records nothing."""
+        agg = self.orchestrator(cmd.orchestrator_id)
+        changed = agg.report_attention(cmd.agent_id, cmd.attention, cmd.reason, cmd.excerpt, cmd.at)
+        return changed, [agg] if changed else []
 
     def _control_message(
         self, orchestrator_id: str, command_id: str, control: dict[str, Any], at: int
@@ -628,6 +660,8 @@ _HANDLERS: dict[type, Any] = {
     c.ReportManagedAgents: RelayApp.report_managed_agents,
     c.RequestSpawn: RelayApp.request_spawn,
     c.RequestAction: RelayApp.request_action,
+    c.RequestInput: RelayApp.request_input,
+    c.ReportAttention: RelayApp.report_attention,
     c.RecordCommandResult: RelayApp.record_command_result,
     c.StartCommand: RelayApp.start_command,
     c.SuspendReaping: RelayApp.suspend_reaping,

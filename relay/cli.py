@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_lifecycle_flags(serve, d)
     _add_notify_flags(serve)
+    _add_output_flags(serve, d)
     for action in serve._actions:  # units in the usage line, not DEST_IN_CAPITALS
         action.metavar = _METAVARS.get(action.dest, action.metavar)
     serve.set_defaults(func=run_serve)
@@ -237,7 +238,8 @@ def _add_notify_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--notify-url", action="append", default=None, metavar="URL", dest="notify_urls",
         help="POST a signed JSON notice here when a host goes offline, a command fails or "
-        "expires, or an agent crash-loops; repeatable [RELAY_NOTIFY_URLS, comma-separated]",
+        "expires, or an agent crash-loops or waits for input; repeatable "
+        "[RELAY_NOTIFY_URLS, comma-separated]",
     )
     serve.add_argument(
         "--notify-secret", default=None, metavar="SECRET",
@@ -246,6 +248,44 @@ def _add_notify_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_output_flags(serve: argparse.ArgumentParser, d: Settings) -> None:
+    """Live terminal output: limits per agent and per host (issue 16, ADR 0031)."""
+    serve.add_argument(
+        "--output-viewers", type=int, default=None, metavar="N",
+        help=f"viewers of one agent's live output at once (429 past it) "
+        f"[RELAY_OUTPUT_VIEWERS] ({d.output_viewers})",
+    )
+    serve.add_argument(
+        "--output-host-viewers", type=int, default=None, metavar="N",
+        help=f"viewers of one host's agents at once (429 past it) "
+        f"[RELAY_OUTPUT_HOST_VIEWERS] ({d.output_host_viewers})",
+    )
+    serve.add_argument(
+        "--output-buffer", type=int, default=None, metavar="BYTES",
+        help=f"recent output kept per watched agent for viewers who join; a viewer that "
+        f"falls this far behind (plus one push) is cut [RELAY_OUTPUT_BUFFER] ({d.output_buffer})",
+    )
+    serve.add_argument(
+        "--output-push-max", type=int, default=None, metavar="BYTES",
+        help=f"the largest output push a host may send (413 past it) "
+        f"[RELAY_OUTPUT_PUSH_MAX] ({d.output_push_max})",
+    )
+    serve.add_argument(
+        "--output-rate", type=int, default=None, metavar="BYTES",
+        help=f"output bytes per second one host may push (429 past it) "
+        f"[RELAY_OUTPUT_RATE] ({d.output_rate})",
+    )
+    serve.add_argument(
+        "--output-pushes", type=int, default=None, metavar="N",
+        help=f"output pushes per second one host may make (429 past it) "
+        f"[RELAY_OUTPUT_PUSHES] ({d.output_pushes})",
+    )
+
+
+_OUTPUT_FLAGS = (
+    "output_viewers", "output_host_viewers", "output_buffer", "output_push_max", "output_rate",
+    "output_pushes",
+)
 _LIFECYCLE_FLAGS = ("command_deadline", "lost_after", "max_reap_fraction", "max_reap_min")
 
 
@@ -300,6 +340,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "metrics_public": args.metrics_public,
     }
     flags.update({k: getattr(args, k, None) for k in _LIFECYCLE_FLAGS})
+    flags.update({k: getattr(args, k, None) for k in _OUTPUT_FLAGS})
     urls = getattr(args, "notify_urls", None)
     flags["notify_urls"] = tuple(urls) if urls else None
     flags["notify_secret"] = getattr(args, "notify_secret", None)
@@ -389,8 +430,15 @@ async def _serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:2] == ["host", "notify"]:
+        # A provider's hook runs this inside an agent, often: skip building every
+        # subcommand's parser (relay audit alone imports for half a second).
+        from relay.host.cli import main as host_main
+
+        return host_main(given[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     from relay.store import PostgresDriverMissingError
 
     try:

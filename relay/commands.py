@@ -8,39 +8,62 @@ the clock.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from attrs import field, frozen
 
+from relay.wire.shapes import OrchestratorRegistration
+
 
 @frozen
-class RegisterOrchestrator:
-    orchestrator_id: str
-    hostname: str
-    base_dir: str
-    providers: list[str]
-    env_keys: list[str]
-    meta: dict[str, Any]
+class _Registration:
+    """A registration as declared on the wire (ADR 0029), passed through whole: a field added
+    to ``OrchestratorRegistration`` reaches the application without a change here."""
+
+    registration: OrchestratorRegistration
     token_hash: str
     at: int
-    max_agents: int | None = None
-    labels: dict[str, str] = field(factory=dict)
+
+    @property
+    def orchestrator_id(self) -> str:
+        return self.registration.id
+
+    @classmethod
+    def of(
+        cls,
+        orchestrator_id: str,
+        hostname: str,
+        base_dir: str,
+        providers: list[str],
+        env_keys: list[str],
+        meta: dict[str, Any],
+        token_hash: str,
+        at: int,
+        max_agents: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Self:
+        """Built from fields rather than from a request (tests, benchmarks, tools)."""
+        registration = OrchestratorRegistration(
+            id=orchestrator_id,
+            hostname=hostname,
+            base_dir=base_dir,
+            providers=providers,
+            env_keys=env_keys,
+            meta=meta,
+            max_agents=max_agents,
+            labels=labels,
+        )
+        return cls(registration, token_hash, at)
 
 
 @frozen
-class ReregisterOwnOrchestrator:
+class RegisterOrchestrator(_Registration):
+    """An admin registers a host (again: updates it and rotates its token)."""
+
+
+@frozen
+class ReregisterOwnOrchestrator(_Registration):
     """A host re-registering itself with its orchestrator token (``token_hash`` is that token's)."""
-
-    orchestrator_id: str
-    hostname: str
-    base_dir: str
-    providers: list[str]
-    env_keys: list[str]
-    meta: dict[str, Any]
-    token_hash: str
-    at: int
-    max_agents: int | None = None
-    labels: dict[str, str] = field(factory=dict)
 
 
 @frozen
@@ -97,6 +120,10 @@ class RequestSpawn:
     stale_after_ms: int | None = None
     grace_from: int = 0
     deadline_at: int | None = None
+    # ADR 0034: run it in a new git worktree ({"branch": name or None}) and/or
+    # resume a provider session by its id. None: not asked for.
+    worktree: dict[str, Any] | None = None
+    resume: str | None = None
 
 
 @frozen
@@ -110,6 +137,36 @@ class RequestAction:
     stale_after_ms: int | None = None
     grace_from: int = 0
     deadline_at: int | None = None
+    # A shutdown that also removes the agent's worktree if it is clean (ADR 0034).
+    remove_worktree: bool = False
+
+
+@frozen
+class RequestInput:
+    """Type ``text`` into a managed agent's terminal, then Enter unless ``enter`` is False."""
+
+    orchestrator_id: str
+    command_id: str
+    agent_id: str
+    text: str
+    enter: bool
+    requested_by: str
+    at: int
+    stale_after_ms: int | None = None
+    grace_from: int = 0
+    deadline_at: int | None = None
+
+
+@frozen
+class ReportAttention:
+    """The host says a managed agent waits for a person, sits idle, or (None) moved on."""
+
+    orchestrator_id: str
+    agent_id: str
+    attention: str | None
+    reason: str
+    excerpt: str
+    at: int
 
 
 @frozen
@@ -288,6 +345,8 @@ Command = (
     | ReportManagedAgents
     | RequestSpawn
     | RequestAction
+    | RequestInput
+    | ReportAttention
     | RecordCommandResult
     | StartCommand
     | SuspendReaping

@@ -59,6 +59,13 @@ class Settings:
     notify_urls: tuple[str, ...] = ()
     notify_secret: str | None = field(default=None, repr=False)  # never shown, never logged
     notify_retry_max: float = 60.0  # seconds: the longest wait between two attempts at one URL
+    # Live terminal output (issue 16, ADR 0031): kept out of the log; bounded per agent and host.
+    output_viewers: int = 8  # viewers of one agent's output at once (429 past it)
+    output_host_viewers: int = 256  # viewers of one host's agents at once (429 past it)
+    output_buffer: int = 256 * 1024  # bytes of an agent's recent output kept for new viewers
+    output_push_max: int = 256 * 1024  # bytes in one output push from a host (413 past it)
+    output_rate: int = 1024 * 1024  # bytes of output per second one host may push (429 past it)
+    output_pushes: int = 100  # output pushes per second one host may make (429 past it)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -97,6 +104,12 @@ class Settings:
             "RELAY_NOTIFY_URLS": ("notify_urls", _url_list),
             "RELAY_NOTIFY_SECRET": ("notify_secret", str),
             "RELAY_NOTIFY_RETRY_MAX": ("notify_retry_max", float),
+            "RELAY_OUTPUT_VIEWERS": ("output_viewers", int),
+            "RELAY_OUTPUT_HOST_VIEWERS": ("output_host_viewers", int),
+            "RELAY_OUTPUT_BUFFER": ("output_buffer", int),
+            "RELAY_OUTPUT_PUSH_MAX": ("output_push_max", int),
+            "RELAY_OUTPUT_RATE": ("output_rate", int),
+            "RELAY_OUTPUT_PUSHES": ("output_pushes", int),
         }
         changes: dict[str, object] = {}
         for key, (name, kind) in conv.items():
@@ -147,6 +160,7 @@ class Settings:
         if not 0 < self.max_reap_fraction <= 1 or self.max_reap_min < 0:
             raise SettingsError("--max-reap-fraction must be in (0, 1] and --max-reap-min 0 or more")
         self._check_notify()
+        self._check_output()
         if self.max_body < 1024:
             raise SettingsError("the body limit must be at least 1024 bytes")
         if self.public_url is not None:
@@ -177,6 +191,20 @@ class Settings:
             )
         if not self.notify_retry_max > 0:
             raise SettingsError("RELAY_NOTIFY_RETRY_MAX must be positive")
+
+    def _check_output(self) -> None:
+        if self.output_viewers < 1 or self.output_host_viewers < 1 or self.output_pushes < 1:
+            raise SettingsError(
+                "--output-viewers, --output-host-viewers and --output-pushes must be at least 1"
+            )
+        if self.output_buffer < 4096 or self.output_push_max < 4096:
+            raise SettingsError("--output-buffer and --output-push-max must be at least 4096 bytes")
+
+    @property
+    def output_push_limit(self) -> int:
+        """The largest output push accepted: --output-push-max, within --max-body and a
+        second's worth of --output-rate (a larger one could never pass the rate)."""
+        return min(self.output_push_max, self.max_body, self.output_rate)
 
     @property
     def stale_after_ms(self) -> int:

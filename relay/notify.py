@@ -119,9 +119,13 @@ def _crashloop(ev: dict[str, Any], derived: Derived) -> tuple[str, dict[str, Any
 
 
 def _awaiting_input(ev: dict[str, Any], _: Derived) -> tuple[str, dict[str, Any]] | None:
+    """Only a question (attention ``input``): an agent merely ``idle`` is for the dashboard,
+    not for a page at night (ADR 0032)."""
     d = ev["data"]
+    if d.get("attention") != "input":
+        return None
     data = {k: d.get(k) for k in ("agentId", "reason", "excerpt")}
-    return f"{d.get('agentId')} is waiting for input ({d.get('reason')})", data
+    return f"{d.get('agentId')} on {ev['entityId']} is waiting for input: {d.get('reason')}", data
 
 
 NOTICE_KINDS: Mapping[str, NoticeKind] = {
@@ -129,7 +133,7 @@ NOTICE_KINDS: Mapping[str, NoticeKind] = {
     "CommandResultRecorded": NoticeKind("command.failed", _command_failed),
     "CommandExpired": NoticeKind("command.expired", _command_expired),
     "ManagedAgentsReported": NoticeKind("agent.crashloop", _crashloop),
-    # Issue 16's needs-input event; until it is recorded anywhere this row simply never fires.
+    # Issue 16's needs-input fact (ADR 0032).
     "AgentAwaitingInput": NoticeKind("agent.awaitingInput", _awaiting_input),
 }
 

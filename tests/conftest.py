@@ -1,4 +1,7 @@
-"""Shared fixtures: a real relay process per test, and a client for it."""
+"""Shared fixtures: a real relay process per test, and a client for it.
+
+Also the order tests are handed to xdist workers in (ADR 0035, tests/README.md).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +31,20 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=30)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, slow tests first (ADR 0035).
+
+    ``--dist loadfile --no-loadscope-reorder`` (pyproject's addopts) hands out whole
+    files in the order their first test is collected; a minute-long test whose file
+    starts last is a minute on the end of the run. The sort is stable, so a file's
+    other tests keep their order, and a serial run (no ``workerinput``) keeps the
+    file order untouched.
+    """
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -33,7 +33,21 @@ class Agent(Aggregate):
         """Derived from the natural id, so no lookup index is needed."""
         return uuid5(NAMESPACE_URL, "relay:agent:" + agent_id)
 
-    @event("Registered", topic="AgentRegistered")
+    class Registered(Aggregate.Created, Event):
+        """An agent registered: online, with its profile."""
+
+        TOPIC = "AgentRegistered"
+        class_version = 1
+        agent_id: str
+        name: str
+        label: str | None
+        tags: list[str]
+        machine: str | None
+        capabilities: list[str]
+        meta: dict[str, Any]
+        at: int
+
+    @event(Registered)
     def __init__(
         self,
         agent_id: str,
@@ -92,7 +106,20 @@ class Agent(Aggregate):
             at=at,
         )
 
-    @event("Reregistered", topic="AgentReregistered")
+    class Reregistered(Event):
+        """The agent registered again: a new profile, online (afresh after removal)."""
+
+        TOPIC = "AgentReregistered"
+        class_version = 1
+        name: str
+        label: str | None
+        tags: list[str]
+        machine: str | None
+        capabilities: list[str]
+        meta: dict[str, Any]
+        at: int
+
+    @event(Reregistered)
     def _reregistered(
         self,
         name: str,
@@ -117,7 +144,14 @@ class Agent(Aggregate):
             raise NotFoundError(f"agent {self.agent_id!r} was removed")
         self._heartbeat_received(at=at)
 
-    @event("HeartbeatReceived", topic="AgentHeartbeatReceived")
+    class HeartbeatReceived(Event):
+        """The agent was heard from at ``at`` (the relay's receive time)."""
+
+        TOPIC = "AgentHeartbeatReceived"
+        class_version = 1
+        at: int
+
+    @event(HeartbeatReceived)
     def _heartbeat_received(self, at: int) -> None:
         self.status = ONLINE
         self.last_seen = max(self.last_seen, at)
@@ -128,7 +162,14 @@ class Agent(Aggregate):
             raise NotFoundError(f"agent {self.agent_id!r} was removed")
         self._removed(at=at)
 
-    @event("Removed", topic="AgentRemoved")
+    class Removed(Event):
+        """The agent was forgotten until it registers again."""
+
+        TOPIC = "AgentRemoved"
+        class_version = 1
+        at: int
+
+    @event(Removed)
     def _removed(self, at: int) -> None:
         self.status = REMOVED
 
@@ -145,6 +186,14 @@ class Agent(Aggregate):
         self._reaped(at=now, last_seen=judged_last_seen)
         return True
 
-    @event("Reaped", topic="AgentReaped")
+    class Reaped(Event):
+        """The reaper marked the agent offline: silent since ``last_seen``, judged at ``at``."""
+
+        TOPIC = "AgentReaped"
+        class_version = 1
+        at: int
+        last_seen: int
+
+    @event(Reaped)
     def _reaped(self, at: int, last_seen: int) -> None:
         self.status = OFFLINE

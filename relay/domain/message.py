@@ -54,10 +54,11 @@ class Message(Aggregate):
         """Derived from the message id, so no lookup index is needed."""
         return uuid5(NAMESPACE_URL, "relay:message:" + message_id)
 
-    class Delivered(Aggregate.Created):
+    class Delivered(Aggregate.Created, Event):
         """A broadcast's copy reached one recipient's inbox; the content is the Broadcast's."""
 
         TOPIC = "MessageDelivered"
+        class_version = 1
         message_id: str
         recipient: str
         broadcast_id: str
@@ -65,7 +66,23 @@ class Message(Aggregate):
 
     # The content parameters have defaults only for ``Delivered``, which names the
     # Broadcast that holds them; ``Sent`` always records every one of them.
-    @event("Sent", topic="MessageSent")
+    class Sent(Aggregate.Created, Event):
+        """A message reached one inbox with its content (direct, or a broadcast's copy before ADR 0014)."""
+
+        TOPIC = "MessageSent"
+        class_version = 1
+        message_id: str
+        sender: str
+        to: str
+        recipient: str
+        message_type: str
+        subject: str | None
+        body: str
+        meta: dict[str, Any] | None
+        broadcast_id: str | None
+        at: int
+
+    @event(Sent)
     def __init__(
         self,
         message_id: str,
@@ -163,7 +180,17 @@ class Message(Aggregate):
             )
         self._claimed(claim_id=claim_id, agent_id=agent_id, lease_until=at + lease_ms, at=at)
 
-    @event("Claimed", topic="MessageClaimed")
+    class Claimed(Event):
+        """The recipient holds the message until ``lease_until`` (inclusive)."""
+
+        TOPIC = "MessageClaimed"
+        class_version = 1
+        claim_id: str
+        agent_id: str
+        lease_until: int
+        at: int
+
+    @event(Claimed)
     def _claimed(self, claim_id: str, agent_id: str, lease_until: int, at: int) -> None:
         self.status = CLAIMED
         self.claim_id = claim_id
@@ -175,7 +202,16 @@ class Message(Aggregate):
         self._require_holder(agent_id, claim_id, at, "ack")
         self._acked(claim_id=self.claim_id, agent_id=agent_id, at=at)
 
-    @event("Acked", topic="MessageAcked")
+    class Acked(Event):
+        """The delivery is complete (by its holder, or settled with its command's result)."""
+
+        TOPIC = "MessageAcked"
+        class_version = 1
+        claim_id: str | None
+        agent_id: str
+        at: int
+
+    @event(Acked)
     def _acked(self, claim_id: str, agent_id: str, at: int) -> None:
         self.status = ACKED
 
@@ -196,7 +232,16 @@ class Message(Aggregate):
         self._require_holder(agent_id, claim_id, at, "release")
         self._claim_released(claim_id=self.claim_id, agent_id=agent_id, at=at)
 
-    @event("ClaimReleased", topic="MessageClaimReleased")
+    class ClaimReleased(Event):
+        """The holder gave the message back to the inbox."""
+
+        TOPIC = "MessageClaimReleased"
+        class_version = 1
+        claim_id: str | None
+        agent_id: str
+        at: int
+
+    @event(ClaimReleased)
     def _claim_released(self, claim_id: str, agent_id: str, at: int) -> None:
         self._unclaimed()
 
@@ -214,7 +259,17 @@ class Message(Aggregate):
         )
         return True
 
-    @event("ClaimExpired", topic="MessageClaimExpired")
+    class ClaimExpired(Event):
+        """A claim's lease ran out; the message is back in the inbox."""
+
+        TOPIC = "MessageClaimExpired"
+        class_version = 1
+        claim_id: str | None
+        agent_id: str | None
+        lease_until: int
+        at: int
+
+    @event(ClaimExpired)
     def _claim_expired(self, claim_id: str, agent_id: str, lease_until: int, at: int) -> None:
         self._unclaimed()
 
@@ -230,7 +285,15 @@ class Message(Aggregate):
             raise ConflictError(f"message {self.message_id!r} was already deleted")
         self._deleted(requested_by=requested_by, at=at)
 
-    @event("Deleted", topic="MessageDeleted")
+    class Deleted(Event):
+        """The message left every inbox for good."""
+
+        TOPIC = "MessageDeleted"
+        class_version = 1
+        requested_by: str
+        at: int
+
+    @event(Deleted)
     def _deleted(self, requested_by: str, at: int) -> None:
         self.status = DELETED
         self.claim_id = None
@@ -259,7 +322,22 @@ class Broadcast(Aggregate):
     def create_id(broadcast_id: str, **_: Any) -> UUID:
         return uuid5(NAMESPACE_URL, "relay:broadcast:" + broadcast_id)
 
-    @event("Sent", topic="BroadcastSent")
+    class Sent(Aggregate.Created, Event):
+        """A broadcast's content, stored once for ``recipient_count`` copies (ADR 0014)."""
+
+        TOPIC = "BroadcastSent"
+        class_version = 1
+        broadcast_id: str
+        sender: str
+        to: str
+        message_type: str
+        subject: str | None
+        body: str
+        meta: dict[str, Any]
+        recipient_count: int
+        at: int
+
+    @event(Sent)
     def __init__(
         self,
         broadcast_id: str,

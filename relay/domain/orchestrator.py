@@ -6,7 +6,10 @@ orchestrator's current state, so one aggregate decides it without a second
 load or a cross-aggregate transaction.
 
 Public methods decide (and run once); the ``@event`` methods only record, and
-re-run on every replay, so they are plain assignments.
+re-run on every replay, so they are plain assignments. Each event is a class
+declared just above the method that records it, with its stored name as
+``TOPIC`` and its ``class_version`` (ADR 0002): a change to its fields bumps
+the version and adds an upcaster there.
 
 Tokens (ADR 0013): an admin grants a host its orchestrator token and the
 ``baseDir`` it may use (by registering it, or by enrolling it); the host may
@@ -24,7 +27,17 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from relay.domain.rules import MAX_PROMPT_CHARS, check_managed_agents, confine_cwd, is_silent
+from relay.domain.rules import (
+    ATTENTIONS,
+    MAX_ATTENTION_EXCERPT,
+    MAX_ATTENTION_REASON,
+    MAX_PROMPT_CHARS,
+    check_attention_text,
+    check_input_text,
+    check_managed_agents,
+    confine_cwd,
+    is_silent,
+)
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -59,7 +72,8 @@ class Orchestrator(Aggregate):
     # 2: capacity, load, command deadlines and lost agents (issue 15). Snapshots
     # taken before carry version 1 and are upcast on load; events need no
     # upcaster because every field they gained has a default.
-    class_version = 2
+    # 3: agents' attention and open input commands (issue 16).
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -74,6 +88,10 @@ class Orchestrator(Aggregate):
             agents_lost=False,
         )
 
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state.update(attention={}, input_commands={})
+
     class Event(Aggregate.Event):
         TOPIC = "OrchestratorEvent"
 
@@ -81,6 +99,7 @@ class Orchestrator(Aggregate):
         """An admin enrolled a host that never registered: known, offline, holding a token."""
 
         TOPIC = "OrchestratorEnrolled"
+        class_version = 1
         orchestrator_id: str
         hostname: str
         base_dir: str
@@ -100,7 +119,21 @@ class Orchestrator(Aggregate):
         """Derived from the natural id, so no lookup index is needed."""
         return uuid5(NAMESPACE_URL, "relay:orchestrator:" + orchestrator_id)
 
-    @event("Registered", topic="OrchestratorRegistered")
+    class Registered(Aggregate.Created, Event):
+        """An admin registered the host (or the host did, before tokens): online, holding a token."""
+
+        TOPIC = "OrchestratorRegistered"
+        class_version = 1
+        orchestrator_id: str
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        env_keys: list[str]
+        meta: dict[str, Any]
+        token_hash: str
+        at: int
+
+    @event(Registered)
     def __init__(
         self,
         orchestrator_id: str,
@@ -138,6 +171,7 @@ class Orchestrator(Aggregate):
         self.managed_agents: list[dict[str, Any]] = []
         self.commands: dict[str, str] = {}
         self._init_lifecycle()
+        self._init_attention()
 
     def _init_lifecycle(self) -> None:
         """State added with issue 15; set on (re)start so that old logs replay unchanged."""
@@ -148,6 +182,12 @@ class Orchestrator(Aggregate):
         self.pending_spawns: dict[str, bool] = {}  # a dict, not a set: snapshots are JSON
         self.offline_since: int | None = None
         self.agents_lost = False
+
+    def _init_attention(self) -> None:
+        """State added with issue 16 (ADR 0032, 0033)."""
+        # agent id -> {"attention": "input"|"idle", "reason": str, "since": at}
+        self.attention: dict[str, dict[str, Any]] = {}
+        self.input_commands: dict[str, str] = {}  # open input command id -> agent id
 
     @classmethod
     def enroll_new(
@@ -235,7 +275,20 @@ class Orchestrator(Aggregate):
             at=at,
         )
 
-    @event("Reregistered", topic="OrchestratorReregistered")
+    class Reregistered(Event):
+        """Registered again by an admin: a new grant and token, online (afresh after removal)."""
+
+        TOPIC = "OrchestratorReregistered"
+        class_version = 1
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        env_keys: list[str]
+        meta: dict[str, Any]
+        token_hash: str
+        at: int
+
+    @event(Reregistered)
     def _reregistered(
         self,
         hostname: str,
@@ -268,7 +321,18 @@ class Orchestrator(Aggregate):
             hostname=hostname, base_dir=base_dir, providers=providers, token_hash=token_hash, at=at
         )
 
-    @event("Reenrolled", topic="OrchestratorReenrolled")
+    class Reenrolled(Event):
+        """Enrolled again: a new grant and token; its online state is left as it was."""
+
+        TOPIC = "OrchestratorReenrolled"
+        class_version = 1
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        token_hash: str
+        at: int
+
+    @event(Reenrolled)
     def _reenrolled(
         self, hostname: str, base_dir: str, providers: list[str], token_hash: str, at: int
     ) -> None:
@@ -318,7 +382,19 @@ class Orchestrator(Aggregate):
             at=at,
         )
 
-    @event("ReregisteredByHost", topic="OrchestratorReregisteredByHost")
+    class ReregisteredByHost(Event):
+        """The host re-registered itself with its own token, inside its grant; token unchanged."""
+
+        TOPIC = "OrchestratorReregisteredByHost"
+        class_version = 1
+        hostname: str
+        base_dir: str
+        providers: list[str]
+        env_keys: list[str]
+        meta: dict[str, Any]
+        at: int
+
+    @event(ReregisteredByHost)
     def _reregistered_by_host(
         self,
         hostname: str,
@@ -341,7 +417,15 @@ class Orchestrator(Aggregate):
         self._require_present()
         self._token_rotated(token_hash=token_hash, at=at)
 
-    @event("TokenRotated", topic="OrchestratorTokenRotated")
+    class TokenRotated(Event):
+        """The host's token was replaced; the previous one stops working here."""
+
+        TOPIC = "OrchestratorTokenRotated"
+        class_version = 1
+        token_hash: str
+        at: int
+
+    @event(TokenRotated)
     def _token_rotated(self, token_hash: str, at: int) -> None:
         self.token_hash = token_hash
 
@@ -356,19 +440,37 @@ class Orchestrator(Aggregate):
         self._token_revoked(at=at)
         return True
 
-    @event("TokenRevoked", topic="OrchestratorTokenRevoked")
+    class TokenRevoked(Event):
+        """No token works for the host until an admin grants a new one."""
+
+        TOPIC = "OrchestratorTokenRevoked"
+        class_version = 1
+        at: int
+
+    @event(TokenRevoked)
     def _token_revoked(self, at: int) -> None:
         self.token_hash = ""
 
     def heartbeat(self, at: int, load: dict[str, Any] | None = None) -> None:
         """Proof of life, judged on the server's receive time ``at``; may carry the host's load."""
         self._require_present()
-        if load is None:
-            self._heartbeat_received(at=at)  # the common case stays as small as before
-        else:
-            self._heartbeat_received(at=at, load=load)
+        self._heartbeat_received(at=at, load=load)
 
-    @event("HeartbeatReceived", topic="OrchestratorHeartbeatReceived")
+    class HeartbeatReceived(Event):
+        """The host was heard from at ``at`` (the relay's receive time), maybe with its load.
+
+        Version 1 has always had ``load`` optional: logs written before issue
+        15 lack the key, later ones hold it (``null`` when not sent). The
+        declared default reads both; no version bump was needed, so none adds
+        ``class_version`` to the most frequent event in the log.
+        """
+
+        TOPIC = "OrchestratorHeartbeatReceived"
+        class_version = 1
+        at: int
+        load: dict[str, Any] | None = None
+
+    @event(HeartbeatReceived)
     def _heartbeat_received(self, at: int, load: dict[str, Any] | None = None) -> None:
         self.status = ONLINE
         self.last_seen = max(self.last_seen, at)
@@ -389,7 +491,16 @@ class Orchestrator(Aggregate):
         self._capacity_declared(max_agents=max_agents, labels=labels, at=at)
         return True
 
-    @event("CapacityDeclared", topic="OrchestratorCapacityDeclared")
+    class CapacityDeclared(Event):
+        """The host's capacity (``max_agents``, None: no limit) and labels changed."""
+
+        TOPIC = "OrchestratorCapacityDeclared"
+        class_version = 1
+        max_agents: int | None
+        labels: dict[str, str]
+        at: int
+
+    @event(CapacityDeclared)
     def _capacity_declared(self, max_agents: int | None, labels: dict[str, str], at: int) -> None:
         self.max_agents = max_agents
         self.labels = labels
@@ -417,9 +528,20 @@ class Orchestrator(Aggregate):
         check_managed_agents(self.base_dir, agents)
         self._managed_agents_reported(agents=agents, at=at)
 
-    @event("ManagedAgentsReported", topic="ManagedAgentsReported")
+    class ManagedAgentsReported(Event):
+        """The host's list of the agents it runs, replacing the previous one."""
+
+        TOPIC = "ManagedAgentsReported"
+        class_version = 1
+        agents: list[dict[str, Any]]
+        at: int
+
+    @event(ManagedAgentsReported)
     def _managed_agents_reported(self, agents: list[dict[str, Any]], at: int) -> None:
         self.managed_agents = agents
+        # An agent no longer reported waits for nobody (the read models apply the same rule).
+        listed = {a.get("agentId") for a in agents}
+        self.attention = {k: v for k, v in self.attention.items() if k in listed}
 
     def request_spawn(
         self,
@@ -434,11 +556,15 @@ class Orchestrator(Aggregate):
         stale_after_ms: int | None = None,
         grace_from: int = 0,
         deadline_at: int | None = None,
+        worktree: dict[str, Any] | None = None,
+        resume: str | None = None,
     ) -> None:
         """Ask the host to start an agent; refused unless the host could do it now.
 
         ``stale_after_ms`` (with ``grace_from``, the relay's start) judges
         liveness at ``at``; None judges by the recorded status alone.
+        ``worktree`` and ``resume`` (ADR 0034) are checked at the edge and
+        carried out by the host.
         """
         self._require_available(at, stale_after_ms, grace_from)
         if provider not in self.providers:
@@ -453,7 +579,6 @@ class Orchestrator(Aggregate):
         if command_id in self.commands:
             raise ConflictError(f"command {command_id!r} already exists")
         self._require_room()
-        extra = {} if deadline_at is None else {"deadline_at": deadline_at}
         self._spawn_requested(
             command_id=command_id,
             provider=provider,
@@ -463,10 +588,44 @@ class Orchestrator(Aggregate):
             prompt=prompt,
             requested_by=requested_by,
             at=at,
-            **extra,
+            deadline_at=deadline_at,
+            worktree=worktree,
+            resume=resume,
         )
 
-    @event("SpawnRequested", topic="SpawnRequested")
+    class SpawnRequested(Event):
+        """Someone asked the host to start an agent; the command is pending.
+
+        Version 2 (the upcasting example, ADR 0002): ``deadline_at`` (epoch
+        ms, None: none) came with issue 15. Logs recorded before it
+        (tests/fixtures/log-v1) hold version-1 events without the key; the
+        upcaster gives them the default, so every reader sees the field.
+
+        ``worktree`` ({"branch": name or None}: run the agent in a new git
+        worktree) and ``resume`` (a provider session id) came with issue 16
+        (ADR 0034): optional, absent from every older event, so declared with
+        defaults instead of a version bump (ADR 0002, amended).
+        """
+
+        TOPIC = "SpawnRequested"
+        class_version = 2
+        command_id: str
+        provider: str
+        cwd: str
+        label: str | None
+        approval_mode: str
+        prompt: str | None
+        requested_by: str
+        at: int
+        deadline_at: int | None
+        worktree: dict[str, Any] | None = None
+        resume: str | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("deadline_at", None)
+
+    @event(SpawnRequested)
     def _spawn_requested(
         self,
         command_id: str,
@@ -477,7 +636,9 @@ class Orchestrator(Aggregate):
         prompt: str | None,
         requested_by: str,
         at: int,
-        deadline_at: int | None = None,
+        deadline_at: int | None,
+        worktree: dict[str, Any] | None = None,
+        resume: str | None = None,
     ) -> None:
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at
@@ -493,8 +654,12 @@ class Orchestrator(Aggregate):
         stale_after_ms: int | None = None,
         grace_from: int = 0,
         deadline_at: int | None = None,
+        remove_worktree: bool = False,
     ) -> None:
-        """Restart or shut down one managed agent, or all of them when no agent is named."""
+        """Restart or shut down one managed agent, or all of them when no agent is named.
+
+        ``remove_worktree`` (a shutdown only) is checked at the edge.
+        """
         self._require_available(at, stale_after_ms, grace_from)
         if agent_id is not None and not any(
             a.get("agentId") == agent_id for a in self.managed_agents
@@ -504,17 +669,39 @@ class Orchestrator(Aggregate):
             )
         if command_id in self.commands:
             raise ConflictError(f"command {command_id!r} already exists")
-        extra = {} if deadline_at is None else {"deadline_at": deadline_at}
         self._action_requested(
             command_id=command_id,
             action=action,
             agent_id=agent_id,
             requested_by=requested_by,
             at=at,
-            **extra,
+            deadline_at=deadline_at,
+            remove_worktree=remove_worktree,
         )
 
-    @event("ActionRequested", topic="ActionRequested")
+    class ActionRequested(Event):
+        """Someone asked the host to restart or shut down one agent (or all: ``agent_id`` None).
+
+        Version 2: ``deadline_at`` added, as on ``SpawnRequested``.
+        ``remove_worktree`` (a shutdown that also removes the agent's worktree
+        if clean, ADR 0034) came later, optional with a default.
+        """
+
+        TOPIC = "ActionRequested"
+        class_version = 2
+        command_id: str
+        action: str
+        agent_id: str | None
+        requested_by: str
+        at: int
+        deadline_at: int | None
+        remove_worktree: bool = False
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("deadline_at", None)
+
+    @event(ActionRequested)
     def _action_requested(
         self,
         command_id: str,
@@ -522,10 +709,140 @@ class Orchestrator(Aggregate):
         agent_id: str | None,
         requested_by: str,
         at: int,
-        deadline_at: int | None = None,
+        deadline_at: int | None,
+        remove_worktree: bool = False,
     ) -> None:
         self.commands[command_id] = PENDING
         self.deadlines[command_id] = deadline_at
+
+    # -- needs-input and answers (issue 16, ADR 0032, 0033) --------------------------
+
+    def _require_managed(self, agent_id: str) -> None:
+        if not any(a.get("agentId") == agent_id for a in self.managed_agents):
+            raise NotFoundError(
+                f"orchestrator {self.orchestrator_id!r} has no managed agent {agent_id!r}"
+            )
+
+    def request_input(
+        self,
+        command_id: str,
+        agent_id: str,
+        text: str,
+        enter: bool,
+        requested_by: str,
+        at: int,
+        stale_after_ms: int | None = None,
+        grace_from: int = 0,
+        deadline_at: int | None = None,
+    ) -> None:
+        """Type ``text`` into one managed agent's terminal (then Enter unless ``enter`` is False).
+
+        The text is kept in the log: who told which agent what is the audit trail.
+        """
+        self._require_available(at, stale_after_ms, grace_from)
+        self._require_managed(agent_id)
+        check_input_text(text, enter)
+        if command_id in self.commands:
+            raise ConflictError(f"command {command_id!r} already exists")
+        self._input_requested(
+            command_id=command_id,
+            agent_id=agent_id,
+            text=text,
+            enter=enter,
+            requested_by=requested_by,
+            at=at,
+            deadline_at=deadline_at,
+        )
+
+    class InputRequested(Event):
+        """Someone asked the host to type ``text`` into one agent (then Enter unless
+        ``enter`` is False): the audit trail of who told which agent what (ADR 0033)."""
+
+        TOPIC = "InputRequested"
+        class_version = 1
+        command_id: str
+        agent_id: str
+        text: str
+        enter: bool
+        requested_by: str
+        at: int
+        deadline_at: int | None
+
+    @event(InputRequested)
+    def _input_requested(
+        self,
+        command_id: str,
+        agent_id: str,
+        text: str,
+        enter: bool,
+        requested_by: str,
+        at: int,
+        deadline_at: int | None,
+    ) -> None:
+        self.commands[command_id] = PENDING
+        self.deadlines[command_id] = deadline_at
+        self.input_commands[command_id] = agent_id
+
+    def report_attention(
+        self, agent_id: str, attention: str | None, reason: str, excerpt: str, at: int
+    ) -> bool:
+        """The host says a managed agent waits for a person (``input``), sits ``idle``,
+        or (None) moved on. False, and nothing recorded, when that is already so:
+        hosts repeat themselves (retries, restarts), and a repeat is not news.
+        """
+        self._require_present()
+        if attention is not None and attention not in ATTENTIONS:
+            raise InvalidInputError("attention", f"must be one of {', '.join(ATTENTIONS)} or null")
+        self._require_managed(agent_id)
+        check_attention_text("reason", reason, MAX_ATTENTION_REASON)
+        check_attention_text("excerpt", excerpt, MAX_ATTENTION_EXCERPT)
+        current = self.attention.get(agent_id)
+        if attention is None:
+            if current is None:
+                return False
+            self._agent_input_resumed(agent_id=agent_id, reason=reason, at=at, command_id=None)
+            return True
+        if current is not None and (current["attention"], current["reason"]) == (attention, reason):
+            return False
+        self._agent_awaiting_input(
+            agent_id=agent_id, attention=attention, reason=reason, excerpt=excerpt, at=at
+        )
+        return True
+
+    class AgentAwaitingInput(Event):
+        """The host saw one of its agents wait for a person: ``attention`` ``input`` (it asks)
+        or ``idle`` (quiet, asking nothing it knows), why, and its last lines (ADR 0032)."""
+
+        TOPIC = "AgentAwaitingInput"
+        class_version = 1
+        agent_id: str
+        attention: str
+        reason: str
+        excerpt: str
+        at: int
+
+    @event(AgentAwaitingInput)
+    def _agent_awaiting_input(
+        self, agent_id: str, attention: str, reason: str, excerpt: str, at: int
+    ) -> None:
+        self.attention[agent_id] = {"attention": attention, "reason": reason, "since": at}
+
+    class AgentInputResumed(Event):
+        """An agent waits for nobody any more: its output moved on, a hook said so, or
+        (``command_id``) an input command typed into it is done (ADR 0032, 0033)."""
+
+        TOPIC = "AgentInputResumed"
+        class_version = 1
+        agent_id: str
+        reason: str
+        at: int
+        command_id: str | None
+
+    @event(AgentInputResumed)
+    def _agent_input_resumed(
+        self, agent_id: str, reason: str, at: int, command_id: str | None = None
+    ) -> None:
+        self.attention.pop(agent_id, None)
 
     def start_command(self, command_id: str, at: int) -> bool:
         """The host says it started the command; refused once it is over or past its deadline.
@@ -547,7 +864,15 @@ class Orchestrator(Aggregate):
         self._command_started(command_id=command_id, at=at)
         return True
 
-    @event("CommandStarted", topic="CommandStarted")
+    class CommandStarted(Event):
+        """The host started a pending command."""
+
+        TOPIC = "CommandStarted"
+        class_version = 1
+        command_id: str
+        at: int
+
+    @event(CommandStarted)
     def _command_started(self, command_id: str, at: int) -> None:
         self.commands[command_id] = RUNNING
 
@@ -576,11 +901,21 @@ class Orchestrator(Aggregate):
                 ended.append(cid)
         return ended
 
-    @event("CommandExpired", topic="CommandExpired")
+    class CommandExpired(Event):
+        """An open command ended without a result (its deadline passed, its host went offline)."""
+
+        TOPIC = "CommandExpired"
+        class_version = 1
+        command_id: str
+        reason: str
+        at: int
+
+    @event(CommandExpired)
     def _command_expired(self, command_id: str, reason: str, at: int) -> None:
         self.commands[command_id] = EXPIRED
         self.deadlines.pop(command_id, None)
         self.pending_spawns.pop(command_id, None)
+        self.input_commands.pop(command_id, None)
 
     def record_command_result(
         self, command_id: str, status: str, error: str | None, agent_id: str | None, at: int
@@ -592,27 +927,53 @@ class Orchestrator(Aggregate):
             raise ConflictError(f"command {command_id!r} expired; its result is not recorded")
         if current not in OPEN_COMMAND_STATES:
             raise ConflictError(f"command {command_id!r} already has a result ({current})")
+        answered = self.input_commands.get(command_id)
         self._command_result_recorded(
             command_id=command_id, status=status, error=error, agent_id=agent_id, at=at
         )
+        # Input typed into an agent answers whatever it was waiting for (ADR 0033).
+        if status == "done" and answered is not None and answered in self.attention:
+            self._agent_input_resumed(
+                agent_id=answered, reason="input sent", at=at, command_id=command_id
+            )
 
-    @event("CommandResultRecorded", topic="CommandResultRecorded")
+    class CommandResultRecorded(Event):
+        """The host posted a command's one result (``done`` or ``failed``)."""
+
+        TOPIC = "CommandResultRecorded"
+        class_version = 1
+        command_id: str
+        status: str
+        error: str | None
+        agent_id: str | None
+        at: int
+
+    @event(CommandResultRecorded)
     def _command_result_recorded(
         self, command_id: str, status: str, error: str | None, agent_id: str | None, at: int
     ) -> None:
         self.commands[command_id] = status
         self.deadlines.pop(command_id, None)
         self.pending_spawns.pop(command_id, None)
+        self.input_commands.pop(command_id, None)
 
     def remove(self, at: int) -> None:
         """Forget the orchestrator; its managed agents keep running on the host."""
         self._require_present()
         self._removed(at=at)
 
-    @event("Removed", topic="OrchestratorRemoved")
+    class Removed(Event):
+        """The orchestrator was forgotten; its agents keep running on the host."""
+
+        TOPIC = "OrchestratorRemoved"
+        class_version = 1
+        at: int
+
+    @event(Removed)
     def _removed(self, at: int) -> None:
         self.status = REMOVED
         self.managed_agents = []
+        self.attention = {}
 
     def is_stale(self, now: int, stale_after_ms: int, grace_from: int) -> bool:
         """Online and silent for longer than stale-after (never counting relay downtime)."""
@@ -631,7 +992,15 @@ class Orchestrator(Aggregate):
         self._reaped(at=now, last_seen=judged_last_seen)
         return True
 
-    @event("Reaped", topic="OrchestratorReaped")
+    class Reaped(Event):
+        """The reaper marked the host offline: silent since ``last_seen``, judged at ``at``."""
+
+        TOPIC = "OrchestratorReaped"
+        class_version = 1
+        at: int
+        last_seen: int
+
+    @event(Reaped)
     def _reaped(self, at: int, last_seen: int) -> None:
         self.status = OFFLINE
         self.offline_since = at
@@ -653,6 +1022,13 @@ class Orchestrator(Aggregate):
         self._managed_agents_lost(at=now)
         return True
 
-    @event("ManagedAgentsLost", topic="ManagedAgentsLost")
+    class ManagedAgentsLost(Event):
+        """The host stayed offline past lost-after: its agents are lost, not unknown."""
+
+        TOPIC = "ManagedAgentsLost"
+        class_version = 1
+        at: int
+
+    @event(ManagedAgentsLost)
     def _managed_agents_lost(self, at: int) -> None:
         self.agents_lost = True

@@ -29,7 +29,14 @@ class Reaper(Aggregate):
         """One reaper per log, found without a lookup."""
         return uuid5(NAMESPACE_URL, REAPER_KEY)
 
-    @event("Created", topic="ReaperCreated")
+    class Created(Aggregate.Created, Event):
+        """The reaper's record began (on its first suspension)."""
+
+        TOPIC = "ReaperCreated"
+        class_version = 1
+        at: int
+
+    @event(Created)
     def __init__(self, at: int) -> None:
         self.suspended = False
         self.resumed_at = 0
@@ -41,7 +48,16 @@ class Reaper(Aggregate):
         self._suspended(would_reap=would_reap, online=online, at=at)
         return True
 
-    @event("Suspended", topic="ReapSuspended")
+    class Suspended(Event):
+        """Reaping stopped: ``would_reap`` of ``online`` went silent at once (ADR 0019)."""
+
+        TOPIC = "ReapSuspended"
+        class_version = 1
+        would_reap: int
+        online: int
+        at: int
+
+    @event(Suspended)
     def _suspended(self, would_reap: int, online: int, at: int) -> None:
         self.suspended = True
 
@@ -52,7 +68,14 @@ class Reaper(Aggregate):
         self._resumed(at=at)
         return True
 
-    @event("Resumed", topic="ReapResumed")
+    class Resumed(Event):
+        """Reaping resumed; silence before ``at`` plus stale-after never counts."""
+
+        TOPIC = "ReapResumed"
+        class_version = 1
+        at: int
+
+    @event(Resumed)
     def _resumed(self, at: int) -> None:
         self.suspended = False
         self.resumed_at = at

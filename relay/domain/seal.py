@@ -35,7 +35,14 @@ class LogSeal(Aggregate):
         """One seal aggregate per log, found without a lookup."""
         return uuid5(NAMESPACE_URL, SEAL_KEY)
 
-    @event("Opened", topic="LogSealOpened")
+    class Opened(Aggregate.Created, Event):
+        """The chain of seals over the log began."""
+
+        TOPIC = "LogSealOpened"
+        class_version = 1
+        at: int
+
+    @event(Opened)
     def __init__(self, at: int) -> None:
         self.upto = 0
         self.hash = ""
@@ -47,7 +54,19 @@ class LogSeal(Aggregate):
             raise ValueError(f"seal up to {upto} does not extend the last one ({self.upto})")
         self._sealed(first=first, upto=upto, count=count, hash=hash, digests=digests, at=at)
 
-    @event("Sealed", topic="LogSealed")
+    class Sealed(Event):
+        """Events ``first`` to ``upto`` (``count`` of them) chain to ``hash``; ``digests``: one each."""
+
+        TOPIC = "LogSealed"
+        class_version = 1
+        first: int
+        upto: int
+        count: int
+        hash: str
+        digests: str
+        at: int
+
+    @event(Sealed)
     def _sealed(self, first: int, upto: int, count: int, hash: str, digests: str, at: int) -> None:
         self.upto = upto
         self.hash = hash
@@ -78,7 +97,14 @@ class LogEpochs(Aggregate):
         """One epoch chain per log, found without a lookup."""
         return uuid5(NAMESPACE_URL, EPOCHS_KEY)
 
-    @event("Opened", topic="LogEpochsOpened")
+    class Opened(Aggregate.Created, Event):
+        """The chain of Merkle epochs began."""
+
+        TOPIC = "LogEpochsOpened"
+        class_version = 1
+        at: int
+
+    @event(Opened)
     def __init__(self, at: int) -> None:
         self.epoch = 0
         self.last = 0
@@ -101,7 +127,20 @@ class LogEpochs(Aggregate):
             epoch=epoch, first=first, last=last, size=size, root=root, previous_root=previous_root, at=at
         )
 
-    @event("EpochSealed", topic="EpochSealed")
+    class EpochSealed(Event):
+        """Positions ``first`` to ``last`` (``size`` events) hash to ``root``, after ``previous_root``."""
+
+        TOPIC = "EpochSealed"
+        class_version = 1
+        epoch: int
+        first: int
+        last: int
+        size: int
+        root: str
+        previous_root: str | None
+        at: int
+
+    @event(EpochSealed)
     def _epoch_sealed(
         self, epoch: int, first: int, last: int, size: int, root: str, previous_root: str | None, at: int
     ) -> None:

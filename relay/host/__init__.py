@@ -11,6 +11,9 @@ Modules:
 - ``tmux``    — the only module that runs tmux.
 - ``launch``  — a stdlib-only shim that tmux runs; it execs the provider.
 - ``client``  — the relay's HTTP API and its SSE stream, seen from a host.
-- ``daemon``  — the loops: heartbeat, command follow, dead-agent watch.
+- ``context`` — what the daemon's parts share (state, tmux, client, the command lock).
+- ``registration``, ``stream``, ``commands``, ``agents``, ``watcher``, ``recovery``
+  — the daemon's parts, one concept each (see ``daemon``'s docstring).
+- ``daemon``  — wires the parts, the heartbeat loop, start and stop.
 - ``cli``     — ``relay host`` arguments.
 """

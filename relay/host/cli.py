@@ -27,6 +27,7 @@ from relay.host.config import (
     check_id,
     default_state_path,
     is_loopback_url,
+    parse_input_patterns,
     parse_providers,
     provider_env,
     read_config_file,
@@ -34,8 +35,8 @@ from relay.host.config import (
     read_token_file,
     tmux_env,
 )
-from relay.host.daemon import HostDaemon, registration_payload
 from relay.host.lifecycle import add_lifecycle_arguments, lifecycle_from_args
+from relay.host.output import add_output_arguments, output_from_args
 from relay.host.state import StateFileError
 from relay.host.tmux import Tmux
 
@@ -75,6 +76,10 @@ def configure_parser(
     parser.add_argument("--provider", action="append", default=[], metavar="NAME=COMMAND",
                         help="the command that starts a provider here, e.g. "
                         "claude='claude --model opus'; repeat for each provider")
+    parser.add_argument("--resume-args", action="append", default=[], metavar="NAME=ARGS",
+                        help="how a provider resumes a session, {session} standing for its id, "
+                        "e.g. claude='--resume {session}' (the default; codex: 'resume "
+                        "{session}'); NAME= refuses resumes; repeat for each provider")
     parser.add_argument("--hostname", default=None,
                         help="the name shown in the dashboard (default: this machine's name)")
     parser.add_argument("--env-file", default=env.get("RELAY_ENV_FILE"), metavar="FILE",
@@ -109,12 +114,38 @@ def configure_parser(
     parser.add_argument("--max-backoff", type=float, default=30.0, metavar="SECONDS",
                         help="the longest wait between retries when the relay is away "
                         "(default 30)")
+    parser.add_argument("--idle-after", type=float,
+                        default=_env_float(env, "RELAY_IDLE_AFTER", 30.0), metavar="SECONDS",
+                        help="an agent whose pane printed nothing this long waits for a person: "
+                        "'input' when its last lines match an --input-pattern, else 'idle'; "
+                        "0 turns this rule off (provider hooks still work; default 30, env "
+                        "RELAY_IDLE_AFTER)")
+    parser.add_argument("--input-pattern", action="append", default=[], metavar="PROVIDER=REGEX",
+                        help="a regular expression that, found in a quiet agent's last lines, "
+                        "means it asks a question; repeat it. Naming a provider replaces the "
+                        "defaults for it (\\[[yY]/[nN]\\], \\([yY]/[nN]\\), Proceed\\?, "
+                        "Do you want, Continue\\?)")
     add_lifecycle_arguments(parser)
+    add_output_arguments(parser)
     parser.add_argument("--once", "--dry-run", dest="once", action="store_true",
                         help="print what would be registered and exit without contacting "
                         "the relay")
     parser.add_argument("--log-level", default=env.get("RELAY_LOG_LEVEL", "INFO"),
                         help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="host_command", metavar="{notify}")
+    notify = sub.add_parser(
+        "notify",
+        help="(run by a provider's hook inside an agent) tell the host daemon the agent "
+        "waits for a person",
+        description="Read a provider hook's JSON on stdin (Claude Code: Notification, Stop, "
+        "UserPromptSubmit, SessionStart...) and drop a notice for the host daemon that started "
+        "this agent (RELAY_NOTIFY_DIR, RELAY_AGENT_ID, RELAY_TMUX_SESSION from the agent's "
+        "environment). Needs no token; always exits 0 so a hook never gets in the agent's way.",
+    )
+    notify.add_argument("--attention", choices=("input", "idle", "none"), default=None,
+                        help="say it outright instead of reading a hook's JSON "
+                        "(for providers whose hooks we cannot read)")
+    notify.add_argument("--reason", default=None, help="why, as the dashboard shows it")
 
 
 TOKEN_ON_ARGV = (
@@ -163,7 +194,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     file_config = read_config_file(
         Path(os.path.expanduser(args.config)) if args.config else None
     )
-    providers = parse_providers(args.provider, file_config)
+    providers = parse_providers(args.provider, file_config, args.resume_args)
     env_file = Path(os.path.expanduser(args.env_file)) if args.env_file else None
     agent_env = read_env_file(env_file)
     if token and token in agent_env.values():
@@ -195,6 +226,8 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
         check_every=max(args.check_every, 0.1),
         max_backoff=max(args.max_backoff, 0.1),
         start_grace=max(args.start_grace, 0.0),
+        idle_after=max(args.idle_after, 0.0),
+        input_patterns=parse_input_patterns(args.input_pattern),
     )
 
 
@@ -204,8 +237,44 @@ def _setup_logging(level: str) -> None:
     jsonlog.configure(level, "text")
 
 
+def run_notify(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
+    """``relay host notify``: one hook call into one notice for the daemon (ADR 0032).
+
+    Runs inside an agent, as its provider's hook: it holds no token and never
+    talks to the relay, and it exits 0 whatever happens (a failing hook would
+    only bother the agent), saying on stderr what went wrong.
+    """
+    from relay.host.notice import KEEP, hook_notice, write_notice
+
+    env = os.environ if environ is None else environ
+    directory, agent_id = env.get("RELAY_NOTIFY_DIR"), env.get("RELAY_AGENT_ID")
+    if not directory or not agent_id:
+        print("relay host notify: not inside an agent of relay host (RELAY_NOTIFY_DIR or "
+              "RELAY_AGENT_ID unset); nothing to do", file=sys.stderr)
+        return 0
+    hook: dict[str, Any] = {}
+    if not sys.stdin.isatty():
+        raw = sys.stdin.buffer.read(64 * 1024)
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(raw or b"{}")
+            hook = parsed if isinstance(parsed, dict) else {}
+    notice = hook_notice(hook, args.attention, args.reason)
+    if notice["attention"] == KEEP and not notice["sessionId"]:
+        return 0  # a hook that tells nothing we keep
+    try:
+        write_notice(Path(directory), agent_id, env.get("RELAY_TMUX_SESSION"), notice)
+    except OSError as exc:
+        print(f"relay host notify: cannot write to {directory}: {exc}", file=sys.stderr)
+    return 0
+
+
 def run_host(args: argparse.Namespace) -> int:
     """Run ``relay host`` with parsed arguments; returns the exit code."""
+    if getattr(args, "host_command", None) == "notify":
+        return run_notify(args)
+    # Here, not at the top: ``relay host notify`` (a hook, run often) must not import aiohttp.
+    from relay.host.daemon import HostDaemon, registration_payload
+
     _setup_logging(args.log_level)
     try:
         config = build_config(args)
@@ -224,6 +293,7 @@ def run_host(args: argparse.Namespace) -> int:
                     "argv": list(p.argv),
                     "approval": {m: None if f is None else list(f) for m, f in p.approval.items()},
                     "passEnv": list(p.pass_env),
+                    "resume": None if p.resume is None else list(p.resume),
                 }
                 for name, p in config.providers.items()
             },
@@ -236,7 +306,7 @@ def run_host(args: argparse.Namespace) -> int:
     if not tmux.available():
         print("relay host: tmux is not installed (apt-get install tmux)", file=sys.stderr)
         return 2
-    daemon = HostDaemon(config, tmux, lifecycle)
+    daemon = HostDaemon(config, tmux, lifecycle, output_from_args(args))
     try:
         asyncio.run(_main(daemon))
     except (HostConfigError, StateFileError) as exc:
@@ -245,7 +315,7 @@ def run_host(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _main(daemon: HostDaemon) -> None:
+async def _main(daemon: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -216,6 +216,18 @@ class RelayClient:
         """``PATCH .../agents`` with the full list (it replaces the previous one)."""
         await self._request("PATCH", f"{self._own}/agents", self._token, {"agents": agents})
 
+    async def report_attention(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST .../agents/{agentId}/attention``: whether the agent waits for a person."""
+        url = f"{self._own}/agents/{quote(agent_id, safe='')}/attention"
+        try:
+            data = await self._request("POST", url, self._token, body)
+        except NotRegisteredError as exc:
+            if exc.status == 404 and "managed agent" in exc.message:
+                # The relay knows us, not (yet) this agent: no reason to register again.
+                raise RelayRejectedError(exc.status, exc.message) from None
+            raise
+        return data if isinstance(data, dict) else {}
+
     async def pending_commands(self) -> list[dict[str, Any]]:
         """``GET .../commands?status=pending``, oldest first when times are given."""
         data = await self._request("GET", f"{self._own}/commands?status=pending", self._token)
@@ -237,6 +249,29 @@ class RelayClient:
         except RelayRejectedError as exc:
             if exc.status != 409:
                 raise
+
+    async def push_output(self, body: bytes) -> Any:
+        """``POST .../output`` with a ready JSON body (live output, ADR 0031).
+
+        A 429 is ``RelayUnavailableError`` with the relay's ``Retry-After``:
+        the chunks are lost either way, and the caller sends a fresh screen.
+        """
+        url = f"{self._own}/output"
+        headers = self._headers(self._token)
+        headers["Content-Type"] = "application/json"
+        try:
+            async with self.session.post(url, data=body, headers=headers) as resp:
+                text = await resp.text()
+                if resp.status == 429 or resp.status >= 500:
+                    raise RelayUnavailableError(
+                        f"POST {url}: {resp.status} {_error_message(text)}",
+                        retry_after=_seconds(resp.headers.get("Retry-After")),
+                    )
+                if resp.status >= 400:
+                    raise RelayRejectedError(resp.status, _error_message(text))
+                return json.loads(text) if text else None
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise RelayUnavailableError(f"POST {url}: {exc!r}") from exc
 
     @contextlib.asynccontextmanager
     async def event_stream(

@@ -13,7 +13,7 @@ import shlex
 import stat
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +37,15 @@ DEFAULT_APPROVAL_FLAGS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     },
 }
 
+# How each provider resumes a session on its own command line (ADR 0034);
+# ``{session}`` stands for the session id. ``--resume-args NAME=ARGS`` or a
+# config file's ``resume`` replaces it per provider (``false``/empty: refused).
+SESSION_PLACEHOLDER = "{session}"
+DEFAULT_RESUME_ARGS: Mapping[str, tuple[str, ...]] = {
+    "claude": ("--resume", SESSION_PLACEHOLDER),  # claude --resume <session-id>
+    "codex": ("resume", SESSION_PLACEHOLDER),  # codex resume <session-id> (a subcommand)
+}
+
 # The only variables an agent (and the tmux server) gets from the daemon's own
 # environment, unless a provider's ``pass_env`` names more (ADR 0017). TERM
 # comes from tmux, which sets it for the pane.
@@ -45,6 +54,17 @@ BASE_ENV_KEYS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE"
 # must keep it or it would talk to another server than ``tmux -L`` does.
 TMUX_ENV_KEYS = (*BASE_ENV_KEYS, "TMUX_TMPDIR")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# The generic needs-input rule (ADR 0032): an agent quiet for --idle-after whose last
+# lines match one of these asks a question; quiet without a match, it is idle.
+# ``--input-pattern PROVIDER=REGEX`` replaces them for that provider.
+DEFAULT_INPUT_PATTERNS = (
+    r"\[[yY]/[nN]\]",
+    r"\([yY]/[nN]\)",
+    r"Proceed\?",
+    r"Do you want",
+    r"Continue\?",
+)
 _ID = re.compile(r"[^\s/]{1,120}")
 
 
@@ -59,6 +79,21 @@ class ProviderConfig:
     argv: tuple[str, ...]
     approval: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()
+    # The resume arguments with ``{session}`` in them; None: this host does not resume.
+    resume: tuple[str, ...] | None = None
+
+    def resume_args(self, name: str, session: str) -> tuple[str, ...]:
+        """The arguments that resume ``session`` (already a checked id); raise when refused.
+
+        A plain replacement, never ``str.format``: the template is the
+        operator's, the id the requester's, and neither may reach further.
+        """
+        if self.resume is None:
+            raise HostConfigError(
+                f"provider {name!r} on this host does not resume sessions "
+                "(no --resume-args for it)"
+            )
+        return tuple(arg.replace(SESSION_PLACEHOLDER, session) for arg in self.resume)
 
     def mode_flags(self, name: str, mode: str) -> tuple[str, ...]:
         """The flags that make the provider honour ``mode``; raise when it cannot."""
@@ -93,6 +128,15 @@ class HostConfig:
     poll_every: float = 2.0
     max_dirs: int = 500
     start_grace: float = 2.0
+    # Needs-input (ADR 0032): quiet this long counts; 0 turns the generic rule off.
+    idle_after: float = 30.0
+    # Provider -> its patterns; a provider not named uses DEFAULT_INPUT_PATTERNS.
+    input_patterns: Mapping[str, tuple[re.Pattern[str], ...]] = field(default_factory=dict)
+
+    def patterns_for(self, provider: str) -> tuple[re.Pattern[str], ...]:
+        """The patterns that make a quiet agent of ``provider`` one that asks a question."""
+        found = self.input_patterns.get(provider)
+        return found if found is not None else DEFAULT_PATTERNS
 
     @property
     def heartbeat_every(self) -> float:
@@ -129,14 +173,16 @@ def parse_provider(spec: str) -> tuple[str, tuple[str, ...]]:
 
 
 def parse_providers(
-    specs: Iterable[str], file_config: Mapping[str, Any] | None = None
+    specs: Iterable[str],
+    file_config: Mapping[str, Any] | None = None,
+    resume_specs: Iterable[str] = (),
 ) -> dict[str, ProviderConfig]:
-    """Parse every ``--provider`` and the config file's ``[providers.NAME]`` tables.
+    """Parse every ``--provider``, ``--resume-args`` and the config file's ``[providers.NAME]``.
 
     A provider may be set up in either place; ``--provider`` gives (or
-    overrides) its command, the file may also set its approval flags and
-    ``pass_env``. Naming one twice on the command line is a mistake worth
-    stopping for.
+    overrides) its command, the file may also set its approval flags,
+    ``pass_env`` and ``resume``; ``--resume-args`` overrides the latter.
+    Naming one twice on the command line is a mistake worth stopping for.
     """
     commands: dict[str, tuple[str, ...]] = {}
     for spec in specs:
@@ -144,13 +190,53 @@ def parse_providers(
         if name in commands:
             raise HostConfigError(f"--provider {name} is given twice")
         commands[name] = argv
+    resumes: dict[str, tuple[str, ...] | None] = {}
+    for spec in resume_specs:
+        name, template = parse_resume_args(spec)
+        if name in resumes:
+            raise HostConfigError(f"--resume-args {name} is given twice")
+        resumes[name] = template
     tables = dict((file_config or {}).get("providers") or {})
     providers: dict[str, ProviderConfig] = {}
     for name in sorted(set(commands) | set(tables)):
-        providers[name] = _provider_config(name, commands.get(name), tables.get(name) or {})
+        config = _provider_config(name, commands.get(name), tables.get(name) or {})
+        if name in resumes:
+            config = replace(config, resume=resumes[name])
+        providers[name] = config
     if not providers:
         raise HostConfigError("at least one --provider NAME=COMMAND is needed")
+    unused = sorted(set(resumes) - set(providers))
+    if unused:
+        raise HostConfigError(
+            f"--resume-args {', '.join(unused)}: no such provider on this host (give --provider)"
+        )
     return providers
+
+
+def parse_resume_args(spec: str) -> tuple[str, tuple[str, ...] | None]:
+    """``NAME=ARGS`` (shlex-split, ``{session}`` in them) or ``NAME=`` (resume refused)."""
+    name, sep, text = spec.partition("=")
+    name = name.strip()
+    if not sep or name not in KNOWN_PROVIDERS:
+        raise HostConfigError(
+            f"--resume-args {spec!r}: expected NAME=ARGS for one of {', '.join(KNOWN_PROVIDERS)}, "
+            "e.g. claude='--resume {session}'"
+        )
+    if not text.strip():
+        return name, None
+    try:
+        args = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise HostConfigError(f"--resume-args {name}: cannot split the arguments: {exc}") from exc
+    return name, _check_resume_template(f"--resume-args {name}", args)
+
+
+def _check_resume_template(where: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    if not any(SESSION_PLACEHOLDER in arg for arg in args):
+        raise HostConfigError(
+            f"{where}: the arguments must hold {SESSION_PLACEHOLDER} where the session id goes"
+        )
+    return args
 
 
 def _provider_config(
@@ -161,7 +247,7 @@ def _provider_config(
         raise HostConfigError(f"{where}: unknown provider; use one of {', '.join(KNOWN_PROVIDERS)}")
     if not isinstance(table, Mapping):
         raise HostConfigError(f"{where}: expected a table")
-    unknown = set(table) - {"command", "approval", "pass_env"}
+    unknown = set(table) - {"command", "approval", "pass_env", "resume"}
     if unknown:
         raise HostConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     if command is None:
@@ -199,7 +285,27 @@ def _provider_config(
             f"{where}.pass_env: {', '.join(relay_keys)}: the daemon's RELAY_* settings "
             "never reach agents"
         )
-    return ProviderConfig(argv=command, approval=approval, pass_env=tuple(pass_env))
+    return ProviderConfig(
+        argv=command, approval=approval, pass_env=tuple(pass_env),
+        resume=_resume_from_table(where, table.get("resume", DEFAULT_RESUME_ARGS[name])),
+    )
+
+
+def _resume_from_table(where: str, raw: Any) -> tuple[str, ...] | None:
+    """A table's ``resume``: a string (shlex-split), a list of strings, or false."""
+    if raw is False:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = shlex.split(raw)
+        except ValueError as exc:
+            raise HostConfigError(f"{where}.resume: cannot split the arguments: {exc}") from exc
+    if not isinstance(raw, list | tuple) or not raw or not all(isinstance(a, str) for a in raw):
+        raise HostConfigError(
+            f"{where}.resume: expected arguments with {SESSION_PLACEHOLDER} "
+            "(a string or a list of strings) or false"
+        )
+    return _check_resume_template(f"{where}.resume", tuple(raw))
 
 
 def read_config_file(path: Path | None) -> dict[str, Any]:
@@ -217,6 +323,34 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
     if unknown:
         raise HostConfigError(f"--config {path}: unknown table(s) {', '.join(sorted(unknown))}")
     return data
+
+
+DEFAULT_PATTERNS = tuple(re.compile(p) for p in DEFAULT_INPUT_PATTERNS)
+
+
+def parse_input_patterns(specs: Iterable[str]) -> dict[str, tuple[re.Pattern[str], ...]]:
+    """``--input-pattern PROVIDER=REGEX`` (repeatable): the provider's own patterns.
+
+    Naming a provider at all replaces the defaults for it, so an operator can
+    narrow them as well as widen them (give the defaults again to keep them).
+    """
+    found: dict[str, list[re.Pattern[str]]] = {}
+    for spec in specs:
+        name, sep, pattern = spec.partition("=")
+        name = name.strip()
+        if not sep or not name or not pattern:
+            raise HostConfigError(
+                f"--input-pattern {spec!r}: expected PROVIDER=REGEX, e.g. claude='Proceed\\?'"
+            )
+        if name not in KNOWN_PROVIDERS:
+            raise HostConfigError(
+                f"--input-pattern {name!r}: unknown provider; use one of {', '.join(KNOWN_PROVIDERS)}"
+            )
+        try:
+            found.setdefault(name, []).append(re.compile(pattern))
+        except re.error as exc:
+            raise HostConfigError(f"--input-pattern {spec!r}: not a regular expression: {exc}") from exc
+    return {name: tuple(patterns) for name, patterns in found.items()}
 
 
 def parse_env_text(text: str, source: str = "env file") -> dict[str, str]:

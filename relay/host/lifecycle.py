@@ -1,7 +1,7 @@
 """The host's side of the fleet lifecycle (issue 15): capacity, pace, deadlines, progress.
 
 Kept apart from the daemon's loops so the rules are plain functions a unit
-test can drive, and so ``daemon.py`` only calls them at a few hooks:
+test can drive, and so the daemon's parts only call them at a few hooks:
 
 - registration sends ``maxAgents`` and ``labels`` (``--max-agents``,
   ``--label KEY=VALUE``) so the relay places spawns by free capacity;
@@ -28,7 +28,7 @@ from typing import Any
 
 from relay.host.config import HostConfigError
 
-# What the relay's registration accepts (relay/http/parse.py capacity/labels).
+# What the relay's registration accepts (relay/wire/shapes.py OrchestratorRegistration).
 MAX_LABELS = 32
 MAX_LABEL_CHARS = 100
 MAX_AGENTS_LIMIT = 100_000

@@ -43,6 +43,13 @@ class ManagedAgent:
     restart_due: int | None = None
     last_exit: dict[str, Any] | None = None
     crashloop: dict[str, Any] | None = None
+    # ADR 0034: the agent's git worktree (its top folder), its branch, and the
+    # repository it belongs to (where ``git worktree remove`` runs; host only).
+    worktree: str | None = None
+    branch: str | None = None
+    worktree_repo: str | None = None
+    # The provider session: the one it was resumed with, or one the provider reported.
+    session_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The managed-agent shape of the HTTP contract (camelCase, no nulls)."""
@@ -64,6 +71,12 @@ class ManagedAgent:
             wire["lastExit"] = self.last_exit
         if self.crashloop is not None:
             wire["crashloop"] = self.crashloop
+        if self.worktree is not None:
+            wire["worktree"] = self.worktree
+        if self.branch is not None:
+            wire["branch"] = self.branch
+        if self.session_id is not None:
+            wire["sessionId"] = self.session_id
         return wire
 
     @classmethod
@@ -83,6 +96,10 @@ class ManagedAgent:
             restart_due=data.get("restart_due"),
             last_exit=data.get("last_exit"),
             crashloop=data.get("crashloop"),
+            worktree=data.get("worktree"),
+            branch=data.get("branch"),
+            worktree_repo=data.get("worktree_repo"),
+            session_id=data.get("session_id"),
         )
 
 

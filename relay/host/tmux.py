@@ -12,6 +12,11 @@ keeps as the global one and hands to every pane (ADR 0017).
 Sessions keep their pane after the program exits (``remain-on-exit``), so the
 daemon can read the exit status and the last lines printed before it closes
 the session: an agent that dies at once leaves a reason, not just a gap.
+
+Text an operator types into an agent goes in with ``send-keys -l`` (ADR 0033):
+literal keys, never key names (``C-c`` is three characters) and never a shell.
+tmux still reads its own argv for one thing, a trailing ``;`` (a command
+separator; ``\\;`` is a literal one), so ``send_text`` escapes exactly that.
 """
 
 from __future__ import annotations
@@ -52,6 +57,31 @@ def session_name(label: str | None, provider: str, command_id: str) -> str:
     return f"relay-{base}-{suffix}"
 
 
+# tmux hands a client's argv to its server in one message of at most 16 KiB; a
+# chunk of this many characters stays well inside it whatever their UTF-8 size.
+SEND_CHUNK = 1000
+
+
+def literal_arg(text: str) -> str:
+    """``text`` as a ``send-keys -l`` argument that tmux types exactly.
+
+    tmux takes an argument ending in ``;`` as the end of a command (the ``;``
+    dropped) and one ending in ``\\;`` as ending in ``;`` (the backslash
+    dropped); nothing else in an argument is special to it. So only a
+    trailing ``;`` needs a backslash before it.
+    """
+    return text[:-1] + "\\;" if text.endswith(";") else text
+
+
+@dataclass(frozen=True)
+class PaneActivity:
+    """A session's pane as the attention watcher sees it (relay/host/attention.py)."""
+
+    activity: int  # epoch seconds of the window's last output (tmux's window_activity)
+    dead: bool
+    pid: int | None
+
+
 @dataclass(frozen=True)
 class PaneState:
     """A session's (first) pane: its pid and, once its program exited, the status."""
@@ -60,6 +90,27 @@ class PaneState:
     dead: bool
     status: int | None
     signal: int | None = None
+
+
+@dataclass(frozen=True)
+class PanePipe:
+    """A session's (first) pane as output taps see it."""
+
+    pane_id: str
+    piped: bool
+    dead: bool
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What a pane shows: lines (history, then the screen's rows), cursor and size."""
+
+    lines: list[str]
+    cursor_x: int
+    cursor_y: int
+    cols: int
+    rows: int
+    alternate: bool
 
 
 class Tmux:
@@ -132,6 +183,41 @@ class Tmux:
                 )
         return found
 
+    async def activity(self) -> dict[str, PaneActivity]:
+        """Every session's last output time, in one call: what idle detection polls."""
+        code, out, err = await self._run(
+            "list-panes", "-a", "-F", "#{session_name}\t#{window_activity}\t#{pane_dead}\t#{pane_pid}",
+        )
+        if code != 0:
+            if any(s in err for s in _NO_SERVER):
+                return {}
+            raise TmuxError(f"tmux list-panes failed: {err.strip()}")
+        found: dict[str, PaneActivity] = {}
+        for line in out.splitlines():
+            name, activity, dead, pid = [*line.split("\t"), "", "", ""][:4]
+            if name and name not in found and activity.isdigit():
+                found[name] = PaneActivity(
+                    activity=int(activity), dead=dead == "1", pid=int(pid) if pid.isdigit() else None
+                )
+        return found
+
+    async def send_text(self, name: str, text: str, enter: bool = True) -> None:
+        """Type ``text`` into the session's pane literally, then Enter unless ``enter`` is False.
+
+        ``-l``: every character is a key of its own, never a key name; the
+        text never passes through a shell (argv, ``create_subprocess_exec``).
+        """
+        target = f"={name}:"
+        for i in range(0, len(text), SEND_CHUNK):
+            chunk = literal_arg(text[i : i + SEND_CHUNK])
+            code, _, err = await self._run("send-keys", "-t", target, "-l", "--", chunk)
+            if code != 0:
+                raise TmuxError(f"tmux send-keys failed: {err.strip()}")
+        if enter:
+            code, _, err = await self._run("send-keys", "-t", target, "Enter")
+            if code != 0:
+                raise TmuxError(f"tmux send-keys failed: {err.strip()}")
+
     async def last_lines(self, name: str, count: int = 20) -> list[str]:
         """The last non-blank lines the session's pane shows (tmux's own note dropped)."""
         code, out, _ = await self._run(
@@ -144,6 +230,49 @@ class Tmux:
             if line.strip() and not line.startswith("Pane is dead")
         ]
         return lines[-count:]
+
+    async def pipes(self) -> dict[str, PanePipe]:
+        """Every session's first pane: its id, whether it is piped, whether it ended."""
+        code, out, err = await self._run(
+            "list-panes", "-a", "-F", "#{session_name}\t#{pane_id}\t#{pane_pipe}\t#{pane_dead}",
+        )
+        if code != 0:
+            if any(s in err for s in _NO_SERVER):
+                return {}
+            raise TmuxError(f"tmux list-panes failed: {err.strip()}")
+        found: dict[str, PanePipe] = {}
+        for line in out.splitlines():
+            name, pane_id, piped, dead = [*line.split("\t"), "", "", ""][:4]
+            if name and name not in found:
+                found[name] = PanePipe(pane_id, piped == "1", dead == "1")
+        return found
+
+    async def pipe_pane(self, name: str, command: str | None) -> None:
+        """Pipe what the session's pane prints into ``command`` (a shell command tmux
+        runs, ``#`` formats expanded); None closes the pipe."""
+        target = f"={name}:"
+        args = ["pipe-pane", "-O", "-t", target, command] if command else ["pipe-pane", "-t", target]
+        code, _, err = await self._run(*args)
+        if code != 0:
+            raise TmuxError(f"tmux pipe-pane failed: {err.strip()}")
+
+    async def screen(self, name: str, history: int) -> Screen:
+        """The pane as it looks: up to ``history`` lines above the screen and the screen
+        itself, with colour escapes (``capture-pane -e``), and the cursor; one tmux call."""
+        target = f"={name}:"
+        code, out, err = await self._run(
+            "capture-pane", "-p", "-e", "-t", target, "-S", f"-{max(history, 0)}", ";",
+            "display-message", "-p", "-t", target,
+            "#{cursor_x} #{cursor_y} #{pane_width} #{pane_height} #{alternate_on}",
+        )
+        if code != 0:
+            raise TmuxError(f"tmux capture-pane failed: {err.strip()}")
+        body, _, last = out.rstrip("\n").rpartition("\n")
+        numbers = last.split()
+        if len(numbers) != 5 or not all(n.isdigit() for n in numbers):
+            raise TmuxError(f"tmux display-message answered {last[:80]!r}")
+        cx, cy, cols, rows, alternate = (int(n) for n in numbers)
+        return Screen(body.split("\n") if body else [], cx, cy, cols, rows, alternate == 1)
 
     async def pane_pid(self, name: str) -> int | None:
         """The pid of the session's process (the provider, after the shim's exec)."""

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from relay.config import Settings
-from relay.http import messaging, metrics, openapi, sse
+from relay.http import messaging, metrics, openapi, output, sse
 from relay.http.auth import auth_middleware
 from relay.http.errors import RelayRunner, allowed_methods, error_middleware
 from relay.http.guard import guard_middleware, security_headers
@@ -57,6 +57,7 @@ def create_app(settings: Settings, service: RelayService | None = None) -> web.A
     metrics.install(app, app[SERVICE].metrics, settings)
     app.cleanup_ctx.append(_service_lifetime)
     sse.setup(app)  # after the service: the hub starts after it and stops before it
+    output.setup(app)  # after the event hub: it writes watch frames on the hosts' streams
     return app
 
 
@@ -94,7 +95,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     each response, and closes the connection when it fires before a complete
     request head has arrived: so ``keepalive_timeout`` bounds both idle time
     and how long a client may take to send its headers. The body has its own
-    deadline in ``parse.read_json``. Header sizes stay at aiohttp's limits
+    deadline in ``parse.read_body``. Header sizes stay at aiohttp's limits
     (8190-byte lines and fields, 128 headers), answered 414 (request line) or
     431 (headers) past them, as JSON (``errors.JsonErrorProtocol``).
     """

@@ -5,7 +5,8 @@ One middleware decides, after routing and before any handler runs::
     the caller presents         is                      may call
     ------------------------    --------------------    -------------------------------------
     the admin token             "operator"              everything
-    orchestrator X's token      "orchestrator:X"        X's heartbeat, agent report, commands,
+    orchestrator X's token      "orchestrator:X"        X's heartbeat, agent report, agents'
+                                                        attention, commands,
                                                         command results and ?orchestrator=X
                                                         stream; as agent orchestrator-X: send,
                                                         claim, ack, release, its inbox (the
@@ -64,8 +65,12 @@ ORCHESTRATOR_ROUTES = frozenset(
         ("HEAD", "/api/orchestrators/{id}/commands"),
         ("POST", "/api/orchestrators/{id}/commands/{commandId}/result"),
         ("POST", "/api/orchestrators/{id}/commands/{commandId}/progress"),
+        ("POST", "/api/orchestrators/{id}/agents/{agentId}/attention"),
+        ("POST", "/api/orchestrators/{id}/output"),
     }
 )
+# Streams a browser opens with EventSource, which cannot set headers: ?token= is read there.
+QUERY_TOKEN_ROUTES = frozenset({("GET", "/api/orchestrators/{id}/agents/{agentId}/output")})
 
 # Routes where an orchestrator token may act as itself with the id in the body: as
 # its own agent (orchestrator-<id>; messaging.act_as checks the agent named), and
@@ -115,6 +120,8 @@ def presented_token(request: web.Request) -> str | None:
         return value
     if request.path == EVENTS_PATH and request.method in ("GET", "HEAD"):
         return request.query.get("token") or None
+    if _route_of(request) in QUERY_TOKEN_ROUTES:
+        return request.query.get("token") or None
     return None
 
 
@@ -147,8 +154,8 @@ def authorize(request: web.Request, admin_token: bytes | None) -> str | web.Resp
             return OPERATOR
         if request.query.get("token") is not None:
             return _unauthorized(
-                "?token= is accepted only on GET /api/events; send the token in the "
-                "Authorization header"
+                "?token= is accepted only on GET /api/events and an agent's output stream; "
+                "send the token in the Authorization header"
             )
         return _unauthorized(_NEEDS_TOKEN)
     raw = token.encode("utf-8", "surrogateescape")
@@ -167,7 +174,7 @@ def authorize(request: web.Request, admin_token: bytes | None) -> str | web.Resp
     return error_response(
         403,
         f"this token belongs to orchestrator {holder!r}: it is valid only for that orchestrator's "
-        "heartbeat, agent reports, commands, command results, event stream "
+        "heartbeat, agent reports and attention, commands, command results, event stream "
         f"(?orchestrator={holder}) and its own re-registration; use the admin token for "
         "anything else",
     )

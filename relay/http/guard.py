@@ -109,10 +109,15 @@ def guard_middleware(settings: Settings) -> Any:
     return middleware
 
 
-# The dashboard loads only its own files (no inline script or style, no other origin) and
-# may not be framed (clickjacking). data: is the favicon's empty ``<link rel="icon">``.
+# The dashboard loads only its own files (no inline script, no other origin) and may not
+# be framed (clickjacking). data: is the favicon's empty ``<link rel="icon">``. Inline
+# *styles* are allowed because xterm.js (the agent view's terminal) writes its cell sizes
+# and theme into <style> elements and true colours into style attributes; our own files
+# still have none, and with every fetch, image and font limited to 'self' an injected
+# style could not send anything anywhere (ADR 0038).
 DASHBOARD_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )

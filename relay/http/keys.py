@@ -23,11 +23,19 @@ class EventHub(Protocol):
 
     def stats(self) -> dict[str, int]: ...
 
+    # Used by relay.http.output: hook a stream going live, find a host's streams.
+    on_attach: list[Any]
+
+    def orchestrator_streams(self, oid: str) -> list[Any]: ...
+
 
 SERVICE = web.AppKey("service", RelayService)
 SETTINGS = web.AppKey("settings", Settings)
 # The event stream's hub (relay.http.sse); it also answers ?at= (relay.http.past).
 HUB: web.AppKey[EventHub] = web.AppKey("hub")
+# Live terminal output: feeds, viewers and push limits (relay.http.output.OutputHub, ADR
+# 0031); untyped because output imports these keys, as HUB's protocol explains.
+OUTPUT: web.AppKey[Any] = web.AppKey("output")
 # Path template → the methods the served OpenAPI document gives it (a 405's Allow header).
 ALLOWED_METHODS: web.AppKey[dict[str, str]] = web.AppKey("allowed_methods")
 

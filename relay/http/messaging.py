@@ -19,13 +19,14 @@ from typing import Any
 from aiohttp import web
 
 from relay import commands as c
-from relay.domain.errors import InvalidInputError, NotFoundError, RelayError
-from relay.domain.message import STATUSES, broadcast_copy_id
-from relay.domain.rules import check_id, orchestrator_agent_id
+from relay.domain.errors import NotFoundError, RelayError
+from relay.domain.message import broadcast_copy_id
+from relay.domain.rules import is_broadcast, orchestrator_agent_id
 from relay.http import parse
 from relay.http.auth import OPERATOR, principal
 from relay.http.routes import json, path_id, svc
-from relay.projections.messages import is_broadcast, recipients
+from relay.projections.messages import recipients
+from relay.wire import shapes as w
 
 routes = web.RouteTableDef()
 
@@ -67,13 +68,13 @@ def _message(request: web.Request, message_id: str) -> dict[str, Any]:
 @routes.post("/api/messages")
 async def send(request: web.Request) -> web.Response:
     s = svc(request)
-    fields = parse.message(await parse.read_json(request))
-    act_as(request, fields["sender"], "send messages")
-    to = fields["to"]
+    m = await parse.body(request, w.MessageRequest)
+    act_as(request, m.sender, "send messages")
+    to = m.to
     broadcast_id: str | None = None
     if is_broadcast(to):
         broadcast_id = str(uuid.uuid4())
-        targets = recipients(s.rm, to, fields["sender"])
+        targets = recipients(s.rm, to, m.sender)
         if not targets:
             raise NotFoundError(f"to: no agent matches {to!r} (a broadcast never reaches its sender)")
         deliveries = tuple(c.Delivery(broadcast_copy_id(broadcast_id, r), r) for r in targets)
@@ -82,7 +83,12 @@ async def send(request: web.Request) -> web.Response:
             raise NotFoundError(f"to: no agent {to!r}")
         deliveries = (c.Delivery(str(uuid.uuid4()), to),)
     ids: list[str] = await s.execute(
-        c.SendMessage(**fields, broadcast_id=broadcast_id, deliveries=deliveries, at=s.now())
+        c.SendMessage(
+            **m.command_fields(),
+            broadcast_id=broadcast_id,
+            deliveries=deliveries,
+            at=s.now(),
+        )
     )
     if broadcast_id is None:
         return json(s.rm.messages.by_id[ids[0]], status=201)
@@ -103,28 +109,17 @@ async def send(request: web.Request) -> web.Response:
     )
 
 
-def _filter(request: web.Request, name: str) -> str | None:
-    """A filter given at most once and not empty (an empty one is more likely a bug than "all")."""
-    raw = parse.query_one(request, name)
-    if raw is None:
-        return None
-    if name == "to" and is_broadcast(raw):
-        if raw != "*" and not raw.partition(":")[2]:
-            raise InvalidInputError("to", "needs a name after the ':'")
-        return raw
-    return check_id(name, raw)
-
-
 @routes.get("/api/messages")
 async def list_messages(request: web.Request) -> web.Response:
+    q = parse.query(request, w.MessagesQuery)
     page, nxt = svc(request).rm.messages.query(
-        to=_filter(request, "to"),
-        sender=_filter(request, "from"),
-        status=parse.query_choice(request, "status", STATUSES),
-        message_type=parse.query_choice(request, "type", ("message", "system")),
-        broadcast_id=_filter(request, "broadcastId"),
-        after=parse.query_int(request, "after", 0, 0, 2**62),
-        limit=parse.query_int(request, "limit", 100, 1, 1000),
+        to=q.to,
+        sender=q.sender,
+        status=q.status,
+        message_type=q.message_type,
+        broadcast_id=q.broadcast_id,
+        after=q.after,
+        limit=q.limit,
     )
     return json({"messages": page, "next": nxt})
 
@@ -149,10 +144,18 @@ async def delete_message(request: web.Request) -> web.Response:
 async def claim(request: web.Request) -> web.Response:
     s = svc(request)
     message_id = path_id(request)
-    fields = parse.claim(await parse.read_json(request))
-    act_as(request, fields["agent_id"], "claim messages")
+    claim = await parse.body(request, w.ClaimRequest)
+    act_as(request, claim.agent_id, "claim messages")
     _message(request, message_id)
-    await s.execute(c.ClaimMessage(message_id, claim_id=str(uuid.uuid4()), at=s.now(), **fields))
+    await s.execute(
+        c.ClaimMessage(
+            message_id,
+            claim_id=str(uuid.uuid4()),
+            at=s.now(),
+            agent_id=claim.agent_id,
+            lease_ms=claim.lease_ms,
+        )
+    )
     return json(_message(request, message_id))
 
 
@@ -160,10 +163,12 @@ async def claim(request: web.Request) -> web.Response:
 async def ack(request: web.Request) -> web.Response:
     s = svc(request)
     message_id = path_id(request)
-    fields = parse.claim_holder(await parse.read_json(request))
-    act_as(request, fields["agent_id"], "ack messages")
+    holder = await parse.body(request, w.ClaimHolder)
+    act_as(request, holder.agent_id, "ack messages")
     _message(request, message_id)
-    await s.execute(c.AckMessage(message_id, at=s.now(), **fields))
+    await s.execute(
+        c.AckMessage(message_id, at=s.now(), agent_id=holder.agent_id, claim_id=holder.claim_id)
+    )
     return json(_message(request, message_id))
 
 
@@ -171,10 +176,12 @@ async def ack(request: web.Request) -> web.Response:
 async def release(request: web.Request) -> web.Response:
     s = svc(request)
     message_id = path_id(request)
-    fields = parse.claim_holder(await parse.read_json(request))
-    act_as(request, fields["agent_id"], "release messages")
+    holder = await parse.body(request, w.ClaimHolder)
+    act_as(request, holder.agent_id, "release messages")
     _message(request, message_id)
-    await s.execute(c.ReleaseMessage(message_id, at=s.now(), **fields))
+    await s.execute(
+        c.ReleaseMessage(message_id, at=s.now(), agent_id=holder.agent_id, claim_id=holder.claim_id)
+    )
     return json(_message(request, message_id))
 
 
@@ -185,5 +192,5 @@ async def inbox(request: web.Request) -> web.Response:
     act_as(request, agent_id, "read the inbox")
     if agent_id not in s.rm.agents:
         raise NotFoundError(f"no agent {agent_id!r}")
-    limit = parse.query_int(request, "limit", 100, 1, 1000)
+    limit = parse.query(request, w.InboxQuery).limit
     return json(s.rm.messages.inbox(agent_id)[:limit])

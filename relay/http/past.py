@@ -29,6 +29,7 @@ from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX
 from relay.http import parse
 from relay.http.keys import HUB, SERVICE
 from relay.projections.readmodels import ReadModels
+from relay.wire import shapes as w
 
 KEEP = 6
 
@@ -65,19 +66,12 @@ class PastModels:
             self._cache.popitem(last=False)
 
 
-async def read_models(request: web.Request) -> ReadModels:
-    """The live read models, or those as of ``?at=<position>``."""
+async def read_models(request: web.Request, position: int | None) -> ReadModels:
+    """The live read models, or those as of ``?at=<position>`` (decoded by the caller's query)."""
     service = request.app[SERVICE]
-    raw = request.query.get("at")
-    if raw is None or raw == "":
+    if position is None:
         return service.rm
-    try:
-        position = int(raw)
-    except ValueError:
-        raise InvalidInputError("at", f"must be a log position (an integer), not {raw!r}") from None
     live = service.rm
-    if position < 0:
-        raise InvalidInputError("at", "must not be negative")
     if position >= live.position:
         if position > live.position:
             raise InvalidInputError(
@@ -105,11 +99,10 @@ async def history(request: web.Request, kind: str, entity_id: str) -> dict[str, 
     """One entity's events after ``?after=``, oldest first, paged like ``/api/log``."""
     service = request.app[SERVICE]
     agg, _, _ = _aggregate(request, kind, entity_id)
-    after = parse.query_int(request, "after", 0, 0, 2**62)
-    limit = parse.query_int(request, "limit", 100, 1, 1000)
+    page = parse.query(request, w.Page)
     reader = request.app[HUB].log()
     notes, nxt = await asyncio.get_running_loop().run_in_executor(
-        None, reader.of_aggregate, agg, after, limit
+        None, reader.of_aggregate, agg, page.after, page.limit
     )
     events = [service.describe(n.id, reader.decode(n)) for n in notes]
     return {"events": events, "next": nxt}

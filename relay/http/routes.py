@@ -7,7 +7,6 @@ answer already include it.
 
 from __future__ import annotations
 
-import posixpath
 import secrets
 import uuid
 from typing import Any
@@ -19,8 +18,8 @@ from relay import commands as c
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from relay.domain.placement import NoPlacementError, place
 from relay.domain.rules import (
+    INPUT_ACTION,
     ORCHESTRATOR_AGENT_PREFIX,
-    PROVIDERS,
     check_id,
     check_orchestrator_id,
 )
@@ -28,6 +27,8 @@ from relay.http import parse, past
 from relay.http.auth import OPERATOR, hash_token, presented_token, principal
 from relay.http.keys import SERVICE
 from relay.service import RelayService
+from relay.wire import shapes as w
+from relay.wire.declare import decode
 
 routes = web.RouteTableDef()
 
@@ -60,8 +61,8 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.post("/api/system/reap")
 async def reap(request: web.Request) -> web.Response:
-    await parse.read_json(request, required=False)
-    force = parse.query_choice(request, "force", ("true", "false")) == "true"
+    await parse.body(request, w.Empty, required=False)
+    force = parse.query(request, w.ReapQuery).force == "true"
     result = await svc(request).reap(force=force)
     return json(
         {
@@ -79,10 +80,10 @@ async def reap(request: web.Request) -> web.Response:
 
 @routes.get("/api/log")
 async def read_log(request: web.Request) -> web.Response:
-    after = parse.query_int(request, "after", 0, 0, 2**62)
-    limit = parse.query_int(request, "limit", 100, 1, 1000)
+    page = parse.query(request, w.Page)
+    after = page.after
     s = svc(request)
-    events, nxt = await s.read_log(after, limit)
+    events, nxt = await s.read_log(after, page.limit)
     intervals = await s.read_intervals(after, nxt) if nxt > after else []
     return json({"events": events, "next": nxt, "intervals": intervals})
 
@@ -100,41 +101,39 @@ def _agent(s: RelayService, agent_id: str) -> dict[str, Any]:
 @routes.post("/api/agents")
 async def register_agent(request: web.Request) -> web.Response:
     s = svc(request)
-    fields = parse.agent_registration(await parse.read_json(request))
-    await s.execute(c.RegisterAgent(**fields, at=s.now()))
-    return json(_agent(s, fields["agent_id"]), status=201)
+    reg = await parse.body(request, w.AgentRegistration)
+    await s.execute(c.RegisterAgent(**reg.command_fields(), at=s.now()))
+    return json(_agent(s, reg.id), status=201)
 
 
 @routes.get("/api/agents")
 async def list_agents(request: web.Request) -> web.Response:
-    status = parse.query_choice(request, "status", ("online", "offline"))
-    return json((await past.read_models(request)).agents_sorted(status))
+    q = parse.query(request, w.AgentsQuery)
+    return json((await past.read_models(request, q.at)).agents_sorted(q.status))
 
 
 @routes.post("/api/agents/spawn")
 async def spawn_anywhere(request: web.Request) -> web.Response:
     s = svc(request)
-    body = await parse.read_json(request)
-    fields = parse.spawn(body)
-    selector = parse.labels(body, "selector")
+    req = await parse.body(request, w.SpawnRequest)
     try:
         target = place(
             s.rm.placement_candidates(
-                fields["provider"], selector, s.now(), s.settings.stale_after_ms, s.grace_from()
+                req.provider, req.selector or {}, s.now(), s.settings.stale_after_ms, s.grace_from()
             ),
-            fields["provider"],
-            selector,
+            req.provider,
+            req.selector or {},
         )
     except NoPlacementError as e:
         raise NoPlacementError(
             f"{e.message} (online: heard from within stale-after, {s.settings.stale_after:g} s)"
         ) from None
-    command = await _spawn(s, target.id, fields, principal(request), body)
+    command = await _spawn(s, target.id, req, principal(request))
     return json(
         {
             "ok": True,
             "orchestratorId": target.id,
-            "provider": fields["provider"],
+            "provider": req.provider,
             "command": command,
         },
         status=202,
@@ -150,7 +149,7 @@ async def get_agent(request: web.Request) -> web.Response:
 async def heartbeat_agent(request: web.Request) -> web.Response:
     s = svc(request)
     agent_id = path_id(request)
-    await parse.read_json(request, required=False)
+    await parse.body(request, w.Empty, required=False)
     orchestrator = _orchestrator_of_agent(s, agent_id)
     if orchestrator is not None:
         await s.execute(c.HeartbeatOrchestrator(orchestrator, s.now()))
@@ -196,15 +195,13 @@ def _orchestrator(s: RelayService, orchestrator_id: str) -> dict[str, Any]:
 async def register_orchestrator(request: web.Request) -> web.Response:
     """The admin registers (and rotates the token); a host token re-registers only itself."""
     s = svc(request)
-    raw = await parse.read_json(request)
-    fields = parse.orchestrator_registration(raw)
-    capacity = parse.capacity(raw)
-    oid = fields["orchestrator_id"]
+    reg = await parse.body(request, w.OrchestratorRegistration)
+    oid = reg.id
     who = principal(request)
     if who == OPERATOR:
         token, token_hash = new_token()
         await s.execute(
-            c.RegisterOrchestrator(**fields, **capacity, token_hash=token_hash, at=s.now())
+            c.RegisterOrchestrator(reg, token_hash=token_hash, at=s.now())
         )
     else:
         holder = who.removeprefix("orchestrator:")
@@ -216,9 +213,7 @@ async def register_orchestrator(request: web.Request) -> web.Response:
         # The host keeps its token (the one it was enrolled with, in its token file).
         token = presented_token(request) or ""
         await s.execute(
-            c.ReregisterOwnOrchestrator(
-                **fields, **capacity, token_hash=hash_token(token), at=s.now()
-            )
+            c.ReregisterOwnOrchestrator(reg, token_hash=hash_token(token), at=s.now())
         )
     body = dict(_orchestrator(s, oid))
     body["orchestratorToken"] = token
@@ -227,37 +222,17 @@ async def register_orchestrator(request: web.Request) -> web.Response:
     return json(body, status=201)
 
 
-def _enrollment(body: dict[str, Any]) -> dict[str, Any]:
-    """``{baseDir, hostname?, providers?}``: what an admin grants a host."""
-    base_dir = parse.req_str(body, "baseDir", parse.MAX_PATH)
-    if not posixpath.isabs(base_dir):
-        raise InvalidInputError("baseDir", "must be an absolute path")
-    hostname = parse.opt_str(body, "hostname")
-    if hostname is not None and not hostname.strip():
-        raise InvalidInputError("hostname", "must not be blank")
-    providers = parse.str_list(body, "providers", max_items=len(PROVIDERS))
-    if providers is not None:
-        if not providers:
-            raise InvalidInputError("providers", f"must name at least one of {', '.join(PROVIDERS)}")
-        for p in providers:
-            if p not in PROVIDERS:
-                raise InvalidInputError("providers", f"must be a subset of {', '.join(PROVIDERS)}")
-    return {
-        "hostname": hostname,
-        "base_dir": posixpath.normpath(base_dir),
-        "providers": providers,
-    }
-
-
 @routes.post("/api/orchestrators/{id}/enroll")
 async def enroll_orchestrator(request: web.Request) -> web.Response:
     """Grant a host its baseDir and its own token (admin only; ADR 0013)."""
     s = svc(request)
     oid = check_orchestrator_id("id", request.match_info["id"])
-    fields = _enrollment(await parse.read_json(request))
+    grant = await parse.body(request, w.Enrollment)
     token, token_hash = new_token()
     await s.execute(
-        c.EnrollOrchestrator(orchestrator_id=oid, token_hash=token_hash, at=s.now(), **fields)
+        c.EnrollOrchestrator(
+            orchestrator_id=oid, token_hash=token_hash, at=s.now(), **grant.command_fields()
+        )
     )
     body = dict(_orchestrator(s, oid))
     body["orchestratorToken"] = token
@@ -269,7 +244,7 @@ async def rotate_token(request: web.Request) -> web.Response:
     """A new token for the host; the old one is refused from this write on (admin only)."""
     s = svc(request)
     oid = path_id(request)
-    await parse.read_json(request, required=False)
+    await parse.body(request, w.Empty, required=False)
     token, token_hash = new_token()
     await s.execute(c.RotateOrchestratorToken(oid, token_hash, s.now()))
     return json({"orchestratorId": oid, "orchestratorToken": token})
@@ -280,14 +255,15 @@ async def revoke_token(request: web.Request) -> web.Response:
     """No token works for the host until an admin rotates it or enrolls it again."""
     s = svc(request)
     oid = path_id(request)
-    await parse.read_json(request, required=False)
+    await parse.body(request, w.Empty, required=False)
     await s.execute(c.RevokeOrchestratorToken(oid, s.now()))
     return json({"ok": True})
 
 
 @routes.get("/api/orchestrators")
 async def list_orchestrators(request: web.Request) -> web.Response:
-    body = (await past.read_models(request)).orchestrators_json()
+    q = parse.query(request, w.OrchestratorsQuery)
+    body = (await past.read_models(request, q.at)).orchestrators_json()
     return web.Response(body=body, content_type="application/json")
 
 
@@ -307,8 +283,8 @@ async def remove_orchestrator(request: web.Request) -> web.Response:
 async def heartbeat_orchestrator(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    load = parse.heartbeat_load(await parse.read_json(request, required=False))
-    await s.execute(c.HeartbeatOrchestrator(oid, s.now(), load))
+    beat = await parse.body(request, w.Heartbeat, required=False)
+    await s.execute(c.HeartbeatOrchestrator(oid, s.now(), beat.load_fields()))
     return json({"ok": True})
 
 
@@ -317,17 +293,20 @@ async def report_agents(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
     at = s.now()
-    agents = parse.managed_agents(await parse.read_json(request), at)
-    await s.execute(c.ReportManagedAgents(oid, agents, at))
+    report = await parse.body(request, w.ManagedAgentsReport)
+    await s.execute(c.ReportManagedAgents(oid, report.as_reported(at), at))
     return json(_orchestrator(s, oid))
 
 
-def _deadline(s: RelayService, body: dict[str, Any], at: int) -> int:
-    return at + int(parse.deadline_seconds(body, s.settings.command_deadline) * 1000)
+def _deadline(s: RelayService, asked: int | None, at: int) -> int:
+    """A request may ask for a shorter deadline than the relay's, never a longer one."""
+    most = s.settings.command_deadline
+    seconds = most if asked is None else min(float(asked), most)
+    return at + int(seconds * 1000)
 
 
 async def _spawn(
-    s: RelayService, oid: str, fields: dict[str, Any], requested_by: str, body: dict[str, Any]
+    s: RelayService, oid: str, req: w.SpawnRequest, requested_by: str
 ) -> dict[str, Any]:
     command_id = str(uuid.uuid4())
     at = s.now()
@@ -339,8 +318,8 @@ async def _spawn(
             at=at,
             stale_after_ms=s.settings.stale_after_ms,
             grace_from=s.grace_from(),
-            deadline_at=_deadline(s, body, at),
-            **fields,
+            deadline_at=_deadline(s, req.deadline_seconds, at),
+            **req.command_fields(),
         )
     )
     return s.rm.commands[command_id]
@@ -350,9 +329,8 @@ async def _spawn(
 async def spawn(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    body = await parse.read_json(request)
-    fields = parse.spawn(body)
-    command = await _spawn(s, oid, fields, principal(request), body)
+    req = await parse.body(request, w.SpawnRequest)
+    command = await _spawn(s, oid, req, principal(request))
     return json({"ok": True, "orchestratorId": oid, "command": command}, status=202)
 
 
@@ -360,8 +338,12 @@ async def spawn(request: web.Request) -> web.Response:
 async def act(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    body = await parse.read_json(request)
-    fields = parse.action(body)
+    raw = await parse.read_body(request)
+    if not raw:
+        raise InvalidInputError("body", "a JSON object is required")
+    if decode(raw, w.ActionKind).action == INPUT_ACTION:
+        return await _input(request, s, oid, decode(raw, w.InputAction))
+    req = decode(raw, w.ActionRequest)
     command_id = str(uuid.uuid4())
     at = s.now()
     await s.execute(
@@ -372,23 +354,59 @@ async def act(request: web.Request) -> web.Response:
             at=at,
             stale_after_ms=s.settings.stale_after_ms,
             grace_from=s.grace_from(),
-            deadline_at=_deadline(s, body, at),
-            **fields,
+            deadline_at=_deadline(s, req.deadline_seconds, at),
+            **req.command_fields(),
         )
     )
     return json(
-        {"ok": True, "action": fields["action"], "command": s.rm.commands[command_id]},
+        {"ok": True, "action": req.action, "command": s.rm.commands[command_id]},
         status=202,
     )
+
+
+async def _input(
+    request: web.Request, s: RelayService, oid: str, req: w.InputAction
+) -> web.Response:
+    """``{action: "input", agentId, text, enter?}``: a command the host types (ADR 0033)."""
+    command_id = str(uuid.uuid4())
+    at = s.now()
+    await s.execute(
+        c.RequestInput(
+            orchestrator_id=oid,
+            command_id=command_id,
+            requested_by=principal(request),
+            at=at,
+            stale_after_ms=s.settings.stale_after_ms,
+            grace_from=s.grace_from(),
+            deadline_at=_deadline(s, req.deadline_seconds, at),
+            **req.command_fields(),
+        )
+    )
+    return json(
+        {"ok": True, "action": INPUT_ACTION, "command": s.rm.commands[command_id]}, status=202
+    )
+
+
+@routes.post("/api/orchestrators/{id}/agents/{agentId}/attention")
+async def report_attention(request: web.Request) -> web.Response:
+    """The host says whether a managed agent waits for a person (ADR 0032); repeats are no-ops."""
+    s = svc(request)
+    oid = path_id(request)
+    agent_id = path_id(request, "agentId")
+    report = await parse.body(request, w.AttentionReport)
+    recorded = await s.execute(
+        c.ReportAttention(
+            orchestrator_id=oid, agent_id=agent_id, at=s.now(), **report.command_fields()
+        )
+    )
+    return json({"ok": True, "recorded": recorded, "managedAgent": s.rm.managed_agent(oid, agent_id)})
 
 
 @routes.get("/api/orchestrators/{id}/commands")
 async def list_commands(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
-    status = parse.query_choice(
-        request, "status", ("pending", "running", "done", "failed", "expired")
-    )
+    status = parse.query(request, w.CommandsQuery).status
     _orchestrator(s, oid)
     return json(s.rm.commands_of(oid, status))
 
@@ -398,9 +416,11 @@ async def command_result(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
     command_id = path_id(request, "commandId")
-    fields = parse.command_result(await parse.read_json(request))
+    result = await parse.body(request, w.CommandResultRequest)
     await s.execute(
-        c.RecordCommandResult(orchestrator_id=oid, command_id=command_id, at=s.now(), **fields)
+        c.RecordCommandResult(
+            orchestrator_id=oid, command_id=command_id, at=s.now(), **result.command_fields()
+        )
     )
     return json(s.rm.commands[command_id])
 
@@ -410,15 +430,15 @@ async def command_progress(request: web.Request) -> web.Response:
     s = svc(request)
     oid = path_id(request)
     command_id = path_id(request, "commandId")
-    parse.progress(await parse.read_json(request))
+    await parse.body(request, w.CommandProgressRequest)
     await s.execute(c.StartCommand(orchestrator_id=oid, command_id=command_id, at=s.now()))
     return json(s.rm.commands[command_id])
 
 
 @routes.get("/api/managed-agents")
 async def list_managed_agents(request: web.Request) -> web.Response:
-    state = parse.query_choice(request, "state", ("running", "unknown", "lost"))
-    return json((await past.read_models(request)).managed_agents(state))
+    q = parse.query(request, w.ManagedAgentsQuery)
+    return json((await past.read_models(request, q.at)).managed_agents(q.state, q.attention))
 
 
 # -- history (relay.http.past) -------------------------------------------------------

@@ -39,7 +39,7 @@ import contextlib
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -98,7 +98,8 @@ def encode(position: int, changes: list[Change]) -> list[Frame]:
         oid: str | None = None
         agents: tuple[str, ...] = ()
         if family == "orchestrator":
-            oid = data.get("orchestratorId") if what == "command" else data.get("id")
+            # A command and an agent's attention name their orchestrator; the rest are it.
+            oid = data.get("orchestratorId") if what in ("command", "attention") else data.get("id")
         elif family == "agent":
             agents = (data["id"],)
         elif family == "message":
@@ -245,6 +246,9 @@ class EventHub:
         self.opened = 0
         self.cut = 0  # streams ended because they fell behind
         self.replayed = 0  # resumes that needed the store
+        # Called as each stream goes live; relay.http.output tells a host's stream
+        # which of its agents are watched (frames outside the log, ADR 0031).
+        self.on_attach: list[Callable[[Subscriber], None]] = []
 
     # -- lifetime ------------------------------------------------------------
 
@@ -433,6 +437,12 @@ class EventHub:
 
     def _attach(self, sub: Subscriber) -> None:
         self._group(sub.filter).add(sub)
+        for hook in self.on_attach:
+            hook(sub)
+
+    def orchestrator_streams(self, oid: str) -> list[Subscriber]:
+        """The live ``?orchestrator=oid`` streams (for frames that are not log events)."""
+        return [sub for group in self._by_orchestrator.get(oid, {}).values() for sub in group]
 
     def detach(self, sub: Subscriber) -> None:
         """Forget ``sub``: it gets nothing more."""

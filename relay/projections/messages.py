@@ -29,17 +29,9 @@ from typing import Any
 
 from relay import commands as c
 from relay.domain.message import ACKED, CLAIMED, DELETED, PENDING, Message
+from relay.domain.rules import BROADCAST_ALL, LABEL_PREFIX, TAG_PREFIX, is_broadcast
 from relay.projections.fold import Change
 from relay.projections.fold import FoldTarget as ReadModels  # not readmodels: it imports us (ADR 0028)
-
-BROADCAST_ALL = "*"
-LABEL_PREFIX = "label:"
-TAG_PREFIX = "tag:"
-
-
-def is_broadcast(to: str) -> bool:
-    """``*``, ``label:X`` and ``tag:X`` reach every matching agent; anything else is an agent id."""
-    return to == BROADCAST_ALL or to.startswith((LABEL_PREFIX, TAG_PREFIX))
 
 
 class Messages:

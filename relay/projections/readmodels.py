@@ -27,7 +27,10 @@ from relay.projections.placement import PlacementIndex
 
 Handler = Callable[["ReadModels", Any, list[Change] | None], None]
 
-FORMAT_VERSION = 4  # 2: tokenHashes; 3: messages; 4: capacity, command deadlines, reaper
+# 2: tokenHashes; 3: messages; 4: capacity, command deadlines, reaper; 5: attention (issue 16)
+FORMAT_VERSION = 5
+ATTENTION_FIELDS = ("attention", "attentionSince", "attentionReason", "attentionExcerpt")
+NO_ATTENTION: dict[str, Any] = dict.fromkeys(ATTENTION_FIELDS)
 
 
 class ReadModels:
@@ -204,7 +207,7 @@ class ReadModels:
         was = o["status"]
         o["status"] = "online"
         o["lastSeen"] = max(o["lastSeen"], ev.at)
-        load = ev.__dict__.get("load")
+        load = ev.load
         if load is not None or o["load"] is not None:
             o["load"] = load
             o["activeAgents"] = _active(o)
@@ -233,10 +236,43 @@ class ReadModels:
         state = (
             "running" if o["status"] == "online" else "lost" if o.get("agentsLostAt") else "unknown"
         )
-        o["managedAgents"] = [{**m, "state": state} for m in ev.agents]
+        # An agent keeps its attention across reports; one no longer listed loses it
+        # (the aggregate applies the same rule, ADR 0032).
+        before = {m["agentId"]: m for m in o["managedAgents"]}
+        o["managedAgents"] = [
+            {**m, "state": state, **_attention_of(before.get(m["agentId"]))} for m in ev.agents
+        ]
         o["activeAgents"] = _active(o)
         if changes is not None:
             changes.append(("orchestrator.status", o))
+
+    def _agent_awaiting_input(self, ev: Any, changes: list[Change] | None) -> None:
+        self._attention_changed(
+            ev,
+            {
+                "attention": ev.attention,
+                "attentionSince": ev.at,
+                "attentionReason": ev.reason,
+                "attentionExcerpt": ev.excerpt,
+            },
+            changes,
+        )
+
+    def _agent_input_resumed(self, ev: Any, changes: list[Change] | None) -> None:
+        self._attention_changed(ev, NO_ATTENTION, changes)
+
+    def _attention_changed(
+        self, ev: Any, fields: dict[str, Any], changes: list[Change] | None
+    ) -> None:
+        oid = self._entity(ev)[1]
+        o = self.orchestrators[oid]
+        m = next((m for m in o["managedAgents"] if m["agentId"] == ev.agent_id), None)
+        if m is None:
+            return  # the aggregate only records this for a listed agent; never happens
+        m.update(fields)
+        if changes is not None:
+            changes.append(("orchestrator.status", o))
+            changes.append(("orchestrator.attention", _managed_view(o, m)))
 
     def _agents_state(self, o: dict[str, Any], state: str) -> None:
         for m in o["managedAgents"]:
@@ -304,7 +340,29 @@ class ReadModels:
             "label": ev.label,
             "approvalMode": ev.approval_mode,
             "prompt": ev.prompt,
-            "deadlineAt": ev.__dict__.get("deadline_at"),
+            "deadlineAt": ev.deadline_at,
+        }
+        # Only on spawns that asked for them (ADR 0034): other commands read as before.
+        if ev.worktree is not None:
+            cmd["worktree"] = ev.worktree
+        if ev.resume is not None:
+            cmd["resume"] = ev.resume
+        self._command_added(oid, cmd, changes)
+
+    def _input_requested(self, ev: Any, changes: list[Change] | None) -> None:
+        oid = self._entity(ev)[1]
+        cmd = {
+            "id": ev.command_id,
+            "orchestratorId": oid,
+            "kind": "input",
+            "status": "pending",
+            "requestedAt": ev.at,
+            "requestedBy": ev.requested_by,
+            "action": "input",
+            "agentId": ev.agent_id,
+            "text": ev.text,
+            "enter": ev.enter,
+            "deadlineAt": ev.deadline_at,
         }
         self._command_added(oid, cmd, changes)
 
@@ -319,8 +377,10 @@ class ReadModels:
             "requestedBy": ev.requested_by,
             "action": ev.action,
             "agentId": ev.agent_id,
-            "deadlineAt": ev.__dict__.get("deadline_at"),
+            "deadlineAt": ev.deadline_at,
         }
+        if ev.remove_worktree:
+            cmd["removeWorktree"] = True
         self._command_added(oid, cmd, changes)
 
     def _command_added(self, oid: str, cmd: dict[str, Any], changes: list[Change] | None) -> None:
@@ -488,22 +548,28 @@ class ReadModels:
             agents = [a for a in agents if a["status"] == status]
         return agents
 
-    def managed_agents(self, state: str | None = None) -> list[dict[str, Any]]:
-        """Every managed agent across hosts, with where it runs; optionally only in ``state``."""
+    def managed_agents(
+        self, state: str | None = None, attention: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every managed agent across hosts, with where it runs; optionally only in ``state``,
+        or only with ``attention`` (``input``, ``idle``; the dashboard's needs-input queue)."""
         out: list[dict[str, Any]] = []
         for o in self.orchestrators_sorted():
             for m in o["managedAgents"]:
                 if state is not None and m.get("state") != state:
                     continue
-                out.append(
-                    {
-                        **m,
-                        "orchestratorId": o["id"],
-                        "hostname": o["hostname"],
-                        "orchestratorStatus": o["status"],
-                    }
-                )
+                if attention is not None and m.get("attention") != attention:
+                    continue
+                out.append(_managed_view(o, m))
         return out
+
+    def managed_agent(self, orchestrator_id: str, agent_id: str) -> dict[str, Any] | None:
+        """One managed agent as ``GET /api/managed-agents`` lists it, or None."""
+        o = self.orchestrators.get(orchestrator_id)
+        if o is None:
+            return None
+        m = next((m for m in o["managedAgents"] if m["agentId"] == agent_id), None)
+        return None if m is None else _managed_view(o, m)
 
     def commands_of(self, orchestrator_id: str, status: str | None = None) -> list[dict[str, Any]]:
         """An orchestrator's commands, oldest first."""
@@ -646,6 +712,9 @@ _HANDLERS: dict[str, Handler] = {
     "ManagedAgentsReported": ReadModels._managed_agents_reported,
     "SpawnRequested": ReadModels._spawn_requested,
     "ActionRequested": ReadModels._action_requested,
+    "InputRequested": ReadModels._input_requested,
+    "AgentAwaitingInput": ReadModels._agent_awaiting_input,
+    "AgentInputResumed": ReadModels._agent_input_resumed,
     "CommandResultRecorded": ReadModels._command_result_recorded,
     "OrchestratorRemoved": ReadModels._orchestrator_removed,
     "OrchestratorReaped": ReadModels._orchestrator_reaped,
@@ -662,6 +731,18 @@ _HANDLERS: dict[str, Handler] = {
     "ReapSuspended": ReadModels._reap_suspended,
     "ReapResumed": ReadModels._reap_resumed,
 }
+
+
+def _attention_of(m: dict[str, Any] | None) -> dict[str, Any]:
+    """A managed agent's attention fields (all null when it waits for nobody)."""
+    if m is None:
+        return NO_ATTENTION
+    return {k: m.get(k) for k in ATTENTION_FIELDS}
+
+
+def _managed_view(o: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
+    """A managed agent as ``GET /api/managed-agents`` lists it: with where it runs."""
+    return {**m, "orchestratorId": o["id"], "hostname": o["hostname"], "orchestratorStatus": o["status"]}
 
 
 def _active(o: dict[str, Any]) -> int:

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.browser
 def test_every_view_renders_at_desktop_and_phone_sizes(
     browser: Any, api: Api, relay: Any, tmp_path: Path
 ) -> None:
-    past = populate(api)
-    written = shoot(browser, relay.url, tmp_path, past)
-    assert len(written) == 10
+    fleet = populate(api)
+    written = shoot(browser, relay.url, tmp_path, fleet)
+    assert len(written) == 14
     for path in written:
         assert path.stat().st_size > 10_000, path

@@ -180,8 +180,11 @@ def test_an_orchestrator_snapshot_taken_before_issue_15_loads_with_defaults() ->
     o.reap(10**6, 5, 1, 0)
     snap = Snapshot.take(o)
     state = dict(snap.state)
-    assert state.pop("class_version") == 2
-    added = ("max_agents", "labels", "load", "deadlines", "pending_spawns", "offline_since", "agents_lost")
+    assert state.pop("class_version") == 3
+    added = (
+        "max_agents", "labels", "load", "deadlines", "pending_spawns", "offline_since",
+        "agents_lost", "attention", "input_commands",  # the last two: issue 16 (v3)
+    )
     for name in added:
         state.pop(name)
     old = Snapshot(

@@ -190,10 +190,16 @@ def test_the_dashboard_runs_only_its_own_files(local: Client) -> None:
     csp = {
         d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split(";") if d.strip()
     }
-    assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"], csp
+    assert csp["script-src"] == ["'self'"], csp  # no inline script, ever
+    # xterm.js writes <style> elements and style attributes (ADR 0038); nothing else may
+    # load from another origin, so an injected style has nowhere to send anything.
+    assert csp["style-src"] == ["'self'", "'unsafe-inline'"], csp
+    for directive in ("default-src", "img-src", "connect-src"):
+        assert csp[directive][0] == "'self'" and "*" not in csp[directive], csp
     assert csp["frame-ancestors"] == ["'none'"]
     page = r.body.decode()
-    # No inline script or style (the policy would block it, and the page would break).
+    # No inline script (the policy would block it, and the page would break), and no
+    # inline style of our own either: only the vendored terminal needs that allowance.
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), "inline <script> in index.html"
     assert "<style" not in page and " style=" not in page
     assert not re.search(r"\son[a-z]+=", page), "inline event handler in index.html"

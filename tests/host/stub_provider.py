@@ -1,8 +1,9 @@
 """A stand-in for ``claude``/``codex``: registers as an agent and heartbeats until killed.
 
 The host daemon starts it in tmux exactly as it would start a real provider.
-Each start appends one JSON line to ``$STUB_LOG`` (pid, argv, cwd, command id,
-the env file's test value), so tests can count how often a command really ran.
+Each start appends one JSON line to ``$STUB_LOG`` (pid, argv, cwd, the git
+branch checked out there, command id, the env file's test value), so tests can
+count how often a command really ran.
 Standard library only: it runs under whatever environment tmux gives it.
 """
 
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -41,9 +43,17 @@ def parse_like_a_provider(argv: list[str]) -> dict[str, object]:
     parser.add_argument("--dangerously-skip-permissions", action="store_true")
     parser.add_argument("--sandbox")
     parser.add_argument("--ask-for-approval")
+    parser.add_argument("--resume")
     parser.add_argument("prompt", nargs="?")
     known, unknown = parser.parse_known_args(argv)
     return {**vars(known), "unknown": unknown}
+
+
+def git_branch() -> str | None:
+    """The branch checked out where it runs, as a provider in a worktree would see it."""
+    proc = subprocess.run(["git", "branch", "--show-current"], capture_output=True, text=True,
+                          timeout=10, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def main() -> None:
@@ -56,6 +66,7 @@ def main() -> None:
         "argv": sys.argv[1:],
         "parsed": parse_like_a_provider(sys.argv[1:]),
         "cwd": os.getcwd(),
+        "branch": git_branch(),
         "commandId": os.environ.get("RELAY_COMMAND_ID"),
         "approvalMode": os.environ.get("RELAY_APPROVAL_MODE"),
         "secret": os.environ.get("STUB_SECRET"),

@@ -87,6 +87,11 @@ def test_report_managed_agents_replaces_the_list(client: Client) -> None:
         {
             **managed("m3"),
             "state": "running",
+            # waits for nobody (issue 16)
+            "attention": None,
+            "attentionSince": None,
+            "attentionReason": None,
+            "attentionExcerpt": None,
             "orchestratorId": "o1",
             "hostname": "h1",
             "orchestratorStatus": "online",

@@ -24,7 +24,7 @@ def run(data: Path, keep: str) -> tuple[bool, bool, int]:
         service = RelayService(Settings(data_dir=data, keep_settled=keep), clock=clock)
         await service.start(run_reaper=False)
         try:
-            await service.execute(c.RegisterOrchestrator(
+            await service.execute(c.RegisterOrchestrator.of(
                 orchestrator_id="o1", hostname="h", base_dir="/w", providers=["claude"],
                 env_keys=[], meta={}, token_hash="0" * 64, at=clock.advance(1),
             ))

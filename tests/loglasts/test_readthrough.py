@@ -127,6 +127,7 @@ def _audit(data: Path, *args: str) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 def test_audit_history_state_and_export_are_the_same(folders: tuple[Path, Path]) -> None:
     data, twin = folders
     for args in (

@@ -221,14 +221,18 @@ def test_the_signature_is_hmac_sha256_over_the_exact_body() -> None:
 
 
 def test_awaiting_input_is_one_row_of_the_table() -> None:
+    data = {"agentId": "m1", "attention": "input", "reason": "permission_prompt",
+            "excerpt": "Proceed? [y/N]"}
     ev = {
         "position": 9, "type": "AgentAwaitingInput", "entityKind": "orchestrator", "entityId": "h1",
-        "at": T0, "data": {"agentId": "m1", "reason": "permission_prompt", "excerpt": "Proceed? [y/N]"},
+        "at": T0, "data": data,
     }
     n = notice_for(ev, Derived())
     assert n is not None and n["kind"] == "agent.awaitingInput" and n["id"] == 9
     assert n["data"] == {"agentId": "m1", "reason": "permission_prompt", "excerpt": "Proceed? [y/N]"}
     assert set(NOTICE_KINDS) >= {"OrchestratorReaped", "CommandExpired", "AgentAwaitingInput"}
+    # An idle agent asks nothing: it is on the dashboard, not paged (ADR 0032).
+    assert notice_for({**ev, "data": {**data, "attention": "idle"}}, Derived()) is None
 
 
 def test_a_crash_loop_is_news_once_per_loop() -> None:

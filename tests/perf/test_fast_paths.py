@@ -30,7 +30,7 @@ def _app(tmp_path: Path) -> RelayApp:
 
 
 def _register(oid: str, hostname: str, at: int) -> c.RegisterOrchestrator:
-    return c.RegisterOrchestrator(
+    return c.RegisterOrchestrator.of(
         orchestrator_id=oid,
         hostname=hostname,
         base_dir="/srv/work",

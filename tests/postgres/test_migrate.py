@@ -74,6 +74,7 @@ def test_migrate_copies_the_log_and_audit_verify_passes(
     assert "not a copy of this one" in again.stderr
 
 
+@pytest.mark.slow
 def test_migrate_again_copies_only_what_was_added_and_refuses_a_foreign_log(
     tmp_path: Path, connect: Connect, pg_dsn: str
 ) -> None:

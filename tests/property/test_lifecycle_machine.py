@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -279,6 +280,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 )
 
 
+@pytest.mark.slow
 def test_lifecycle_machine() -> None:
     base = settings.default
     run_state_machine_as_test(

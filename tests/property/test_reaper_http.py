@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -590,6 +591,7 @@ class HttpReaperMachine(RuleBasedStateMachine):
             assert (life.status if life else "removed") == derived, f"{key}: model {life}, log {derived}"
 
 
+@pytest.mark.slow
 def test_reaper_over_http() -> None:
     """Fewer, slower examples than the in-process machine: each one is a real server."""
     base = settings.default

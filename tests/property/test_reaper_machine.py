@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pytest
 from attrs import evolve
 from hypothesis import note
 from hypothesis import strategies as st
@@ -403,7 +404,7 @@ class ReaperMachine(RuleBasedStateMachine):
     ) -> c.Command:
         if key[0] == "agent":
             return c.RegisterAgent(key[1], key[1], None, [], None, [], {}, at)
-        return c.RegisterOrchestrator(
+        return c.RegisterOrchestrator.of(
             key[1], hostname, f"/srv/{key[1]}", list(providers), ["HOME"], {}, "0" * 64, at,
             max_agents=max_agents, labels=dict(labels or {}),
         )
@@ -1237,6 +1238,7 @@ class ReaperMachine(RuleBasedStateMachine):
                 assert agg.commands == life.commands
 
 
+@pytest.mark.slow
 def test_reaper_state_machine() -> None:
     """Every rule, every invariant, a fake clock; examples and steps come from the profile."""
     run_state_machine_as_test(ReaperMachine)

@@ -42,7 +42,7 @@ def test_no_reap_until_a_full_stale_after_since_the_start(quiet_before_stop: int
         await first.start(run_reaper=False)
         await first.execute(c.RegisterAgent("a", "a", None, [], None, [], {}, clock.now_ms()))
         await first.execute(
-            c.RegisterOrchestrator("o", "host", "/srv", ["claude"], [], {}, "0" * 64, clock.now_ms())
+            c.RegisterOrchestrator.of("o", "host", "/srv", ["claude"], [], {}, "0" * 64, clock.now_ms())
         )
         clock.advance(quiet_before_stop)
         await first.stop()

@@ -249,6 +249,7 @@ class WriterFailureMachine(RuleBasedStateMachine):
 
 TestWriterFailures = WriterFailureMachine.TestCase
 TestWriterFailures.settings = settings(settings.default, stateful_step_count=15)
+TestWriterFailures.pytestmark = [pytest.mark.slow]
 
 
 def test_the_machine_catches_copies_left_ahead_of_the_log(monkeypatch: pytest.MonkeyPatch) -> None:

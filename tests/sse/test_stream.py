@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from relay.projections.readmodels import NO_ATTENTION
 from tests.http.helpers import full_log, managed, register_agent, register_orchestrator
 from tests.sse.conftest import Connect, Open, Start
 from tests.sse.support import Event, StreamEnded
@@ -77,7 +78,8 @@ def test_every_position_of_the_log_arrives_in_order_with_the_entity_as_it_was(
     assert "agent.removed" in names and "orchestrator.removed" in names
     # a heartbeat's frame shows lastSeen as of that heartbeat, not as of now
     o1 = [e.json() for e in events if e.event == "orchestrator.status" and e.json()["id"] == "o1"]
-    assert [x["managedAgents"] for x in o1][:3] == [[], [], [{**managed("m1"), "state": "running"}]]
+    m1 = {**managed("m1"), "state": "running", **NO_ATTENTION}
+    assert [x["managedAgents"] for x in o1][:3] == [[], [], [m1]]
 
 
 def test_resume_from_the_ring_and_from_the_store_after_a_restart(
@@ -150,7 +152,9 @@ def test_types_and_orchestrator_filters(start: Start, connect: Connect, sse: Ope
         and (e.json().get("orchestratorId") or e.json()["id"]) == "o1"
         for e in got_o1
     )
-    assert {e.event for e in got_o1} == {"orchestrator.status", "orchestrator.command"}
+    # The orchestrator's own stream also hears who watches its agents' output (ADR 0031).
+    got_o1_log = {e.event for e in got_o1} - {"orchestrator.watch"}
+    assert got_o1_log == {"orchestrator.status", "orchestrator.command"}
     for s in (agents, orchs, both, only_o1):
         s.close()
 

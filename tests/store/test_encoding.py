@@ -18,7 +18,7 @@ def _app(tmp_path: Path) -> RelayApp:
 
 def _register(app: RelayApp, oid: str = "o1", at: int = 1_000) -> None:
     _, aggs = app.execute(
-        RegisterOrchestrator(oid, "h", "/srv", ["claude"], ["K"], {"x": [1, 2]}, "hash", at)
+        RegisterOrchestrator.of(oid, "h", "/srv", ["claude"], ["K"], {"x": [1, 2]}, "hash", at)
     )
     app.save(*aggs)
 

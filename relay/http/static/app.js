@@ -10,15 +10,27 @@
 //   gives up (a non-200 answer closes an EventSource for good) we open a new one
 //   with ?since=<last event id seen>, which the relay treats the same way. Ids
 //   are `P` (a position's last event) or `P.K` (an earlier one of position P).
+//
+// Agents at work (issue 16): managed agents carry `attention` (input, idle or null)
+// in the same orchestrator events, so the needs-input queue, the badge, the tab title
+// and the agent view all read state.orchestrators; `orchestrator.attention` only adds
+// the moment to notify. A terminal is not in the log: each agent view opens its own
+// stream (terminal.js).
 'use strict';
+
+import { AgentTerminal, TERMINAL_STATES } from './terminal.js';
 
 const TOKEN_KEY = 'relay.token';
 const EVENT_NAMES = [
   'agent.status', 'agent.removed',
   'orchestrator.status', 'orchestrator.removed', 'orchestrator.command',
-  'system.reaper',
+  'orchestrator.attention', 'system.reaper',
 ];
-const VIEWS = ['orchestrators', 'commands', 'agents', 'history'];
+const VIEWS = ['orchestrators', 'inbox', 'commands', 'agents', 'history', 'agent'];
+const VIEW_TITLES = {
+  orchestrators: 'orchestrators', inbox: 'needs input', commands: 'commands', agents: 'agents', history: 'history',
+};
+const NOTIFY_KEY = 'relay.notify'; // 'on' once the person asked for notifications here
 const LOG_PAGE = 500;
 const LOG_KEEP = 2000; // timeline rows kept in memory; older ones are only reachable by the slider
 
@@ -37,7 +49,12 @@ const state = {
   openDetails: new Set(), // <details> kept open across re-renders
   loaded: false,
   reaper: null, // {suspended, since, wouldReap, online} or {suspended, detail} from /api/health
+  agentView: null, // {oid, aid} while the agent view shows one managed agent
+  drafts: new Map(), // typed answers in the needs-input queue, by agent key, across re-renders
 };
+
+// Browser notifications: attention events waiting to be looked at, and those notified.
+const notices = { pending: [], sent: new Set() };
 
 const history = {
   events: [], // raw log events, oldest first
@@ -408,6 +425,7 @@ function applyEvent(type, data) {
       for (const [id, c] of state.commands) if (c.orchestratorId === data.id) state.commands.delete(id);
       break;
     case 'orchestrator.command': state.commands.set(data.id, data); break;
+    case 'orchestrator.attention': attentionChanged(data); break;
     case 'system.reaper': state.reaper = data; break;
     default: break;
   }
@@ -534,6 +552,10 @@ function render() {
   renderNav();
   renderReaper();
   renderOrchestrators();
+  if (state.view === 'inbox') renderInbox();
+  renderNotifyButton();
+  processNotices();
+  if (state.view === 'agent') renderAgentView();
   if (state.view === 'commands') renderCommands();
   if (state.view === 'agents') renderAgents();
   if (state.view === 'history') renderHistory();
@@ -557,6 +579,15 @@ function renderNav() {
   cc.textContent = String(pending);
   cc.setAttribute('aria-label', `${pending} pending`);
   $('#nav-agent-count').textContent = String(state.agents.size);
+  const waiting = waitingForInput().length;
+  const ic = $('#nav-input-count');
+  ic.hidden = waiting === 0;
+  ic.textContent = String(waiting);
+  ic.setAttribute('aria-label', `${waiting} waiting for input`);
+  // The tab's title counts them too: visible from another tab or window.
+  const here = state.view === 'agent' ? agentTitle() : VIEW_TITLES[state.view];
+  const title = `${waiting ? `(${waiting}) ` : ''}relay · ${here}`;
+  if (document.title !== title) document.title = title;
   for (const a of $$('.tabs a')) {
     if (a.dataset.view === state.view) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -676,14 +707,22 @@ function managedRow(o, m, live) {
   });
   const errs = ['restart', 'shutdown'].map((a) => inlineError(ckey(o.id, `${a}:${m.agentId}`)));
   const st = agentState(m);
-  return h('li', { class: `managed-agent state-${st}`, dataset: { agent: m.agentId, state: st } },
+  return h('li', {
+    class: `managed-agent state-${st}${m.attention ? ` attn-${m.attention}` : ''}`,
+    dataset: { agent: m.agentId, state: st, attention: m.attention || '' },
+  },
     h('div', { class: 'm-main' },
       stateBadge(st),
-      h('span', { class: 'm-name' }, name),
+      live ? h('a', {
+        class: 'm-name', href: agentHash(o.id, m.agentId), dataset: { fkey: `${o.id}:open:${m.agentId}` },
+        title: 'Open its terminal',
+      }, name) : h('span', { class: 'm-name' }, name),
       badge(m.provider, `provider ${m.provider}`),
-      m.approvalMode && m.approvalMode !== 'guarded' ? badge(m.approvalMode, 'mode') : null),
+      m.approvalMode && m.approvalMode !== 'guarded' ? badge(m.approvalMode, 'mode') : null,
+      attentionBadge(m)),
     h('div', { class: 'm-sub' },
       h('code', { class: 'm-cwd', title: m.cwd }, relPath(m.cwd, o.baseDir)),
+      m.branch ? h('span', { class: 'm-branch', title: m.worktree || '' }, ' · worktree ', h('code', {}, m.branch)) : null,
       m.tmuxSession && m.label ? h('span', { class: 'muted' }, ` · tmux ${m.tmuxSession}`) : null,
       m.startedAt ? h('span', { class: 'muted' }, ' · started ', live ? agoEl(m.startedAt) : fmtTime(m.startedAt)) : null),
     crashNote(m, live),
@@ -700,6 +739,7 @@ function commandSummary(c, o) {
     const where = c.cwd ? ` in ${relPath(c.cwd, orch?.baseDir)}` : '';
     return `spawn ${c.provider || ''}${c.label ? ` “${c.label}”` : ''}${where}`;
   }
+  if (c.kind === 'input') return `input ${inputText(c)} to ${target}`;
   return `${c.kind} ${target || 'all agents'}`;
 }
 
@@ -735,7 +775,7 @@ let confirmAction = null;
 function openConfirm({ title, body, ok, run }) {
   const dlg = $('#confirm-dialog');
   $('#confirm-title').textContent = title;
-  $('#confirm-body').replaceChildren(...body);
+  $('#confirm-body').replaceChildren(...body.filter(Boolean));
   $('#confirm-ok').textContent = ok;
   setError($('#confirm-error'), '');
   confirmAction = { run };
@@ -788,15 +828,21 @@ function confirmRemove(o) {
 
 function confirmShutdown(o, m) {
   const name = m.label || m.tmuxSession || m.agentId;
+  const remove = m.worktree ? h('input', { type: 'checkbox', id: 'confirm-remove-worktree' }) : null;
   openConfirm({
     title: `Shut down ${name}?`,
     body: [h('p', {}, 'The host stops this ', h('b', {}, m.provider), ' agent and its tmux session ',
-      h('code', {}, m.tmuxSession || m.agentId), '. Work not saved by the agent is lost.')],
+      h('code', {}, m.tmuxSession || m.agentId), '. Work not saved by the agent is lost.'),
+    remove ? h('label', { class: 'check' }, remove,
+      ' Also remove its worktree ', h('code', {}, m.branch || m.worktree),
+      ' if it has no uncommitted changes (the branch is kept)') : null],
     ok: 'Shut down',
     run: async () => {
       const key = ckey(o.id, `shutdown:${m.agentId}`);
+      const body = { action: 'shutdown', agentId: m.agentId };
+      if (remove?.checked) body.removeWorktree = true;
       const res = await withBusy(key, () => api('POST',
-        `/api/orchestrators/${encodeURIComponent(o.id)}/actions`, { action: 'shutdown', agentId: m.agentId }))
+        `/api/orchestrators/${encodeURIComponent(o.id)}/actions`, body))
         .catch((err) => { state.errors.delete(key); throw err; });
       if (res && res.command) state.commands.set(res.command.id, res.command);
       announce(`Shutdown of ${name} requested.`);
@@ -807,6 +853,8 @@ function confirmShutdown(o, m) {
 // --- spawn dialog
 
 const spawn = { orchId: null, dirsFor: null, dirFilter: '' };
+const SPAWN_ERRORS = ['#spawn-error', '#spawn-cwd-error', '#spawn-provider-error', '#spawn-prompt-error',
+  '#spawn-label-error', '#spawn-worktree-error', '#spawn-resume-error'];
 
 function onlineOrchs() {
   return orchList().filter((o) => o.status === 'online');
@@ -818,9 +866,8 @@ function openSpawn(orchId) {
   spawn.orchId = online.some((o) => o.id === orchId) ? orchId : online[0]?.id || null;
   spawn.dirsFor = null;
   $('#spawn-form').reset();
-  for (const id of ['#spawn-error', '#spawn-cwd-error', '#spawn-provider-error', '#spawn-prompt-error', '#spawn-label-error']) {
-    setError($(id), '');
-  }
+  for (const id of SPAWN_ERRORS) setError($(id), '');
+  $('#spawn-branch').disabled = true;
   const opener = document.activeElement;
   dlg.addEventListener('close', () => { if (opener && opener.isConnected) opener.focus(); }, { once: true });
   refreshSpawnDialog(true);
@@ -952,6 +999,10 @@ function initSpawn() {
     spawn.dirFilter = rel === '.' || rel === typed ? (typed.startsWith('/') ? '' : typed) : rel;
     renderDirs(state.orchestrators.get(spawn.orchId));
   });
+  $('#spawn-worktree').addEventListener('change', (ev) => {
+    $('#spawn-branch').disabled = !ev.target.checked;
+    setError($('#spawn-worktree-error'), '');
+  });
   $('#spawn-prompt').addEventListener('input', (ev) => {
     $('#spawn-prompt-count').textContent = `${ev.target.value.length} / 4000`;
   });
@@ -959,9 +1010,7 @@ function initSpawn() {
     ev.preventDefault();
     const o = state.orchestrators.get(spawn.orchId);
     if (!o) return;
-    for (const id of ['#spawn-error', '#spawn-cwd-error', '#spawn-provider-error', '#spawn-prompt-error', '#spawn-label-error']) {
-      setError($(id), '');
-    }
+    for (const id of SPAWN_ERRORS) setError($(id), '');
     const form = new FormData($('#spawn-form'));
     const provider = form.get('provider');
     if (!provider) { setError($('#spawn-provider-error'), 'Choose a provider.'); return; }
@@ -972,6 +1021,12 @@ function initSpawn() {
     if (label) body.label = label;
     const prompt = String(form.get('prompt') || '').trim();
     if (prompt && provider === 'claude') body.prompt = prompt;
+    if ($('#spawn-worktree').checked) {
+      const branch = String(form.get('branch') || '').trim();
+      body.worktree = branch ? { branch } : {};
+    }
+    const resume = String(form.get('resume') || '').trim();
+    if (resume) body.resume = resume;
     const btn = $('#spawn-submit');
     btn.disabled = true;
     btn.textContent = 'Spawning…';
@@ -984,10 +1039,15 @@ function initSpawn() {
     } catch (err) {
       // Put the relay's sentence next to the field it names.
       const m = err.message.toLowerCase();
-      const target = /\bcwd\b|base ?dir|director/.test(m) ? '#spawn-cwd-error'
-        : /provider/.test(m) ? '#spawn-provider-error'
-          : /prompt/.test(m) ? '#spawn-prompt-error'
-            : /label/.test(m) ? '#spawn-label-error' : '#spawn-error';
+      const fields = [
+        [/worktree|branch|\bgit\b/, '#spawn-worktree-error'],
+        [/resume|session/, '#spawn-resume-error'],
+        [/\bcwd\b|base ?dir|director/, '#spawn-cwd-error'],
+        [/provider/, '#spawn-provider-error'],
+        [/prompt/, '#spawn-prompt-error'],
+        [/label/, '#spawn-label-error'],
+      ];
+      const target = fields.find(([re]) => re.test(m))?.[1] || '#spawn-error';
       setError($(target), err.message);
     } finally {
       btn.textContent = 'Spawn';
@@ -1020,8 +1080,11 @@ function commandRow(c) {
   const details = [];
   if (c.kind === 'spawn') {
     if (c.approvalMode) details.push(c.approvalMode);
+    if (c.worktree) details.push(`worktree ${c.worktree.branch || '(new branch)'}`);
+    if (c.resume) details.push(`resumes ${c.resume}`);
     if (c.prompt) details.push(`prompt: ${c.prompt.length > 60 ? `${c.prompt.slice(0, 60)}…` : c.prompt}`);
   }
+  if (c.removeWorktree) details.push('removes its worktree if clean');
   return h('tr', { class: `cmd ${c.status}`, dataset: { command: c.id } },
     td('Status', statusBadge(c.status)),
     td('Command', h('b', {}, c.kind), ' ', c.provider ? badge(c.provider, `provider ${c.provider}`) : null,
@@ -1031,14 +1094,17 @@ function commandRow(c) {
       ? [c.label ? h('b', {}, c.label) : null, c.label ? ' ' : null,
         h('code', { title: c.cwd || o?.baseDir }, relPath(c.cwd || o?.baseDir || '', o?.baseDir) || '.'),
         details.length ? h('div', { class: 'muted small-text' }, details.join(' · ')) : null]
-      : (c.agentId || 'all agents')),
+      : [agentLink(c.orchestratorId, c.agentId) || 'all agents',
+        c.kind === 'input' ? h('div', { class: 'input-text' }, inputText(c)) : null,
+        details.length ? h('div', { class: 'muted small-text' }, details.join(' · ')) : null]),
     td('Requested', agoEl(c.requestedAt), c.requestedBy ? h('div', { class: 'muted small-text' }, `by ${c.requestedBy}`) : null),
     td('Result',
       c.status === 'pending' ? h('span', { class: 'muted' }, 'waiting for the host…')
         : c.status === 'running' ? h('span', { class: 'muted' }, 'started on the host ', agoEl(c.startedAt), '…')
         : c.status === 'expired' ? expiredNote(c)
         : error ? h('span', { class: 'error-text' }, error)
-          : h('span', {}, c.status === 'done' ? 'done' : c.status, result.agentId || c.resultAgentId ? ` · ${result.agentId || c.resultAgentId}` : '',
+          : h('span', {}, c.status === 'done' ? 'done' : c.status,
+            result.agentId || c.resultAgentId ? [' · ', agentLink(c.orchestratorId, result.agentId || c.resultAgentId)] : '',
             result.at || result.completedAt ? [' · ', agoEl(result.at || result.completedAt)] : null)));
 }
 
@@ -1266,6 +1332,10 @@ function eventDetail(e) {
     if (who) bits.push(e.entityKind ? `${e.entityKind} ${who}` : String(who));
     if (d.hostname && d.hostname !== who) bits.push(d.hostname);
   }
+  if (d.agentId && !d.sender && d.agentId !== e.entityId) bits.push(`agent ${d.agentId}`);
+  if (d.attention) bits.push(`attention ${d.attention}`);
+  if (typeof d.reason === 'string') bits.push(d.reason);
+  if (typeof d.text === 'string') bits.push(inputText(d));
   if (d.provider) bits.push(d.provider);
   if (d.action) bits.push(d.action);
   if (d.status) bits.push(d.status);
@@ -1400,12 +1470,420 @@ function renderPast() {
   $('#past-agents').replaceChildren(...past.agents.map((a) => agentRow(a, false)));
 }
 
+// ---------------------------------------------------------------- agents at work (issue 16)
+
+const agentKey = (oid, aid) => `${oid}\u0000${aid}`;
+const agentHash = (oid, aid) => `#agent/${encodeURIComponent(oid)}/${encodeURIComponent(aid)}`;
+const agentName = (m) => m.label || m.tmuxSession || m.agentId;
+
+function findManaged(oid, aid) {
+  const o = state.orchestrators.get(oid);
+  return [o, (o?.managedAgents || []).find((m) => m.agentId === aid)];
+}
+
+/** A link to an agent's view while its host still manages it; otherwise its id. */
+function agentLink(oid, aid) {
+  if (!aid) return null;
+  const [, m] = findManaged(oid, aid);
+  return m ? h('a', { href: agentHash(oid, aid) }, agentName(m)) : aid;
+}
+
+/** What an input command types, as a person reads it: “y” ⏎. */
+function inputText(c) {
+  const text = c.text ? `“${c.text.length > 80 ? `${c.text.slice(0, 80)}…` : c.text}”` : '';
+  return `${text}${c.enter === false ? '' : `${text ? ' ' : ''}⏎`}` || '“”';
+}
+
+const ATTENTION_TEXT = {
+  input: ['waiting for input', 'it asked a question and waits for a person'],
+  idle: ['idle', 'its terminal has been quiet and asks nothing the host recognises'],
+};
+
+function attentionBadge(m) {
+  const t = ATTENTION_TEXT[m.attention];
+  if (!t) return null;
+  return h('span', {
+    class: `badge attn attn-${m.attention}`,
+    title: `${t[1]}${m.attentionReason ? ` (${m.attentionReason})` : ''}`,
+  }, t[0]);
+}
+
+/** Every agent across the fleet that waits for a person, oldest question first. */
+function waitingForInput() {
+  const out = [];
+  for (const o of state.orchestrators.values()) {
+    for (const m of o.managedAgents || []) if (m.attention === 'input') out.push({ o, m });
+  }
+  return out.sort((a, b) => (a.m.attentionSince || 0) - (b.m.attentionSince || 0)
+    || (a.o.hostname || a.o.id).localeCompare(b.o.hostname || b.o.id)
+    || a.m.agentId.localeCompare(b.m.agentId));
+}
+
+/**
+ * orchestrator.attention: one managed agent as /api/managed-agents lists it. The
+ * orchestrator's own event at the same position carries it too; merging keeps the
+ * page right even if a stream narrowed to this family ever arrives alone.
+ */
+function attentionChanged(d) {
+  const o = state.orchestrators.get(d.orchestratorId);
+  if (o) {
+    const { orchestratorId, hostname, orchestratorStatus, ...m } = d;
+    const list = (o.managedAgents || []).map((x) => (x.agentId === m.agentId ? { ...x, ...m } : x));
+    state.orchestrators.set(o.id, { ...o, managedAgents: list });
+  }
+  if (d.attention === 'input') notices.pending.push(d);
+}
+
+/** Input commands sent to one agent, newest first. */
+function inputsTo(oid, aid) {
+  return [...state.commands.values()]
+    .filter((c) => c.kind === 'input' && c.orchestratorId === oid && c.agentId === aid)
+    .sort((a, b) => (b.requestedAt || 0) - (a.requestedAt || 0));
+}
+
+/** The answer in flight for the question an agent asks now (sent since it asked), if any. */
+function answerTo(o, m) {
+  return inputsTo(o.id, m.agentId).find((c) => (c.requestedAt || 0) >= (m.attentionSince || 0)) || null;
+}
+
+/** A status badge and what was typed: the command's state as the host reports it. */
+function inputStatus(c) {
+  const error = c.result?.error || c.error;
+  return h('span', { class: 'input-status', dataset: { command: c.id, status: c.status } },
+    statusBadge(c.status), ' ', h('span', { class: 'input-text' }, inputText(c)),
+    c.status === 'expired' ? [' · ', expiredNote(c)] : null,
+    error ? [' · ', h('span', { class: 'error-text' }, error)] : null);
+}
+
+/**
+ * Answers the question's own words suggest: y and n for "[y/N]", "(y/n)", "yes/no".
+ * Always offered besides: Enter alone, and a text field.
+ */
+function quickAnswers(m) {
+  const tail = (m.attentionExcerpt || '').split('\n').slice(-4).join('\n');
+  return /\[\s*y\s*\/\s*n\s*\]|\(\s*y\s*\/\s*n\s*\)|\byes\s*\/\s*no\b/i.test(tail) ? ['y', 'n'] : [];
+}
+
+async function sendInput(o, m, text, enter) {
+  const key = ckey(o.id, `input:${m.agentId}`);
+  const res = await withBusy(key, () => api('POST', `/api/orchestrators/${encodeURIComponent(o.id)}/actions`,
+    { action: 'input', agentId: m.agentId, text, enter }));
+  if (res && res.command) state.commands.set(res.command.id, res.command);
+  announce(`Sent ${inputText({ text, enter })} to ${agentName(m)}.`);
+  return res;
+}
+
+/** The one-click answers of a waiting agent (queue and agent view alike). */
+function answerControls(o, m, where) {
+  const key = ckey(o.id, `input:${m.agentId}`);
+  const busy = state.busy.has(key) || o.status !== 'online';
+  const dk = agentKey(o.id, m.agentId);
+  const field = h('input', {
+    type: 'text', class: 'answer-text', autocomplete: 'off', spellcheck: 'false', maxlength: '4000',
+    'aria-label': `Answer for ${agentName(m)}`, placeholder: 'Answer…',
+    dataset: { fkey: `${where}:${dk}:text` },
+  });
+  field.value = state.drafts.get(dk) || '';
+  field.addEventListener('input', () => state.drafts.set(dk, field.value));
+  const send = (text, enter) => sendInput(o, m, text, enter)
+    .then(() => { if (text === field.value) state.drafts.delete(dk); })
+    .catch(() => { /* shown inline */ });
+  const form = h('form', {
+    class: 'answer', novalidate: true,
+    onsubmit: (ev) => { ev.preventDefault(); send(field.value, true); },
+  },
+  quickAnswers(m).map((a) => h('button', {
+    type: 'button', class: 'small quick', disabled: busy, dataset: { fkey: `${where}:${dk}:${a}` },
+    'aria-label': `Answer ${a} to ${agentName(m)}`, onclick: () => send(a, true),
+  }, a)),
+  h('button', {
+    type: 'button', class: 'small quick', disabled: busy, dataset: { fkey: `${where}:${dk}:enter` },
+    'aria-label': `Press Enter in ${agentName(m)}`, onclick: () => send('', true),
+  }, 'Enter ⏎'),
+  field,
+  h('button', { type: 'submit', class: 'small primary', disabled: busy, dataset: { fkey: `${where}:${dk}:send` } }, 'Send'));
+  const sent = answerTo(o, m);
+  return [form,
+    o.status !== 'online' ? h('p', { class: 'muted small-text' }, 'Its host is offline: answers wait until it is back.') : null,
+    sent ? h('p', { class: 'answer-sent' }, 'Sent: ', inputStatus(sent)) : null,
+    inlineError(key)];
+}
+
+// --- the needs-input queue
+
+function renderInbox() {
+  const waiting = waitingForInput();
+  $('#inbox-empty').hidden = !state.loaded || waiting.length > 0;
+  const sig = ({ o, m }) => JSON.stringify([m, o.status, o.hostname, answerTo(o, m),
+    state.busy.has(ckey(o.id, `input:${m.agentId}`)), state.errors.get(ckey(o.id, `input:${m.agentId}`))]);
+  reconcile($('#inbox-list'), waiting, ({ o, m }) => agentKey(o.id, m.agentId), sig, inboxItem);
+}
+
+function inboxItem({ o, m }) {
+  const lines = (m.attentionExcerpt || '').split('\n');
+  return h('li', { class: 'inbox-item card', dataset: { agent: m.agentId, orchestrator: o.id } },
+    h('header', { class: 'card-head' },
+      h('div', { class: 'titles' },
+        h('h2', {}, h('a', { href: agentHash(o.id, m.agentId), dataset: { fkey: `inbox:${o.id}:${m.agentId}:open` } },
+          agentName(m))),
+        h('div', { class: 'sub muted' }, badge(m.provider, `provider ${m.provider}`), ' on ',
+          h('b', {}, o.hostname || o.id), ' · asked ', agoEl(m.attentionSince))),
+      h('a', { class: 'small-link', href: agentHash(o.id, m.agentId) }, 'Terminal →')),
+    m.attentionReason ? h('p', { class: 'attn-reason' }, m.attentionReason) : null,
+    lines.some((l) => l.trim()) ? h('pre', { class: 'excerpt', 'aria-label': 'The last lines it printed' },
+      lines.slice(-12).join('\n')) : null,
+    answerControls(o, m, 'inbox'));
+}
+
+// --- one agent's view: its terminal, facts and answers
+
+let terminal = null; // the AgentTerminal on show, with .key
+
+function agentTitle() {
+  const v = state.agentView;
+  if (!v) return 'agent';
+  const [, m] = findManaged(v.oid, v.aid);
+  return m ? agentName(m) : v.aid;
+}
+
+/** Open the agent view's terminal, or close it when the view goes. */
+function syncTerminal() {
+  const v = state.view === 'agent' ? state.agentView : null;
+  const key = v ? agentKey(v.oid, v.aid) : null;
+  if (terminal && terminal.key === key) return;
+  if (terminal) terminal.close();
+  terminal = null;
+  setTermStatus('idle');
+  if (!v) return;
+  $('#input-text').value = '';
+  setError($('#input-error'), '');
+  terminal = new AgentTerminal($('#term-box'), setTermStatus, token);
+  terminal.key = key;
+  terminal.open(`/api/orchestrators/${encodeURIComponent(v.oid)}/agents/${encodeURIComponent(v.aid)}/output`);
+}
+
+function setTermStatus(st, detail = '') {
+  const el = $('#term-status');
+  el.dataset.state = st;
+  const text = st === 'idle' ? '' : `${TERMINAL_STATES[st] || st}${detail ? `: ${detail}` : ''}`;
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function renderAgentView() {
+  const v = state.agentView;
+  if (!v) return;
+  const [o, m] = findManaged(v.oid, v.aid);
+  const gone = $('#agent-gone');
+  gone.hidden = Boolean(m) || !state.loaded;
+  if (!gone.hidden) {
+    gone.textContent = o ? `${o.hostname || o.id} manages no agent ${v.aid} now: it was shut down, or it ended.`
+      : `There is no orchestrator ${v.oid} now.`;
+  }
+  $('#h-agent').textContent = m ? agentName(m) : v.aid;
+  const online = o?.status === 'online';
+  $('#input-send').disabled = !m || !online;
+  $('#input-send').title = m && !online ? 'Its host is offline' : '';
+  const sig = JSON.stringify([m, o?.status, o?.hostname, o?.baseDir, inputsTo(v.oid, v.aid),
+    [...state.busy].filter((k) => k.startsWith(`${v.oid}\u0000`)),
+    [...state.errors].filter(([k]) => k.startsWith(`${v.oid}\u0000`))]);
+  const box = $('#agent-facts');
+  if (box._sig === sig) return;
+  box._sig = sig;
+  const active = document.activeElement?.dataset?.fkey;
+  if (!m) {
+    $('#agent-badges').replaceChildren();
+    $('#agent-actions').replaceChildren();
+    box.replaceChildren();
+    $('#agent-attention').hidden = true;
+  } else {
+    const st = agentState(m);
+    $('#agent-badges').replaceChildren(...[stateBadge(st), badge(m.provider, `provider ${m.provider}`),
+      m.approvalMode ? badge(m.approvalMode, m.approvalMode === 'guarded' ? '' : 'mode') : null,
+      attentionBadge(m)].filter(Boolean));
+    const actions = ['restart', 'shutdown'].map((action) => {
+      const busy = state.busy.has(ckey(o.id, `${action}:${m.agentId}`));
+      const label = action === 'restart' ? 'Restart' : 'Shutdown';
+      return h('button', {
+        type: 'button', class: action === 'shutdown' ? 'danger-text' : '', disabled: busy || !online,
+        dataset: { fkey: `agent:${action}` }, title: online ? null : 'Its host is offline',
+        onclick: () => (action === 'shutdown' ? confirmShutdown(o, m) : runAction(o, m, action)),
+      }, busy ? `${label}…` : label);
+    });
+    $('#agent-actions').replaceChildren(...actions,
+      ...['restart', 'shutdown'].map((a) => inlineError(ckey(o.id, `${a}:${m.agentId}`))).filter(Boolean));
+    const fact = (label, ...value) => h('div', {}, h('dt', {}, label), h('dd', {}, ...value));
+    const copyable = (text, what) => [h('code', { class: 'copy-value' }, text), ' ',
+      h('button', {
+        type: 'button', class: 'small ghost', 'aria-label': `Copy ${what}`, dataset: { fkey: `agent:copy:${what}` },
+        onclick: () => copyText(text, what),
+      }, 'Copy')];
+    box.replaceChildren(...[
+      fact('Host', h('b', {}, o.hostname || o.id), ' ', statusBadge(o.status)),
+      fact('Working directory', h('code', { title: m.cwd }, m.cwd || '–')),
+      fact('Worktree', m.worktree ? h('code', { class: 'worktree', title: m.worktree }, relPath(m.worktree, o.baseDir))
+        : h('span', { class: 'muted' }, 'none')),
+      fact('Branch', m.branch ? h('code', { class: 'branch' }, m.branch) : h('span', { class: 'muted' }, '–')),
+      fact('Session', m.sessionId ? copyable(m.sessionId, 'session id')
+        : h('span', { class: 'muted', title: 'the provider has not told its session id' }, 'unknown')),
+      fact('tmux', m.tmuxSession ? copyable(`tmux -L relay attach -t ${m.tmuxSession}`, 'tmux command')
+        : h('span', { class: 'muted' }, '–')),
+      fact('Started', m.startedAt ? agoEl(m.startedAt) : h('span', { class: 'muted' }, '–')),
+      crashNote(m, true) ? fact('Restarts', crashNote(m, true)) : null,
+    ].filter(Boolean));
+    const attn = $('#agent-attention');
+    attn.hidden = !m.attention;
+    if (m.attention === 'input') {
+      attn.className = 'attention-box input';
+      attn.replaceChildren(h('p', {}, h('b', {}, 'Waiting for input'), ' since ', agoEl(m.attentionSince),
+        m.attentionReason ? [' · ', h('span', { class: 'attn-reason' }, m.attentionReason)] : null),
+      ...answerControls(o, m, 'agent').filter(Boolean));
+    } else if (m.attention === 'idle') {
+      attn.className = 'attention-box idle';
+      attn.replaceChildren(h('p', {}, h('b', {}, 'Idle'), ' since ', agoEl(m.attentionSince),
+        m.attentionReason ? [' · ', m.attentionReason] : null));
+    }
+  }
+  const inputs = inputsTo(v.oid, v.aid).slice(0, 8);
+  $('#input-none').hidden = inputs.length > 0;
+  $('#input-list').replaceChildren(...inputs.map((c) => h('li', {}, inputStatus(c), ' · ', agoEl(c.requestedAt),
+    c.requestedBy ? h('span', { class: 'muted' }, ` · by ${c.requestedBy}`) : null)));
+  if (active) $(`[data-fkey="${CSS.escape(active)}"]`)?.focus();
+}
+
+async function copyText(text, what) {
+  try {
+    await navigator.clipboard.writeText(text);
+    announce(`Copied the ${what}.`);
+  } catch {
+    announce(`Could not copy; select the ${what} and press Ctrl+C.`, 'warn');
+  }
+}
+
+function initAgentView() {
+  $('#input-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const v = state.agentView;
+    const [o, m] = v ? findManaged(v.oid, v.aid) : [];
+    if (!o || !m) return;
+    const input = $('#input-text');
+    const text = input.value;
+    const enter = $('#input-enter').checked;
+    setError($('#input-error'), '');
+    if (!text && !enter) {
+      setError($('#input-error'), 'Type something, or tick “Send with Enter” to press Enter alone.');
+      return;
+    }
+    const btn = $('#input-send');
+    btn.disabled = true;
+    try {
+      await sendInput(o, m, text, enter);
+      if (input.value === text) input.value = '';
+    } catch (err) {
+      state.errors.delete(ckey(o.id, `input:${m.agentId}`)); // shown under the box instead
+      setError($('#input-error'), err.message);
+    } finally {
+      btn.disabled = false;
+      scheduleRender();
+    }
+  });
+}
+
+// --- browser notifications (opt-in)
+
+const canNotify = () => 'Notification' in window;
+
+function notifyEnabled() {
+  return canNotify() && Notification.permission === 'granted' && localStorage.getItem(NOTIFY_KEY) === 'on';
+}
+
+const BELL_ICON = '<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true"><path fill="currentColor" '
+  + 'd="M8 1.5a4 4 0 0 0-4 4v2.6L2.6 10.5v1h10.8v-1L12 8.1V5.5a4 4 0 0 0-4-4zM6.3 12.5a1.7 1.7 0 0 0 3.4 0z"/></svg>';
+
+function renderNotifyButton() {
+  const btn = $('#notify-btn');
+  btn.hidden = !canNotify();
+  if (btn.hidden) return;
+  const denied = Notification.permission === 'denied';
+  const on = notifyEnabled();
+  const text = denied ? 'Notifications blocked' : on ? 'Notifications on' : 'Notify me';
+  if ($('#notify-text').textContent !== text) $('#notify-text').textContent = text;
+  btn.disabled = denied;
+  btn.setAttribute('aria-pressed', String(on));
+  btn.title = denied ? 'This browser blocks notifications from this page: allow them in its site settings.'
+    : on ? 'You are notified when an agent waits for input while this page is not in front. Click to stop.'
+      : 'Get a browser notification when an agent waits for input.';
+}
+
+function initNotify() {
+  const btn = $('#notify-btn');
+  btn.querySelector('.bell').innerHTML = BELL_ICON;
+  btn.addEventListener('click', async () => {
+    if (!canNotify()) return;
+    if (notifyEnabled()) {
+      localStorage.setItem(NOTIFY_KEY, 'off');
+      announce('Notifications off.');
+    } else {
+      const answer = Notification.permission === 'granted' ? 'granted' : await Notification.requestPermission();
+      if (answer === 'granted') {
+        localStorage.setItem(NOTIFY_KEY, 'on');
+        announce('You will be notified when an agent waits for input.');
+      } else {
+        announce('Notifications were not allowed.', 'warn');
+      }
+    }
+    renderNotifyButton();
+  });
+}
+
+/**
+ * A notification per question (AgentAwaitingInput with attention input), once, and
+ * only while the agent still waits with it: a question already answered by the
+ * time the stream delivered both facts is not news. Only when the person opted in,
+ * and only when this page is not in front of them (then the badge says it).
+ */
+function processNotices() {
+  if (!notices.pending.length) return;
+  const list = notices.pending;
+  notices.pending = [];
+  if (!notifyEnabled() || (document.visibilityState === 'visible' && document.hasFocus())) return;
+  for (const d of list) {
+    const [o, m] = findManaged(d.orchestratorId, d.agentId);
+    if (!m || m.attention !== 'input' || m.attentionSince !== d.attentionSince) continue;
+    const key = `${agentKey(o.id, m.agentId)}@${m.attentionSince}`;
+    if (notices.sent.has(key)) continue;
+    notices.sent.add(key);
+    const last = (m.attentionExcerpt || '').split('\n').filter((l) => l.trim()).pop() || m.attentionReason || '';
+    try {
+      const n = new Notification(`${agentName(m)} needs input`, {
+        body: `${o.hostname || o.id}: ${last}`, tag: agentKey(o.id, m.agentId),
+      });
+      n.onclick = () => {
+        window.focus();
+        location.hash = agentHash(o.id, m.agentId);
+        n.close();
+      };
+    } catch { /* e.g. a browser that only notifies from a service worker: the badge remains */ }
+  }
+}
+
 // ---------------------------------------------------------------- routing & init
 
-function showView(view) {
-  state.view = VIEWS.includes(view) ? view : 'orchestrators';
+function showView(hash) {
+  // #agent/<orchestrator id>/<agent id> is one agent's view; the others are names.
+  const [view, ...rest] = hash.split('/');
+  if (view === 'agent' && rest.length === 2) {
+    try {
+      state.agentView = { oid: decodeURIComponent(rest[0]), aid: decodeURIComponent(rest[1]) };
+    } catch {
+      state.agentView = null;
+    }
+  } else {
+    state.agentView = null;
+  }
+  state.view = view === 'agent' ? (state.agentView ? 'agent' : 'orchestrators')
+    : VIEWS.includes(view) ? view : 'orchestrators';
   for (const sec of $$('.view')) sec.hidden = sec.dataset.view !== state.view;
-  document.title = `relay · ${state.view}`;
+  syncTerminal();
   if (state.view === 'history') {
     history.pastFor = null;
     loadLog();
@@ -1465,6 +1943,8 @@ function init() {
   initConfirm();
   initSpawn();
   initControls();
+  initAgentView();
+  initNotify();
   showView(location.hash.slice(1));
   setInterval(tick, 1000);
   start();
