@@ -299,14 +299,18 @@ class PostgresSegments:
         archiving the same epochs). Work done twice would still be safe (every
         phase is idempotent and checked), only wasted.
         """
+        # The key is the log's schema hashed with ours: logs in other schemas of the same
+        # database (other relays, parallel tests) never hold each other's lock.
+        lock = "hashtextextended(%s, %s)"
+        key = (self.datastore.schema or "public", ADVISORY_KEY)
         with self.datastore.get_connection() as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (ADVISORY_KEY,)).fetchone()
+            row = conn.execute(f"SELECT pg_try_advisory_lock({lock}) AS got", key).fetchone()
             got = bool(row["got"] if isinstance(row, dict) else row[0])
             try:
                 yield got
             finally:
                 if got:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+                    conn.execute(f"SELECT pg_advisory_unlock({lock})", key)
                     conn.commit()
 
     def bytes_on_disk(self) -> int:
