@@ -395,6 +395,21 @@ def agent_base_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: environ[k] for k in BASE_ENV_KEYS if k in environ}
 
 
+def environment() -> dict[str, str]:
+    """A copy of the daemon's environment: the host side's one read of it.
+
+    ``relay host`` reads it once at start and passes the mapping down, as the
+    server's ``relay.config.environment`` does (tests/ops/test_env_in_config.py).
+    """
+    return dict(os.environ)
+
+
+def forget_token() -> None:
+    """Drop ``RELAY_TOKEN`` from this process's environment once it has been read,
+    so nothing the daemon starts (tmux, git, an agent) can inherit it."""
+    os.environ.pop("RELAY_TOKEN", None)
+
+
 def tmux_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of every tmux client the daemon runs.
 
