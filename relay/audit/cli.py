@@ -31,7 +31,7 @@ from relay.audit.verify import TreeHead, VerifyState, verify
 from relay.config import LogLocation, Settings, environment, log_location, state_home
 from relay.domain.agent import Agent
 from relay.domain.orchestrator import Orchestrator
-from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX
+from relay.domain.rules import orchestrator_of_agent_id
 from relay.projections.readmodels import ReadModels
 
 HIDDEN_FIELDS = frozenset(
@@ -187,8 +187,8 @@ def _aggregates(entity_id: str) -> list[tuple[str, str, Any]]:
         ("orchestrator", entity_id, Orchestrator.create_id(entity_id)),
         ("agent", entity_id, Agent.create_id(entity_id)),
     ]
-    if entity_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
-        oid = entity_id[len(ORCHESTRATOR_AGENT_PREFIX) :]
+    oid = orchestrator_of_agent_id(entity_id)  # an orchestrator's own agent record follows it
+    if oid is not None:
         out.append(("orchestrator", oid, Orchestrator.create_id(oid)))
     return out
 

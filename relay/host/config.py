@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.domain.rules import MAX_ORCHESTRATOR_ID_CHARS
+
 KNOWN_PROVIDERS = ("claude", "codex")
 APPROVAL_MODES = ("open", "guarded", "read-only")
 
@@ -467,8 +469,8 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-# The relay's rule: its agent id ``orchestrator-<id>`` must fit 120 characters too.
-MAX_ORCHESTRATOR_ID = 120 - len("orchestrator-")
+# The relay's rule, shared rather than copied: its agent id ``orchestrator-<id>`` must fit too.
+MAX_ORCHESTRATOR_ID = MAX_ORCHESTRATOR_ID_CHARS
 
 
 def check_id(value: str, option: str, max_len: int = 120) -> str:
