@@ -22,15 +22,15 @@ from eventsourcing.utils import EnvType
 
 from relay import commands as c
 from relay.domain.agent import Agent
-from relay.domain.errors import NotFoundError, StoreUnavailableError
+from relay.domain.errors import ConflictError, NotFoundError, StoreUnavailableError
 from relay.domain.message import ACKED, DELETED, Broadcast, Message, check_fanout
 from relay.domain.orchestrator import Orchestrator
 from relay.domain.reaper import Reaper
 from relay.domain.rules import (
-    ORCHESTRATOR_AGENT_PREFIX,
     PROVIDERS,
     confine_cwd,
     orchestrator_agent_id,
+    orchestrator_of_agent_id,
 )
 from relay.domain.seal import LogSeal  # noqa: F401  (its stored topics must resolve)
 from relay.store.transcoder import OrjsonTranscoder
@@ -165,12 +165,18 @@ class RelayApp(Application):
             raise NotFoundError(f"no message {message_id!r}")
         return agg  # type: ignore[no-any-return]
 
+    def orchestrator_of_agent(self, agent_id: str) -> Orchestrator | None:
+        """The live orchestrator whose own agent record ``agent_id`` is, if any."""
+        oid = orchestrator_of_agent_id(agent_id)
+        if oid is None:
+            return None
+        o = self._get(Orchestrator, oid)
+        return None if o is None or o.removed else o  # type: ignore[no-any-return]
+
     def agent_present(self, agent_id: str) -> bool:
         """Whether an inbox exists for ``agent_id`` (an orchestrator's own agent included)."""
-        if agent_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
-            o = self._get(Orchestrator, agent_id[len(ORCHESTRATOR_AGENT_PREFIX) :])
-            if o is not None and not o.removed:
-                return True
+        if self.orchestrator_of_agent(agent_id) is not None:
+            return True
         a = self._get(Agent, agent_id)
         return a is not None and not a.removed
 
@@ -496,11 +502,22 @@ class RelayApp(Application):
         return None, [agg]
 
     def heartbeat_agent(self, cmd: c.HeartbeatAgent) -> tuple[Any, list[Any]]:
+        """An orchestrator is also an agent: a beat on its agent id is the orchestrator's."""
+        own = self.orchestrator_of_agent(cmd.agent_id)
+        if own is not None:
+            return self.heartbeat_orchestrator(c.HeartbeatOrchestrator(own.orchestrator_id, cmd.at))
         agg = self.agent(cmd.agent_id)
         agg.heartbeat(cmd.at)
         return None, [agg]
 
     def remove_agent(self, cmd: c.RemoveAgent) -> tuple[Any, list[Any]]:
+        """An orchestrator's own agent record goes only with the orchestrator."""
+        own = self.orchestrator_of_agent(cmd.agent_id)
+        if own is not None:
+            raise ConflictError(
+                f"agent {cmd.agent_id!r} is orchestrator {own.orchestrator_id!r}'s own record; "
+                "remove the orchestrator instead"
+            )
         agg = self.agent(cmd.agent_id)
         agg.remove(cmd.at)
         return None, [agg]

@@ -17,7 +17,7 @@ from pathlib import Path
 from attrs import evolve
 
 from relay import __version__
-from relay.config import Settings, SettingsError
+from relay.config import Settings, SettingsError, environment
 
 _METAVARS = {
     "data": "DIR",
@@ -350,11 +350,12 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
 def run_serve(args: argparse.Namespace) -> int:
     from relay import jsonlog
 
-    log_format = args.log_format or os.environ.get("RELAY_LOG_FORMAT") or "text"
+    env = environment()
+    log_format = args.log_format or env.get("RELAY_LOG_FORMAT") or "text"
     if log_format not in ("text", "json"):
         print(f"relay: RELAY_LOG_FORMAT must be text or json, not {log_format!r}", file=sys.stderr)
         return 2
-    log_level = (args.log_level or os.environ.get("RELAY_LOG_LEVEL") or "INFO").upper()
+    log_level = (args.log_level or env.get("RELAY_LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         print(
             f"relay: RELAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}",
@@ -366,7 +367,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # this user's alone: the log holds every label, prompt and message.
     os.umask(0o077)
     try:
-        settings = settings_from(args, dict(os.environ))
+        settings = settings_from(args, env)
     except SettingsError as e:
         print(f"relay: {e}", file=sys.stderr)
         return 2

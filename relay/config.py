@@ -2,11 +2,15 @@
 
 Nothing deeper in the code reads ``os.environ``; ``Settings.from_env`` takes
 the mapping it is given, so tests build settings without touching the process.
+This module is the only one on the server side that reads the process
+environment (``environment()``); tests/ops/test_env_in_config.py holds every
+other module to that, so a default can never be repeated somewhere else.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -224,6 +228,49 @@ class Settings:
     def keep_settled_ms(self) -> int | None:
         """How long settled commands and messages stay in memory (None: forever)."""
         return parse_duration_ms(self.keep_settled)
+
+
+def environment() -> dict[str, str]:
+    """A copy of the process environment: the one read of it that the relay makes.
+
+    Entry points (``relay serve``, ``relay audit``, ``relay token``) call this
+    once and pass the mapping down, so nothing below them depends on the process.
+    """
+    return dict(os.environ)
+
+
+@frozen
+class LogLocation:
+    """Where a log is, for the tools that only read it (``relay audit``)."""
+
+    store: str
+    data_dir: Path
+    postgres_dsn: str | None
+
+
+def log_location(
+    env: Mapping[str, str],
+    *,
+    store: str | None = None,
+    data_dir: Path | str | None = None,
+    postgres_dsn: str | None = None,
+) -> LogLocation:
+    """Flags over ``RELAY_STORE`` / ``RELAY_DATA`` / ``RELAY_POSTGRES_DSN`` over ``Settings``' defaults.
+
+    Not ``Settings.from_env``: a reader of the log must not be refused for a
+    setting only a server needs (a ``RELAY_HOST`` without a token, say).
+    """
+    default = Settings()
+    return LogLocation(
+        store=str(store or env.get("RELAY_STORE") or default.store),
+        data_dir=Path(data_dir or env.get("RELAY_DATA") or default.data_dir),
+        postgres_dsn=postgres_dsn or env.get("RELAY_POSTGRES_DSN") or default.postgres_dsn,
+    )
+
+
+def state_home(env: Mapping[str, str]) -> Path:
+    """``$XDG_STATE_HOME``, or ``~/.local/state`` when it is unset (XDG base directories)."""
+    return Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 
 
 def boolean(raw: str) -> bool:

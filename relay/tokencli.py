@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from relay.config import environment
 from relay.domain.rules import PROVIDERS
 
 DEFAULT_URL = "http://127.0.0.1:4850"
@@ -139,7 +140,7 @@ def _loopback(host: str) -> bool:
 
 def _call(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST ``body`` to the relay; the answer's JSON, or TokenCliError with the relay's words."""
-    env = dict(os.environ)
+    env = environment()
     url = _base_url(args, env) + path
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     token = _admin_token(args, env)

@@ -28,9 +28,10 @@ from relay.audit.epochs import sealed_epochs, tree_leaves
 from relay.audit.log import AppLog, LogReader, SqliteLog, iterate
 from relay.audit.replay import Replayer, snapshot
 from relay.audit.verify import TreeHead, VerifyState, verify
+from relay.config import LogLocation, Settings, environment, log_location, state_home
 from relay.domain.agent import Agent
 from relay.domain.orchestrator import Orchestrator
-from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX
+from relay.domain.rules import orchestrator_of_agent_id
 from relay.projections.readmodels import ReadModels
 
 HIDDEN_FIELDS = frozenset(
@@ -135,12 +136,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 # -- opening the log ----------------------------------------------------------------
 
 
+def _location(args: argparse.Namespace) -> LogLocation:
+    """The log the flags name, else the one ``RELAY_*`` names, else ``relay serve``'s default."""
+    return log_location(
+        environment(), store=args.store, data_dir=args.data, postgres_dsn=args.postgres_dsn
+    )
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data or os.environ.get("RELAY_DATA") or "./relay-data")
+    return _location(args).data_dir
 
 
 def _store(args: argparse.Namespace) -> str:
-    return str(args.store or os.environ.get("RELAY_STORE") or "sqlite")
+    return _location(args).store
 
 
 def open_log(args: argparse.Namespace) -> tuple[LogReader, bool]:
@@ -149,16 +157,17 @@ def open_log(args: argparse.Namespace) -> tuple[LogReader, bool]:
     from relay.store.archive import Archive, FileSegments, open_archive
     from relay.store.reader import LogReader as ReadThrough
 
-    if _store(args) == "postgres":
+    where = _location(args)
+    if where.store == "postgres":
         from relay.application import RelayApp
-        from relay.config import Settings
         from relay.store import store_env
 
-        dsn = args.postgres_dsn or os.environ.get("RELAY_POSTGRES_DSN")
-        settings = Settings(store="postgres", postgres_dsn=dsn, data_dir=_data_dir(args))
+        settings = Settings(
+            store="postgres", postgres_dsn=where.postgres_dsn, data_dir=where.data_dir
+        )
         app = RelayApp(store_env(settings))
         return ReadThrough(AppLog(app), open_archive(app, None)), False
-    folder = _data_dir(args)
+    folder = where.data_dir
     live = SqliteLog(folder)
     archive = Archive(FileSegments(folder, create=False))  # read-only: never creates the folder
     archive.refresh()
@@ -178,8 +187,8 @@ def _aggregates(entity_id: str) -> list[tuple[str, str, Any]]:
         ("orchestrator", entity_id, Orchestrator.create_id(entity_id)),
         ("agent", entity_id, Agent.create_id(entity_id)),
     ]
-    if entity_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
-        oid = entity_id[len(ORCHESTRATOR_AGENT_PREFIX) :]
+    oid = orchestrator_of_agent_id(entity_id)  # an orchestrator's own agent record follows it
+    if oid is not None:
         out.append(("orchestrator", oid, Orchestrator.create_id(oid)))
     return out
 
@@ -443,8 +452,7 @@ def default_state_path(data_dir: Path, env: Mapping[str, str] | None = None) -> 
     default ``~/.local/state/relay/verify/``), one file per data folder, named
     by a hash of its resolved path.
     """
-    env = os.environ if env is None else env
-    base = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    base = state_home(environment() if env is None else env)
     key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:20]
     return base / "relay" / "verify" / f"{key}.json"
 

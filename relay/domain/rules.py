@@ -86,6 +86,24 @@ def orchestrator_agent_id(orchestrator_id: str) -> str:
     return ORCHESTRATOR_AGENT_PREFIX + orchestrator_id
 
 
+def orchestrator_of_agent_id(agent_id: str) -> str | None:
+    """The orchestrator whose own agent record ``agent_id`` would be, or None.
+
+    The inverse of ``orchestrator_agent_id`` and the one place that reads the
+    prefix back: whether that orchestrator exists is for the caller to ask.
+    """
+    if agent_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
+        return agent_id[len(ORCHESTRATOR_AGENT_PREFIX) :]
+    return None
+
+
+def deadline_at(asked_seconds: float | None, most_seconds: float, at: int) -> int:
+    """When a command expires: a request may ask for a shorter deadline than the relay's,
+    never a longer one."""
+    seconds = most_seconds if asked_seconds is None else min(float(asked_seconds), most_seconds)
+    return at + int(seconds * 1000)
+
+
 def is_silent(last_seen: int, now: int, stale_after_ms: int, grace_from: int) -> bool:
     """Silent for longer than stale-after at ``now``: the one staleness rule.
 
@@ -213,7 +231,7 @@ def check_target(field: str, to: object) -> str:
 def check_agent_id(field: str, value: object) -> str:
     """An id an agent may register under: not an orchestrator's, not a message target."""
     aid = check_id(field, value)
-    if aid.startswith(ORCHESTRATOR_AGENT_PREFIX):
+    if orchestrator_of_agent_id(aid) is not None:
         raise InvalidInputError(
             field,
             f"ids starting with {ORCHESTRATOR_AGENT_PREFIX!r} are reserved for orchestrators; "

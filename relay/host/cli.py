@@ -26,6 +26,8 @@ from relay.host.config import (
     agent_base_env,
     check_id,
     default_state_path,
+    environment,
+    forget_token,
     is_loopback_url,
     parse_input_patterns,
     parse_providers,
@@ -66,7 +68,7 @@ def configure_parser(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
     """Add the host daemon's options to ``parser`` (defaults from the environment)."""
-    env = os.environ if environ is None else environ
+    env = environment() if environ is None else environ
     parser.add_argument("--relay", default=env.get("RELAY_URL"), metavar="URL",
                         help="the relay's base URL, e.g. http://relay:4850 (env RELAY_URL)")
     parser.add_argument("--id", dest="orchestrator_id", default=env.get("RELAY_HOST_ID"),
@@ -166,7 +168,7 @@ def _token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
 
 def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> HostConfig:
     """Validate the parsed arguments into a ``HostConfig`` (raises ``HostConfigError``)."""
-    env = os.environ if environ is None else environ
+    env = environment() if environ is None else environ
     token = _token(args, env)
     if not args.relay:
         raise HostConfigError("--relay URL is needed (or RELAY_URL)")
@@ -246,7 +248,7 @@ def run_notify(args: argparse.Namespace, environ: Mapping[str, str] | None = Non
     """
     from relay.host.notice import KEEP, hook_notice, write_notice
 
-    env = os.environ if environ is None else environ
+    env = environment() if environ is None else environ
     directory, agent_id = env.get("RELAY_NOTIFY_DIR"), env.get("RELAY_AGENT_ID")
     if not directory or not agent_id:
         print("relay host notify: not inside an agent of relay host (RELAY_NOTIFY_DIR or "
@@ -283,7 +285,7 @@ def run_host(args: argparse.Namespace) -> int:
         print(f"relay host: {exc}", file=sys.stderr)
         return 2
     # Read once; from now on nothing this process starts can inherit it.
-    os.environ.pop("RELAY_TOKEN", None)
+    forget_token()
     if args.once:
         print(json.dumps({
             "relay": config.relay_url,
@@ -302,7 +304,7 @@ def run_host(args: argparse.Namespace) -> int:
             "heartbeatEvery": config.heartbeat_every,
         }, indent=2))
         return 0
-    tmux = Tmux(config.tmux_socket, env=tmux_env(os.environ))
+    tmux = Tmux(config.tmux_socket, env=tmux_env(environment()))
     if not tmux.available():
         print("relay host: tmux is not installed (apt-get install tmux)", file=sys.stderr)
         return 2

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.domain.rules import MAX_ORCHESTRATOR_ID_CHARS
+
 KNOWN_PROVIDERS = ("claude", "codex")
 APPROVAL_MODES = ("open", "guarded", "read-only")
 
@@ -395,6 +397,21 @@ def agent_base_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: environ[k] for k in BASE_ENV_KEYS if k in environ}
 
 
+def environment() -> dict[str, str]:
+    """A copy of the daemon's environment: the host side's one read of it.
+
+    ``relay host`` reads it once at start and passes the mapping down, as the
+    server's ``relay.config.environment`` does (tests/ops/test_env_in_config.py).
+    """
+    return dict(os.environ)
+
+
+def forget_token() -> None:
+    """Drop ``RELAY_TOKEN`` from this process's environment once it has been read,
+    so nothing the daemon starts (tmux, git, an agent) can inherit it."""
+    os.environ.pop("RELAY_TOKEN", None)
+
+
 def tmux_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of every tmux client the daemon runs.
 
@@ -452,8 +469,8 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-# The relay's rule: its agent id ``orchestrator-<id>`` must fit 120 characters too.
-MAX_ORCHESTRATOR_ID = 120 - len("orchestrator-")
+# The relay's rule, shared rather than copied: its agent id ``orchestrator-<id>`` must fit too.
+MAX_ORCHESTRATOR_ID = MAX_ORCHESTRATOR_ID_CHARS
 
 
 def check_id(value: str, option: str, max_len: int = 120) -> str:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.host import launch
-from relay.host.config import tmux_env
+from relay.host.config import environment, tmux_env
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # tmux says this (or cannot connect) when no session exists on the socket yet.
@@ -123,7 +123,7 @@ class Tmux:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.socket = socket
-        self.env = dict(tmux_env(os.environ) if env is None else env)
+        self.env = dict(tmux_env(environment()) if env is None else env)
         self.binary = shutil.which(binary) or binary
 
     def available(self) -> bool:

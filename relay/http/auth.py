@@ -47,6 +47,7 @@ from aiohttp import web
 from relay.config import Settings
 from relay.http.errors import error_response
 from relay.http.keys import PRINCIPAL, SERVICE
+from relay.projections.queries import Queries
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -162,11 +163,11 @@ def authorize(request: web.Request, admin_token: bytes | None) -> str | web.Resp
     if admin_token is not None and hmac.compare_digest(raw, admin_token):
         return OPERATOR
     token_hash = hashlib.sha256(raw).hexdigest()
-    rm = request.app[SERVICE].rm
+    q = Queries(request.app[SERVICE].rm)
     own = _own_orchestrator(request)
-    if own is not None and hmac.compare_digest(token_hash, rm.token_hashes.get(own, "")):
+    if own is not None and hmac.compare_digest(token_hash, q.token_hash(own)):
         return f"orchestrator:{own}"
-    holder = rm.token_owner(token_hash)
+    holder = q.token_owner(token_hash)
     if holder is None:
         return _unauthorized(_WRONG_TOKEN)
     if _route_of(request) in DELEGATED_ROUTES:

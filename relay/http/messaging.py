@@ -19,13 +19,12 @@ from typing import Any
 from aiohttp import web
 
 from relay import commands as c
-from relay.domain.errors import NotFoundError, RelayError
+from relay.domain.errors import RelayError
 from relay.domain.message import broadcast_copy_id
 from relay.domain.rules import is_broadcast, orchestrator_agent_id
 from relay.http import parse
 from relay.http.auth import OPERATOR, principal
-from relay.http.routes import json, path_id, svc
-from relay.projections.messages import recipients
+from relay.http.routes import json, path_id, read, svc
 from relay.wire import shapes as w
 
 routes = web.RouteTableDef()
@@ -59,10 +58,7 @@ def act_as(request: web.Request, agent_id: str, what: str) -> None:
 
 
 def _message(request: web.Request, message_id: str) -> dict[str, Any]:
-    m = svc(request).rm.messages.by_id.get(message_id)
-    if m is None:
-        raise NotFoundError(f"no message {message_id!r}")
-    return m
+    return read(request).message(message_id)
 
 
 @routes.post("/api/messages")
@@ -71,16 +67,12 @@ async def send(request: web.Request) -> web.Response:
     m = await parse.body(request, w.MessageRequest)
     act_as(request, m.sender, "send messages")
     to = m.to
+    targets = read(request).recipients(to, m.sender)
     broadcast_id: str | None = None
     if is_broadcast(to):
         broadcast_id = str(uuid.uuid4())
-        targets = recipients(s.rm, to, m.sender)
-        if not targets:
-            raise NotFoundError(f"to: no agent matches {to!r} (a broadcast never reaches its sender)")
         deliveries = tuple(c.Delivery(broadcast_copy_id(broadcast_id, r), r) for r in targets)
     else:
-        if to not in s.rm.agents:
-            raise NotFoundError(f"to: no agent {to!r}")
         deliveries = (c.Delivery(str(uuid.uuid4()), to),)
     ids: list[str] = await s.execute(
         c.SendMessage(
@@ -90,10 +82,11 @@ async def send(request: web.Request) -> web.Response:
             at=s.now(),
         )
     )
+    q = read(request)
     if broadcast_id is None:
-        return json(s.rm.messages.by_id[ids[0]], status=201)
+        return json(q.message(ids[0]), status=201)
     # The message once, and who got it: not every copy (ADR 0014).
-    content = s.rm.messages.broadcasts[broadcast_id]["content"]
+    content = q.broadcast_content(broadcast_id)
     return json(
         {
             "id": broadcast_id,
@@ -102,7 +95,7 @@ async def send(request: web.Request) -> web.Response:
             "to": to,
             "status": "pending",
             "recipientCount": len(ids),
-            "recipients": [s.rm.messages.by_id[i]["recipient"] for i in ids],
+            "recipients": [q.message(i)["recipient"] for i in ids],
             "messageIds": ids,
         },
         status=201,
@@ -112,7 +105,7 @@ async def send(request: web.Request) -> web.Response:
 @routes.get("/api/messages")
 async def list_messages(request: web.Request) -> web.Response:
     q = parse.query(request, w.MessagesQuery)
-    page, nxt = svc(request).rm.messages.query(
+    page, nxt = read(request).messages(
         to=q.to,
         sender=q.sender,
         status=q.status,
@@ -187,10 +180,7 @@ async def release(request: web.Request) -> web.Response:
 
 @routes.get("/api/agents/{id}/inbox")
 async def inbox(request: web.Request) -> web.Response:
-    s = svc(request)
     agent_id = path_id(request)
     act_as(request, agent_id, "read the inbox")
-    if agent_id not in s.rm.agents:
-        raise NotFoundError(f"no agent {agent_id!r}")
     limit = parse.query(request, w.InboxQuery).limit
-    return json(s.rm.messages.inbox(agent_id)[:limit])
+    return json(read(request).inbox(agent_id, limit))

@@ -24,6 +24,7 @@ from relay.http.openapi_parts import (
     schema_of,
 )
 from relay.http.openapi_parts import body as _body
+from relay.http.sse.names import NAMES
 from relay.wire import shapes as w
 
 STR = {"type": "string"}
@@ -433,8 +434,7 @@ PATHS.update(
             "get": _log_op(
                 "streamEvents",
                 "The log's tail as Server-Sent Events. Each event has an `event:` name "
-                "(agent.status, agent.removed, orchestrator.status, orchestrator.removed, "
-                "orchestrator.command, orchestrator.attention, message.*), the entity as JSON "
+                "(" + ", ".join(n.name for n in NAMES.values()) + "), the entity as JSON "
                 "`data:` (" + openapi_attention.SSE_EVENTS + ") and an `id:` of "
                 "its own that increases: a log position can carry several events, so the last "
                 "event of position P has the id `P` and the earlier ones `P.0`, `P.1`, ... (K "

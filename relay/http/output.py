@@ -43,12 +43,13 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from relay.config import Settings
-from relay.domain.errors import InvalidInputError, NotFoundError, RelayError, TooLargeError
+from relay.domain.errors import InvalidInputError, RelayError, TooLargeError
 from relay.domain.rules import check_id
 from relay.http import parse
 from relay.http.errors import error_response
 from relay.http.keys import HUB, OUTPUT, SERVICE, SETTINGS
 from relay.http.sse import Subscriber, chunk
+from relay.projections.queries import Queries
 from relay.service import RelayService
 from relay.wire import shapes as w
 from relay.wire.declare import decode
@@ -367,10 +368,9 @@ class OutputHub:
         its client left) and end the streams of agents that are no longer managed."""
         while True:
             await asyncio.sleep(TICK)
-            rm = self.service.rm
+            q = Queries(self.service.rm)
             for oid, feeds in list(self.feeds.items()):
-                o = rm.orchestrators.get(oid)
-                managed = {m.get("agentId") for m in o["managedAgents"]} if o else set()
+                managed = q.managed_agent_ids(oid)
                 for aid, feed in list(feeds.items()):
                     gone = aid not in managed
                     for viewer in list(feed.viewers):
@@ -395,11 +395,7 @@ def _wants_frames(sub: Subscriber) -> bool:
 
 
 def _managed(s: RelayService, oid: str, aid: str) -> None:
-    o = s.rm.orchestrators.get(oid)
-    if o is None:
-        raise NotFoundError(f"no orchestrator {oid!r}")
-    if not any(m.get("agentId") == aid for m in o["managedAgents"]):
-        raise NotFoundError(f"orchestrator {oid!r} has no managed agent {aid!r}")
+    Queries(s.rm).require_managed(oid, aid)
 
 
 def _too_many(e: TooManyError) -> web.Response:
@@ -471,8 +467,7 @@ async def push(request: web.Request) -> web.Response:
     oid = check_id("id", request.match_info["id"])
     s = request.app[SERVICE]
     settings = request.app[SETTINGS]
-    if s.rm.orchestrators.get(oid) is None:
-        raise NotFoundError(f"no orchestrator {oid!r}")
+    Queries(s.rm).orchestrator(oid)  # NotFoundError for an unknown host
     most = settings.output_push_limit
     if request.content_length is not None and request.content_length > most:
         raise TooLargeError(_too_large(most))

@@ -22,12 +22,10 @@ from typing import Any
 from aiohttp import web
 
 from relay.audit.replay import Replayer
-from relay.domain.agent import Agent
-from relay.domain.errors import InvalidInputError, NotFoundError
-from relay.domain.orchestrator import Orchestrator
-from relay.domain.rules import ORCHESTRATOR_AGENT_PREFIX
+from relay.domain.errors import InvalidInputError
 from relay.http import parse
 from relay.http.keys import HUB, SERVICE
+from relay.projections.queries import Queries
 from relay.projections.readmodels import ReadModels
 from relay.wire import shapes as w
 
@@ -66,6 +64,11 @@ class PastModels:
             self._cache.popitem(last=False)
 
 
+async def queries(request: web.Request, position: int | None) -> Queries:
+    """The named queries over the live read models, or over those as of ``?at=``."""
+    return Queries(await read_models(request, position))
+
+
 async def read_models(request: web.Request, position: int | None) -> ReadModels:
     """The live read models, or those as of ``?at=<position>`` (decoded by the caller's query)."""
     service = request.app[SERVICE]
@@ -81,24 +84,10 @@ async def read_models(request: web.Request, position: int | None) -> ReadModels:
     return await request.app[HUB].past().at(position)
 
 
-def _aggregate(request: web.Request, kind: str, entity_id: str) -> tuple[Any, str, str]:
-    """(aggregate id, kind, natural id) of the entity a history URL names."""
-    rm = request.app[SERVICE].rm
-    if kind == "agent" and entity_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
-        oid = entity_id[len(ORCHESTRATOR_AGENT_PREFIX) :]
-        agg = Orchestrator.create_id(oid)
-        if agg.hex in rm.entities:
-            return agg, "orchestrator", oid  # an orchestrator's own agent record follows it
-    agg = (Agent if kind == "agent" else Orchestrator).create_id(entity_id)
-    if agg.hex not in rm.entities:
-        raise NotFoundError(f"no {kind} {entity_id!r} in the log")
-    return agg, kind, entity_id
-
-
 async def history(request: web.Request, kind: str, entity_id: str) -> dict[str, Any]:
     """One entity's events after ``?after=``, oldest first, paged like ``/api/log``."""
     service = request.app[SERVICE]
-    agg, _, _ = _aggregate(request, kind, entity_id)
+    agg, _, _ = Queries(service.rm).history_entity(kind, entity_id)
     page = parse.query(request, w.Page)
     reader = request.app[HUB].log()
     notes, nxt = await asyncio.get_running_loop().run_in_executor(

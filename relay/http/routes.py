@@ -1,8 +1,12 @@
 """Handlers: parse JSON into a command, call one service method, answer.
 
-No domain decision is made here. Every write is answered only after the
-service says it is durable and applied, so the read models queried for the
-answer already include it.
+No domain decision is made here: which host a spawn without one goes to is a
+query (``Queries.placement``), what a heartbeat or a removal on an
+orchestrator's own agent id means is the application's (``RelayApp``), a
+deadline's cap is a rule (``deadline_at``). Answers come from named queries
+(``relay.projections.queries``), never from the read models' insides. Every
+write is answered only after the service says it is durable and applied, so
+the read models queried for the answer already include it.
 """
 
 from __future__ import annotations
@@ -15,17 +19,12 @@ import orjson
 from aiohttp import web
 
 from relay import commands as c
-from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from relay.domain.placement import NoPlacementError, place
-from relay.domain.rules import (
-    INPUT_ACTION,
-    ORCHESTRATOR_AGENT_PREFIX,
-    check_id,
-    check_orchestrator_id,
-)
+from relay.domain.errors import ForbiddenError, InvalidInputError
+from relay.domain.rules import INPUT_ACTION, check_id, check_orchestrator_id, deadline_at
 from relay.http import parse, past
 from relay.http.auth import OPERATOR, hash_token, presented_token, principal
 from relay.http.keys import SERVICE
+from relay.projections.queries import Queries
 from relay.service import RelayService
 from relay.wire import shapes as w
 from relay.wire.declare import decode
@@ -39,6 +38,11 @@ def json(data: Any, status: int = 200) -> web.Response:
 
 def svc(request: web.Request) -> RelayService:
     return request.app[SERVICE]
+
+
+def read(request: web.Request) -> Queries:
+    """The named queries over the live read models."""
+    return Queries(request.app[SERVICE].rm)
 
 
 def path_id(request: web.Request, name: str = "id") -> str:
@@ -91,48 +95,32 @@ async def read_log(request: web.Request) -> web.Response:
 # -- agents ------------------------------------------------------------------------
 
 
-def _agent(s: RelayService, agent_id: str) -> dict[str, Any]:
-    agent = s.rm.agents.get(agent_id)
-    if agent is None:
-        raise NotFoundError(f"no agent {agent_id!r}")
-    return agent
-
-
 @routes.post("/api/agents")
 async def register_agent(request: web.Request) -> web.Response:
     s = svc(request)
     reg = await parse.body(request, w.AgentRegistration)
     await s.execute(c.RegisterAgent(**reg.command_fields(), at=s.now()))
-    return json(_agent(s, reg.id), status=201)
+    return json(read(request).agent(reg.id), status=201)
 
 
 @routes.get("/api/agents")
 async def list_agents(request: web.Request) -> web.Response:
     q = parse.query(request, w.AgentsQuery)
-    return json((await past.read_models(request, q.at)).agents_sorted(q.status))
+    return json((await past.queries(request, q.at)).agents(q.status))
 
 
 @routes.post("/api/agents/spawn")
 async def spawn_anywhere(request: web.Request) -> web.Response:
     s = svc(request)
     req = await parse.body(request, w.SpawnRequest)
-    try:
-        target = place(
-            s.rm.placement_candidates(
-                req.provider, req.selector or {}, s.now(), s.settings.stale_after_ms, s.grace_from()
-            ),
-            req.provider,
-            req.selector or {},
-        )
-    except NoPlacementError as e:
-        raise NoPlacementError(
-            f"{e.message} (online: heard from within stale-after, {s.settings.stale_after:g} s)"
-        ) from None
-    command = await _spawn(s, target.id, req, principal(request))
+    target = read(request).placement(
+        req.provider, req.selector or {}, s.now(), s.settings.stale_after_ms, s.grace_from()
+    )
+    command = await _spawn(s, target, req, principal(request))
     return json(
         {
             "ok": True,
-            "orchestratorId": target.id,
+            "orchestratorId": target,
             "provider": req.provider,
             "command": command,
         },
@@ -142,53 +130,28 @@ async def spawn_anywhere(request: web.Request) -> web.Response:
 
 @routes.get("/api/agents/{id}")
 async def get_agent(request: web.Request) -> web.Response:
-    return json(_agent(svc(request), path_id(request)))
+    return json(read(request).agent(path_id(request)))
 
 
 @routes.post("/api/agents/{id}/heartbeat")
 async def heartbeat_agent(request: web.Request) -> web.Response:
+    """An orchestrator's own agent id beats for the orchestrator (the application decides)."""
     s = svc(request)
     agent_id = path_id(request)
     await parse.body(request, w.Empty, required=False)
-    orchestrator = _orchestrator_of_agent(s, agent_id)
-    if orchestrator is not None:
-        await s.execute(c.HeartbeatOrchestrator(orchestrator, s.now()))
-    else:
-        await s.execute(c.HeartbeatAgent(agent_id, s.now()))
+    await s.execute(c.HeartbeatAgent(agent_id, s.now()))
     return json({"ok": True})
 
 
 @routes.delete("/api/agents/{id}")
 async def remove_agent(request: web.Request) -> web.Response:
+    """An orchestrator's own agent record is refused (409) by the application."""
     s = svc(request)
-    agent_id = path_id(request)
-    orchestrator = _orchestrator_of_agent(s, agent_id)
-    if orchestrator is not None:
-        raise ConflictError(
-            f"agent {agent_id!r} is orchestrator {orchestrator!r}'s own record; "
-            "remove the orchestrator instead"
-        )
-    await s.execute(c.RemoveAgent(agent_id, s.now()))
+    await s.execute(c.RemoveAgent(path_id(request), s.now()))
     return json({"ok": True})
 
 
-def _orchestrator_of_agent(s: RelayService, agent_id: str) -> str | None:
-    if not agent_id.startswith(ORCHESTRATOR_AGENT_PREFIX):
-        return None
-    oid = agent_id[len(ORCHESTRATOR_AGENT_PREFIX) :]
-    if oid in s.rm.orchestrators:
-        return oid
-    raise NotFoundError(f"no agent {agent_id!r}")
-
-
 # -- orchestrators -------------------------------------------------------------------
-
-
-def _orchestrator(s: RelayService, orchestrator_id: str) -> dict[str, Any]:
-    o = s.rm.orchestrators.get(orchestrator_id)
-    if o is None:
-        raise NotFoundError(f"no orchestrator {orchestrator_id!r}")
-    return o
 
 
 @routes.post("/api/orchestrators")
@@ -215,7 +178,7 @@ async def register_orchestrator(request: web.Request) -> web.Response:
         await s.execute(
             c.ReregisterOwnOrchestrator(reg, token_hash=hash_token(token), at=s.now())
         )
-    body = dict(_orchestrator(s, oid))
+    body = dict(read(request).orchestrator(oid))
     body["orchestratorToken"] = token
     # The relay sets the pace, so hosts and relay never disagree on stale-after (issue 15).
     body["heartbeatIntervalMs"] = s.settings.heartbeat_interval_ms
@@ -234,7 +197,7 @@ async def enroll_orchestrator(request: web.Request) -> web.Response:
             orchestrator_id=oid, token_hash=token_hash, at=s.now(), **grant.command_fields()
         )
     )
-    body = dict(_orchestrator(s, oid))
+    body = dict(read(request).orchestrator(oid))
     body["orchestratorToken"] = token
     return json(body, status=201)
 
@@ -263,13 +226,13 @@ async def revoke_token(request: web.Request) -> web.Response:
 @routes.get("/api/orchestrators")
 async def list_orchestrators(request: web.Request) -> web.Response:
     q = parse.query(request, w.OrchestratorsQuery)
-    body = (await past.read_models(request, q.at)).orchestrators_json()
+    body = (await past.queries(request, q.at)).orchestrators_json()
     return web.Response(body=body, content_type="application/json")
 
 
 @routes.get("/api/orchestrators/{id}")
 async def get_orchestrator(request: web.Request) -> web.Response:
-    return json(_orchestrator(svc(request), path_id(request)))
+    return json(read(request).orchestrator(path_id(request)))
 
 
 @routes.delete("/api/orchestrators/{id}")
@@ -295,14 +258,11 @@ async def report_agents(request: web.Request) -> web.Response:
     at = s.now()
     report = await parse.body(request, w.ManagedAgentsReport)
     await s.execute(c.ReportManagedAgents(oid, report.as_reported(at), at))
-    return json(_orchestrator(s, oid))
+    return json(read(request).orchestrator(oid))
 
 
 def _deadline(s: RelayService, asked: int | None, at: int) -> int:
-    """A request may ask for a shorter deadline than the relay's, never a longer one."""
-    most = s.settings.command_deadline
-    seconds = most if asked is None else min(float(asked), most)
-    return at + int(seconds * 1000)
+    return deadline_at(asked, s.settings.command_deadline, at)
 
 
 async def _spawn(
@@ -322,7 +282,7 @@ async def _spawn(
             **req.command_fields(),
         )
     )
-    return s.rm.commands[command_id]
+    return Queries(s.rm).command(command_id)
 
 
 @routes.post("/api/orchestrators/{id}/spawn")
@@ -359,7 +319,7 @@ async def act(request: web.Request) -> web.Response:
         )
     )
     return json(
-        {"ok": True, "action": req.action, "command": s.rm.commands[command_id]},
+        {"ok": True, "action": req.action, "command": read(request).command(command_id)},
         status=202,
     )
 
@@ -383,7 +343,8 @@ async def _input(
         )
     )
     return json(
-        {"ok": True, "action": INPUT_ACTION, "command": s.rm.commands[command_id]}, status=202
+        {"ok": True, "action": INPUT_ACTION, "command": read(request).command(command_id)},
+        status=202,
     )
 
 
@@ -399,16 +360,15 @@ async def report_attention(request: web.Request) -> web.Response:
             orchestrator_id=oid, agent_id=agent_id, at=s.now(), **report.command_fields()
         )
     )
-    return json({"ok": True, "recorded": recorded, "managedAgent": s.rm.managed_agent(oid, agent_id)})
+    managed = read(request).managed_agent(oid, agent_id)
+    return json({"ok": True, "recorded": recorded, "managedAgent": managed})
 
 
 @routes.get("/api/orchestrators/{id}/commands")
 async def list_commands(request: web.Request) -> web.Response:
-    s = svc(request)
     oid = path_id(request)
     status = parse.query(request, w.CommandsQuery).status
-    _orchestrator(s, oid)
-    return json(s.rm.commands_of(oid, status))
+    return json(read(request).commands_of(oid, status))
 
 
 @routes.post("/api/orchestrators/{id}/commands/{commandId}/result")
@@ -422,7 +382,7 @@ async def command_result(request: web.Request) -> web.Response:
             orchestrator_id=oid, command_id=command_id, at=s.now(), **result.command_fields()
         )
     )
-    return json(s.rm.commands[command_id])
+    return json(read(request).command(command_id))
 
 
 @routes.post("/api/orchestrators/{id}/commands/{commandId}/progress")
@@ -432,13 +392,13 @@ async def command_progress(request: web.Request) -> web.Response:
     command_id = path_id(request, "commandId")
     await parse.body(request, w.CommandProgressRequest)
     await s.execute(c.StartCommand(orchestrator_id=oid, command_id=command_id, at=s.now()))
-    return json(s.rm.commands[command_id])
+    return json(read(request).command(command_id))
 
 
 @routes.get("/api/managed-agents")
 async def list_managed_agents(request: web.Request) -> web.Response:
     q = parse.query(request, w.ManagedAgentsQuery)
-    return json((await past.read_models(request, q.at)).managed_agents(q.state, q.attention))
+    return json((await past.queries(request, q.at)).managed_agents(q.state, q.attention))
 
 
 # -- history (relay.http.past) -------------------------------------------------------

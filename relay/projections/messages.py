@@ -30,7 +30,7 @@ from typing import Any
 from relay import commands as c
 from relay.domain.message import ACKED, CLAIMED, DELETED, PENDING, Message
 from relay.domain.rules import BROADCAST_ALL, LABEL_PREFIX, TAG_PREFIX, is_broadcast
-from relay.projections.fold import Change
+from relay.projections.fold import Change, Changed
 from relay.projections.fold import FoldTarget as ReadModels  # not readmodels: it imports us (ADR 0028)
 
 
@@ -217,7 +217,7 @@ def _sent(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
     content = _content(ev.sender, ev.to, ev.message_type, ev.subject, ev.body, ev.meta, ev.at)
     m = _new_message(rm, ev.message_id, ev.recipient, ev.broadcast_id, content)
     if changes is not None:
-        changes.append(("message.new", m))
+        changes.append((Changed.MESSAGE_NEW, m))
 
 
 def _broadcast_sent(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
@@ -234,7 +234,7 @@ def _delivered(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
     m = _new_message(rm, ev.message_id, ev.recipient, ev.broadcast_id, content)
     rm.messages._shared[ev.message_id] = None
     if changes is not None:
-        changes.append(("message.new", m))
+        changes.append((Changed.MESSAGE_NEW, m))
 
 
 def _claimed(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
@@ -247,7 +247,7 @@ def _claimed(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
     m["claims"] += 1
     rm.messages._claimed[m["id"]] = None
     if changes is not None:
-        changes.append(("message.claimed", m))
+        changes.append((Changed.MESSAGE_CLAIMED, m))
 
 
 def _unclaimed(rm: ReadModels, ev: Any, reason: str, changes: list[Change] | None) -> None:
@@ -265,7 +265,7 @@ def _unclaimed(rm: ReadModels, ev: Any, reason: str, changes: list[Change] | Non
     m["leaseUntil"] = None
     rm.messages._claimed.pop(m["id"], None)
     if changes is not None:
-        changes.append(("message.claim_released", m))
+        changes.append((Changed.MESSAGE_CLAIM_RELEASED, m))
 
 
 def _claim_released(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
@@ -283,7 +283,7 @@ def _acked(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
     m["ackedBy"] = ev.agent_id
     rm.messages._close(m)
     if changes is not None:
-        changes.append(("message.acked", m))
+        changes.append((Changed.MESSAGE_ACKED, m))
 
 
 def _deleted(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
@@ -297,7 +297,7 @@ def _deleted(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
     m["leaseUntil"] = None
     rm.messages._close(m)
     if changes is not None:
-        changes.append(("message.deleted", m))
+        changes.append((Changed.MESSAGE_DELETED, m))
 
 
 HANDLERS: dict[str, Any] = {

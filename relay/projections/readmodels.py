@@ -21,7 +21,7 @@ from relay.domain.placement import HostView
 from relay.domain.rules import orchestrator_agent_id
 from relay.projections import messages as _messages
 from relay.projections import placement as _placement
-from relay.projections.fold import Change
+from relay.projections.fold import Change, Changed
 from relay.projections.messages import Messages
 from relay.projections.placement import PlacementIndex
 
@@ -225,9 +225,9 @@ class ReadModels:
         if changes is not None:
             # The orchestrator's record carries lastSeen; its agent record is
             # news only when the status flips (keeps the fan-out's hot path lean).
-            changes.append(("orchestrator.status", o))
+            changes.append((Changed.ORCHESTRATOR, o))
             if was != "online":
-                changes.append(("agent.status", a))
+                changes.append((Changed.AGENT, a))
 
     def _managed_agents_reported(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
@@ -244,7 +244,7 @@ class ReadModels:
         ]
         o["activeAgents"] = _active(o)
         if changes is not None:
-            changes.append(("orchestrator.status", o))
+            changes.append((Changed.ORCHESTRATOR, o))
 
     def _agent_awaiting_input(self, ev: Any, changes: list[Change] | None) -> None:
         self._attention_changed(
@@ -271,8 +271,8 @@ class ReadModels:
             return  # the aggregate only records this for a listed agent; never happens
         m.update(fields)
         if changes is not None:
-            changes.append(("orchestrator.status", o))
-            changes.append(("orchestrator.attention", _managed_view(o, m)))
+            changes.append((Changed.ORCHESTRATOR, o))
+            changes.append((Changed.ATTENTION, _managed_view(o, m)))
 
     def _agents_state(self, o: dict[str, Any], state: str) -> None:
         for m in o["managedAgents"]:
@@ -283,21 +283,21 @@ class ReadModels:
         o["maxAgents"] = ev.max_agents
         o["labels"] = ev.labels
         if changes is not None:
-            changes.append(("orchestrator.status", o))
+            changes.append((Changed.ORCHESTRATOR, o))
 
     def _agents_lost(self, ev: Any, changes: list[Change] | None) -> None:
         o = self.orchestrators[self._entity(ev)[1]]
         o["agentsLostAt"] = ev.at
         self._agents_state(o, "lost")
         if changes is not None:
-            changes.append(("orchestrator.status", o))
+            changes.append((Changed.ORCHESTRATOR, o))
 
     def _command_started(self, ev: Any, changes: list[Change] | None) -> None:
         cmd = self.commands[ev.command_id]
         cmd["status"] = "running"
         cmd["startedAt"] = ev.at
         if changes is not None:
-            changes.append(("orchestrator.command", cmd))
+            changes.append((Changed.COMMAND, cmd))
 
     def _command_expired(self, ev: Any, changes: list[Change] | None) -> None:
         cmd = self.commands[ev.command_id]
@@ -305,7 +305,7 @@ class ReadModels:
         cmd["status"] = "expired"
         cmd["expired"] = {"reason": ev.reason, "at": ev.at}
         if changes is not None:
-            changes.append(("orchestrator.command", cmd))
+            changes.append((Changed.COMMAND, cmd))
 
     def _reaper_created(self, ev: Any, changes: list[Change] | None) -> None:
         return None
@@ -319,12 +319,12 @@ class ReadModels:
             "resumedAt": self.reaper["resumedAt"],
         }
         if changes is not None:
-            changes.append(("system.reaper", self.reaper))
+            changes.append((Changed.REAPER, self.reaper))
 
     def _reap_resumed(self, ev: Any, changes: list[Change] | None) -> None:
         self.reaper = {"suspended": False, "since": None, "resumedAt": ev.at}
         if changes is not None:
-            changes.append(("system.reaper", self.reaper))
+            changes.append((Changed.REAPER, self.reaper))
 
     def _spawn_requested(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
@@ -388,7 +388,7 @@ class ReadModels:
         self.commands_by_orchestrator[oid].append(cmd["id"])
         self.open_commands.setdefault(oid, {})[cmd["id"]] = cmd
         if changes is not None:
-            changes.append(("orchestrator.command", cmd))
+            changes.append((Changed.COMMAND, cmd))
 
     def _command_result_recorded(self, ev: Any, changes: list[Change] | None) -> None:
         cmd = self.commands[ev.command_id]
@@ -401,7 +401,7 @@ class ReadModels:
             "at": ev.at,
         }
         if changes is not None:
-            changes.append(("orchestrator.command", cmd))
+            changes.append((Changed.COMMAND, cmd))
 
     def _orchestrator_removed(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
@@ -413,8 +413,8 @@ class ReadModels:
             self.commands.pop(cid, None)
         self._sorted_orchestrators = None
         if changes is not None:
-            changes.append(("orchestrator.removed", {"id": oid}))
-            changes.append(("agent.removed", {"id": o["agentId"]}))
+            changes.append((Changed.ORCHESTRATOR_REMOVED, {"id": oid}))
+            changes.append((Changed.AGENT_REMOVED, {"id": o["agentId"]}))
 
     def _orchestrator_reaped(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
@@ -425,8 +425,8 @@ class ReadModels:
         a = self.agents[o["agentId"]]
         a["status"] = "offline"
         if changes is not None:
-            changes.append(("orchestrator.status", o))
-            changes.append(("agent.status", a))
+            changes.append((Changed.ORCHESTRATOR, o))
+            changes.append((Changed.AGENT, a))
 
     def _orchestrator_changed(self, oid: str, changes: list[Change] | None) -> None:
         """(Re)derive the orchestrator's own agent record, which follows it."""
@@ -446,8 +446,8 @@ class ReadModels:
         }
         self.agents[aid] = a
         if changes is not None:
-            changes.append(("orchestrator.status", o))
-            changes.append(("agent.status", a))
+            changes.append((Changed.ORCHESTRATOR, o))
+            changes.append((Changed.AGENT, a))
 
     # agents
 
@@ -469,7 +469,7 @@ class ReadModels:
             "createdAt": ev.at,
         }
         if changes is not None:
-            changes.append(("agent.status", self.agents[aid]))
+            changes.append((Changed.AGENT, self.agents[aid]))
 
     def _agent_reregistered(self, ev: Any, changes: list[Change] | None) -> None:
         aid = self._entity(ev)[1]
@@ -488,26 +488,26 @@ class ReadModels:
             lastSeen=max(a["lastSeen"], ev.at),
         )
         if changes is not None:
-            changes.append(("agent.status", a))
+            changes.append((Changed.AGENT, a))
 
     def _agent_heartbeat(self, ev: Any, changes: list[Change] | None) -> None:
         a = self.agents[self._entity(ev)[1]]
         a["status"] = "online"
         a["lastSeen"] = max(a["lastSeen"], ev.at)
         if changes is not None:
-            changes.append(("agent.status", a))
+            changes.append((Changed.AGENT, a))
 
     def _agent_removed(self, ev: Any, changes: list[Change] | None) -> None:
         aid = self._entity(ev)[1]
         self.agents.pop(aid, None)
         if changes is not None:
-            changes.append(("agent.removed", {"id": aid}))
+            changes.append((Changed.AGENT_REMOVED, {"id": aid}))
 
     def _agent_reaped(self, ev: Any, changes: list[Change] | None) -> None:
         a = self.agents[self._entity(ev)[1]]
         a["status"] = "offline"
         if changes is not None:
-            changes.append(("agent.status", a))
+            changes.append((Changed.AGENT, a))
 
     # -- queries -------------------------------------------------------------
 

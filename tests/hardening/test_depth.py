@@ -296,9 +296,10 @@ def test_an_event_too_deep_to_store_fails_alone_and_the_log_stays_whole(
 def test_a_stream_frame_that_cannot_be_encoded_is_sent_as_a_placeholder() -> None:
     """Below the limits, as a last guard: the position's frame still goes out."""
     from relay.http.sse import encode, state_blob
+    from relay.projections.fold import Changed
     from relay.projections.readmodels import ReadModels
 
-    [frame] = encode(7, [("agent.status", {"id": "deep", "meta": nested(300)})])
+    [frame] = encode(7, [(Changed.AGENT, {"id": "deep", "meta": nested(300)})])
     assert frame.data.startswith(b"id: 7\nevent: agent.status\ndata: ")
     data = orjson.loads(frame.data.split(b"data: ", 1)[1])
     assert data["id"] == "deep" and "cannot be shown" in data["error"]

@@ -19,6 +19,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from relay.http.sse import encode
+from relay.projections.fold import Changed
 from tests.http.helpers import managed, register_orchestrator
 from tests.sse.conftest import Connect, Open, Start
 from tests.sse.support import Event, SseStream
@@ -152,7 +153,7 @@ def test_ids_the_log_never_gave_out_are_refused(
 
 @given(st.integers(1, 10**12), st.integers(0, 40))
 def test_encoded_ids_are_unique_and_increase(position: int, n: int) -> None:
-    changes = [("agent.status", {"id": f"a{k}"}) for k in range(n)]
+    changes = [(Changed.AGENT, {"id": f"a{k}"}) for k in range(n)]
     frames = encode(position, changes)
     ids = [f.data.split(b"\n", 1)[0].removeprefix(b"id: ").decode() for f in frames]
     assert ids == [f"{position}.{k}" for k in range(n - 1)] + ([str(position)] if n else [])
