@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +108,7 @@ class Fleet:
     def report(self, host: str, at: int) -> c.ReportManagedAgents:
         """The host's managed agents changed (the host daemon reports only on change)."""
         agents = [
-            {"id": f"{host}-{cid}", "provider": "claude", "status": "running", "label": None}
+            {"agentId": f"{host}-{cid}", "provider": "claude", "status": "running", "label": None}
             for cid, _ in self.running.get(host, [])
         ]
         return c.ReportManagedAgents(orchestrator_id=host, agents=agents, at=at)
@@ -176,6 +178,23 @@ async def run_day(
             await service.reap(clock.now)
 
 
+def grown(snapshots: list[Any], day: int, top: int = 12) -> None:
+    """Print what the Python heap gained since the first day's end, by allocating line
+    (``--tracemalloc``): where memory that grows per simulated day comes from."""
+    gc.collect()
+    snap = tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen*>"))
+    )
+    snapshots.append(snap)
+    current, _ = tracemalloc.get_traced_memory()
+    print(f"# day {day}: Python heap traced {current / 1e6:.1f} MB", flush=True)
+    if len(snapshots) < 2:
+        return
+    for stat in snap.compare_to(snapshots[0], "traceback")[:top]:
+        frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in list(stat.traceback)[:4])
+        print(f"#   {stat.size_diff / 1e6:+.2f} MB {stat.count_diff:+,} blocks  {frames}", flush=True)
+
+
 def verify_seconds(data: Path) -> tuple[float, str]:
     """``relay audit verify`` (incremental) in a child process, so this process's RSS
     stays the relay's own; the time includes the interpreter's start (~0.3 s)."""
@@ -215,13 +234,14 @@ async def main_async(args: argparse.Namespace) -> None:
         epoch_events=args.epoch_events,
         keep_heartbeats=args.keep_heartbeats,
         seal_every=args.seal_every,
+        keep_settled=args.keep_settled,
     )
     fleet = Fleet(args.hosts, args.agents, args.spawns)
     entities = args.hosts * (args.agents + 1)
     period_ms = args.heartbeat * 1000
     print(f"# relay longrun: {args.hosts} hosts x {args.agents} agents ({entities} entities), "
           f"heartbeat {args.heartbeat} s, {args.days} days, epochs of {args.epoch_events:,} events, "
-          f"keep-heartbeats {args.keep_heartbeats}; data in {data}")
+          f"keep-heartbeats {args.keep_heartbeats}, keep-settled {args.keep_settled}; data in {data}")
     print(f"# {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}")
     service = RelayService(settings, clock=clock)
     await service.start(run_reaper=False)
@@ -230,6 +250,9 @@ async def main_async(args: argparse.Namespace) -> None:
               "thin B/ent/day", "RSS MB", "start s", "verify s", "write s")
     print(" | ".join(header))
     seen: set[str] = set()
+    snapshots: list[Any] = []
+    if args.tracemalloc:
+        tracemalloc.start(3)
     figures: list[dict[str, float]] = []
     thin_sum = full_sum = 0
     for day in range(1, args.days + 1):
@@ -240,6 +263,8 @@ async def main_async(args: argparse.Namespace) -> None:
         assert service.archiver is not None
         await asyncio.get_running_loop().run_in_executor(None, service.archiver.run_now)
         rss = rss_mb()  # the relay's own: before this process measures anything else
+        if args.tracemalloc:
+            grown(snapshots, day)
         await service.stop()
         t1 = time.perf_counter()
         service = RelayService(settings, clock=clock)
@@ -314,6 +339,9 @@ def main() -> None:
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--epoch-events", type=int, default=200_000, help="sized to fit the machine")
     p.add_argument("--keep-heartbeats", default="30d")
+    p.add_argument("--keep-settled", default="7d", help="settled commands and messages leave memory")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="print the Python heap's growth since day 1, by allocating line (slow)")
     p.add_argument("--seal-every", type=int, default=1_000)
     p.add_argument("--data", default=None, help="data folder (default: a temporary one, removed)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data folder")

@@ -29,7 +29,7 @@ from relay.domain.outage import PassDecision, ReapBrake
 from relay.domain.rules import is_silent
 from relay.metrics import Metrics
 from relay.projections.follower import TailFollower, load_read_models
-from relay.projections.messages import expired_claims
+from relay.projections.messages import expired_claims, settled_to_forget
 from relay.projections.readmodels import ReadModels
 from relay.store import store_env
 from relay.store.archive import Archive, open_archive
@@ -481,6 +481,11 @@ def reap_pass(
             lost_orchestrator_ids=ended.lost_orchestrator_ids,
             suspended=suspended,
         )
+    # Settled commands and messages older than keep-settled leave memory (ADR 0036).
+    keep_ms = settings.keep_settled_ms
+    forget = settled_to_forget(rm, now, keep_ms) if keep_ms is not None else None
+    if forget is not None:
+        yield forget
     return result
 
 
