@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import multiprocessing
 import os
@@ -283,6 +284,10 @@ async def main_async(args: argparse.Namespace) -> None:
         assert service.archiver is not None
         await asyncio.get_running_loop().run_in_executor(None, service.archiver.run_now)
         rss = rss_mb()  # the relay's own: before this process measures anything else
+        if args.trim_diagnostics:
+            gc.collect()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            print(f"# day {day}: RSS {rss:.0f} MB; after gc and malloc_trim(0) {rss_mb():.0f} MB", flush=True)
         if args.tracemalloc:
             grown(snapshots, day)
             app = service.app
@@ -364,6 +369,8 @@ def main() -> None:
     p.add_argument("--epoch-events", type=int, default=200_000, help="sized to fit the machine")
     p.add_argument("--keep-heartbeats", default="30d")
     p.add_argument("--keep-settled", default="7d", help="settled commands and messages leave memory")
+    p.add_argument("--trim-diagnostics", action="store_true",
+                   help="also print RSS after gc and glibc's malloc_trim(0): memory the allocator kept")
     p.add_argument("--tracemalloc", action="store_true",
                    help="print the Python heap's growth since day 1, by allocating line (slow)")
     p.add_argument("--seal-every", type=int, default=1_000)

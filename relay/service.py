@@ -18,7 +18,7 @@ from uuid import UUID
 from attrs import evolve, frozen
 from eventsourcing.persistence import PersistenceError
 
-from relay import __version__
+from relay import __version__, memory
 from relay import commands as c
 from relay.application import RelayApp
 from relay.audit.log import AppLog
@@ -95,6 +95,7 @@ class RelayService:
     async def _start(self, run_reaper: bool) -> None:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+        memory.tune()  # archiving's big buffers go back to the system when freed (relay/memory.py)
         env = store_env(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.app = await loop.run_in_executor(None, RelayApp, env)
