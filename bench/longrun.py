@@ -282,12 +282,14 @@ async def main_async(args: argparse.Namespace) -> None:
         await run_day(service, clock, fleet, START + day * DAY_MS, period_ms)
         write_s = time.perf_counter() - t0
         assert service.archiver is not None
+        before_archiving = rss_mb()
         await asyncio.get_running_loop().run_in_executor(None, service.archiver.run_now)
         rss = rss_mb()  # the relay's own: before this process measures anything else
         if args.trim_diagnostics:
             gc.collect()
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-            print(f"# day {day}: RSS {rss:.0f} MB; after gc and malloc_trim(0) {rss_mb():.0f} MB", flush=True)
+            print(f"# day {day}: RSS {before_archiving:.0f} MB at the day's end, {rss:.0f} MB after "
+                  f"archiving; after gc and malloc_trim(0) {rss_mb():.0f} MB", flush=True)
         if args.tracemalloc:
             grown(snapshots, day)
             app = service.app
