@@ -292,6 +292,7 @@ async def main_async(args: argparse.Namespace) -> None:
                   f"archiving; after gc and malloc_trim(0) {rss_mb():.0f} MB", flush=True)
         if args.tracemalloc:
             grown(snapshots, day)
+        if args.tracemalloc or args.trim_diagnostics:
             app = service.app
             print(f"# day {day}: read models hold {len(service.rm.commands)} commands, "
                   f"{len(service.rm.messages.by_id)} messages, {len(service.rm.entities)} entities; "
