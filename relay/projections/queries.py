@@ -131,7 +131,10 @@ class Queries:
         """One message (one recipient's copy), or NotFoundError."""
         m = self.rm.messages.by_id.get(message_id)
         if m is None:
-            raise NotFoundError(f"no message {message_id!r}")
+            raise NotFoundError(
+                f"no message {message_id!r} (never sent, or settled and forgotten after "
+                "--keep-settled; GET /api/log keeps its history)"
+            )
         return m
 
     def broadcast_content(self, broadcast_id: str) -> dict[str, Any]:
