@@ -36,6 +36,7 @@ from relay.store.archive import Archive, open_archive
 from relay.store.archiver import ArchiveWorker, start_archiver
 from relay.store.lock import DataFolderLock
 from relay.store.reader import LogReader
+from relay.store.versions import KnownVersions
 from relay.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -104,13 +105,20 @@ class RelayService:
             None, load_read_models, self.app, self.data_dir, self.reader.folding()
         )
         self.load_seconds = time.perf_counter() - t0
+        # The runtime's wiring (ADR 0030): the follower reads the log through the
+        # reader, hands "applied up to N" to the writer, and publishes the
+        # versions it fetched (other nodes' writes) for the writer's live copies.
+        self.app.known_versions = KnownVersions()
         self.tail = TailFollower(
-            self.app, self.rm, self.data_dir, self.settings.checkpoint_every
+            self.reader.folding(),
+            self.rm,
+            self.data_dir,
+            self.settings.checkpoint_every,
+            known_versions=self.app.known_versions,
         )
-        self.tail.reader = self.reader.folding()
-        self.writer = Writer(self.app, loop, self.tail.on_committed)
+        self.writer = Writer(self.app, loop, self.tail.on_committed, applied_upto=self.rm.position)
+        self.tail.on_applied = self.writer.applied
         self.writer.observe_commit = self.metrics.observe_commit
-        self.app.known_version = self._known_version
         self.app.keep_settled_ms = self.settings.keep_settled_ms
         if self.settings.seal_every > 0:
             from relay.audit.sealer import Sealer
@@ -190,11 +198,6 @@ class RelayService:
             return await self.writer.submit(cmd)
         finally:
             self.metrics.observe_write(cmd, time.perf_counter() - t0)
-
-    def _known_version(self, aggregate_id: UUID) -> int | None:
-        """The newest version of an aggregate in the read models (called on the writer thread)."""
-        entity = self.rm.entities.get(aggregate_id.hex)
-        return entity[2] if entity is not None else None
 
     def now(self) -> int:
         return self.clock.now_ms()
