@@ -32,7 +32,21 @@ from eventsourcing.domain import Aggregate, Snapshot
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AggregateNotFoundError", "save_aggregates"]
+__all__ = ["AggregateNotFoundError", "recorder_kind", "save_aggregates"]
+
+
+def recorder_kind(recorder: Any) -> str:
+    """``"postgres"``, ``"sqlite"`` or ``"other"``: which of the library's recorders this is.
+
+    By class name along the MRO, so that asking never imports psycopg (an
+    optional dependency) on a SQLite relay.
+    """
+    names = {k.__name__ for k in type(recorder).__mro__}
+    if "PostgresApplicationRecorder" in names:
+        return "postgres"
+    if "SQLiteApplicationRecorder" in names:
+        return "sqlite"
+    return "other"
 
 
 def save_aggregates(
