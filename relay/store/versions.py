@@ -39,6 +39,12 @@ class KnownVersions:
 
     def newer_than(self, aggregate_id: UUID, version: int) -> bool:
         """Whether the log holds a newer version than ``version``; forgets what is no longer news."""
+        if not self._versions:
+            # The usual case (one node, or nothing fetched): no lock on the writer's hot
+            # path. Reading a dict's size is atomic; a publish racing this read is as if
+            # it had come a moment later, which the follower's ordering allows (it
+            # publishes before it says "applied", not before the writer looks).
+            return False
         with self._lock:
             known = self._versions.get(aggregate_id)
             if known is None:
