@@ -102,7 +102,7 @@ class RelayService:
         self.archive = await loop.run_in_executor(None, open_archive, self.app, self.data_dir)
         self.reader = LogReader(AppLog(self.app), self.archive)
         self.rm, self.loaded_how = await loop.run_in_executor(
-            None, load_read_models, self.app, self.data_dir, self.reader.folding()
+            None, load_read_models, self.reader.folding(), self.data_dir
         )
         self.load_seconds = time.perf_counter() - t0
         # The runtime's wiring (ADR 0030): the follower reads the log through the
