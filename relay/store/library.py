@@ -18,6 +18,14 @@ wherever one exists. Two things have none, and are done here only:
 tests/store/test_library_adapter.py fails if the library changes any of
 these internals (their names, signatures, and a save/load round trip), so an
 upgrade of eventsourcing breaks one test file, not the writer at run time.
+
+Not moved here, and why: the stores' own SQL on the log's database
+(``recorder.datastore``: relay/store/postgres.py, archive.py, archiver.py,
+relay/audit/log.py) and relay/store/postgres.py's recorders, which take the
+library's methods without its retry decorator (``__wrapped__``). They are
+the store adapters themselves; the attributes they lean on are checked by
+tests/store/test_library_adapter.py (SQLite) and
+tests/postgres/test_library_adapter_postgres.py (PostgreSQL).
 """
 
 from __future__ import annotations

@@ -108,6 +108,14 @@ def test_recorder_kind_names_the_sqlite_recorder(tmp_path: Path) -> None:
     assert recorder_kind(RelayApp().recorder) == "other"  # the in-memory (POPO) recorder
 
 
+def test_the_sqlite_datastore_we_query_directly(tmp_path: Path) -> None:
+    """relay/audit/log.py reads one aggregate's positions with SQL through ``recorder.datastore``."""
+    app = _app(tmp_path)
+    with app.recorder.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]
+        c.execute("SELECT 1")
+        assert c.fetchone() is not None
+
+
 def test_no_other_module_reaches_into_the_library() -> None:
     """Only relay/store/library.py names the library's private steps of ``save``."""
     # A call on anything but ``self`` (an application), an override of the library's
