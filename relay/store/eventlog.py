@@ -42,9 +42,7 @@ class RecorderLog:
 
     def select(self, after: int, limit: int, stop: int | None = None) -> list[Notification]:
         return list(
-            self.recorder.select_notifications(
-                start=after, limit=limit, stop=stop, inclusive_of_start=False
-            )
+            self.recorder.select_notifications(start=after, limit=limit, stop=stop, inclusive_of_start=False)
         )
 
     def head(self) -> int:

@@ -48,9 +48,7 @@ def test_the_recorder_and_datastore_attributes_we_use(tmp_path: Path, log_dsn: s
         with ds.get_connection() as conn:
             assert conn is not None
         # And the round trip through exclusive(): load, decide, save under the lock.
-        _, aggs = app.execute(
-            RegisterOrchestrator.of("o1", "h", "/srv", ["claude"], [], {}, "0" * 64, 1_000)
-        )
+        _, aggs = app.execute(RegisterOrchestrator.of("o1", "h", "/srv", ["claude"], [], {}, "0" * 64, 1_000))
         app.save(*aggs)
         with recorder.exclusive():  # type: ignore[attr-defined]
             _, aggs = app.execute(HeartbeatOrchestrator("o1", 2_000))

@@ -55,9 +55,7 @@ batches = st.lists(
 
 
 @given(batches, st.lists(st.integers(0, 3), max_size=8), st.randoms(use_true_random=False))
-def test_a_write_is_answered_only_once_applied(
-    plan: list[list[int]], lags: list[int], rnd: Any
-) -> None:
+def test_a_write_is_answered_only_once_applied(plan: list[list[int]], lags: list[int], rnd: Any) -> None:
     loop = asyncio.new_event_loop()
     outs: list[Outcome] = []
     try:
