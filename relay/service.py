@@ -24,9 +24,9 @@ from relay.application import RelayApp
 from relay.audit.log import AppLog
 from relay.clock import Clock, SystemClock
 from relay.config import Settings
+from relay.domain import reaping
 from relay.domain.errors import StoreUnavailableError
 from relay.domain.outage import PassDecision, ReapBrake
-from relay.domain.rules import is_silent
 from relay.metrics import Metrics
 from relay.projections.follower import TailFollower, load_read_models
 from relay.projections.messages import expired_claims, settled_to_forget
@@ -36,6 +36,7 @@ from relay.store.archive import Archive, open_archive
 from relay.store.archiver import ArchiveWorker, start_archiver
 from relay.store.lock import DataFolderLock
 from relay.store.reader import LogReader
+from relay.store.versions import KnownVersions
 from relay.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -102,16 +103,23 @@ class RelayService:
         self.archive = await loop.run_in_executor(None, open_archive, self.app, self.data_dir)
         self.reader = LogReader(AppLog(self.app), self.archive)
         self.rm, self.loaded_how = await loop.run_in_executor(
-            None, load_read_models, self.app, self.data_dir, self.reader.folding()
+            None, load_read_models, self.reader.folding(), self.data_dir
         )
         self.load_seconds = time.perf_counter() - t0
+        # The runtime's wiring (ADR 0030): the follower reads the log through the
+        # reader, hands "applied up to N" to the writer, and publishes the
+        # versions it fetched (other nodes' writes) for the writer's live copies.
+        self.app.known_versions = KnownVersions()
         self.tail = TailFollower(
-            self.app, self.rm, self.data_dir, self.settings.checkpoint_every
+            self.reader.folding(),
+            self.rm,
+            self.data_dir,
+            self.settings.checkpoint_every,
+            known_versions=self.app.known_versions,
         )
-        self.tail.reader = self.reader.folding()
-        self.writer = Writer(self.app, loop, self.tail.on_committed)
+        self.writer = Writer(self.app, loop, self.tail.on_committed, applied_upto=self.rm.position)
+        self.tail.on_applied = self.writer.applied
         self.writer.observe_commit = self.metrics.observe_commit
-        self.app.known_version = self._known_version
         self.app.keep_settled_ms = self.settings.keep_settled_ms
         if self.settings.seal_every > 0:
             from relay.audit.sealer import Sealer
@@ -191,11 +199,6 @@ class RelayService:
             return await self.writer.submit(cmd)
         finally:
             self.metrics.observe_write(cmd, time.perf_counter() - t0)
-
-    def _known_version(self, aggregate_id: UUID) -> int | None:
-        """The newest version of an aggregate in the read models (called on the writer thread)."""
-        entity = self.rm.entities.get(aggregate_id.hex)
-        return entity[2] if entity is not None else None
 
     def now(self) -> int:
         return self.clock.now_ms()
@@ -418,9 +421,8 @@ class RelayService:
 
 
 def grace_start(rm: ReadModels, started_at: int) -> int:
-    """Silence before this moment never counts: the relay's start, or the reaper's last resume
-    (ADR 0019: every entity gets a fresh stale-after from a resume)."""
-    return max(started_at, int(rm.reaper.get("resumedAt") or 0))
+    """Silence before this moment never counts (relay.domain.reaping.grace_start)."""
+    return reaping.grace_start(started_at, rm.reaper.get("resumedAt"))
 
 
 @frozen
@@ -446,9 +448,11 @@ def reap_pass(
     offline most of the fleet at once; command deadlines and claim leases
     still run out meanwhile, so every command still ends in time.
     """
-    candidates = reap_candidates(rm, now, settings.stale_after_ms, grace_start(rm, started_at))
+    everyone = watched(rm)
+    grace_from = grace_start(rm, started_at)
+    candidates = [_candidate(w) for w in reaping.stale(everyone, now, settings.stale_after_ms, grace_from)]
     brake = ReapBrake(settings.max_reap_fraction, settings.max_reap_min)
-    online = online_count(rm)
+    online = reaping.online_count(everyone)
     decision = brake.decide(bool(rm.reaper.get("suspended")), len(candidates), online, force)
     if decision is PassDecision.SUSPEND:
         log.warning("reaper suspended: %d of %d online entities went silent at once", len(candidates), online)
@@ -468,7 +472,7 @@ def reap_pass(
         result = yield c.Reap(
             now=now,
             stale_after_ms=settings.stale_after_ms,
-            grace_from=grace_start(rm, started_at),
+            grace_from=grace_from,
             candidates=tuple(candidates),
             expired_claims=tuple(expired),
         )
@@ -490,6 +494,26 @@ def reap_pass(
     return result
 
 
+# -- the read models as the reaper's rules read them (relay/domain/reaping.py) ----------
+
+
+def watched(rm: ReadModels) -> list[reaping.Watched]:
+    """Orchestrators, then agents that are not an orchestrator's own record (it follows its host)."""
+    out = [
+        reaping.Watched(
+            "orchestrator", o["id"], o["status"], o["lastSeen"], rm.version_of("orchestrator", o["id"])
+        )
+        for o in rm.orchestrators.values()
+    ]
+    orchestrator_agents = {o["agentId"] for o in rm.orchestrators.values()}
+    out.extend(
+        reaping.Watched("agent", a["id"], a["status"], a["lastSeen"], rm.version_of("agent", a["id"]))
+        for a in rm.agents.values()
+        if a["id"] not in orchestrator_agents
+    )
+    return out
+
+
 def reap_candidates(
     rm: ReadModels, now: int, stale_after_ms: int, grace_from: int
 ) -> list[c.ReapCandidate]:
@@ -499,57 +523,40 @@ def reap_candidates(
     very same decision; ``grace_from`` is the relay's start, so silence that
     overlapped the relay's own downtime never counts.
     """
-    out: list[c.ReapCandidate] = []
-    for o in rm.orchestrators.values():
-        if o["status"] == "online" and is_silent(o["lastSeen"], now, stale_after_ms, grace_from):
-            version = rm.version_of("orchestrator", o["id"])
-            if version is not None:
-                out.append(c.ReapCandidate("orchestrator", o["id"], o["lastSeen"], version))
-    orchestrator_agents = {o["agentId"] for o in rm.orchestrators.values()}
-    for a in rm.agents.values():
-        if a["id"] in orchestrator_agents:
-            continue  # follows its orchestrator
-        if a["status"] == "online" and is_silent(a["lastSeen"], now, stale_after_ms, grace_from):
-            version = rm.version_of("agent", a["id"])
-            if version is not None:
-                out.append(c.ReapCandidate("agent", a["id"], a["lastSeen"], version))
-    return out
+    return [_candidate(w) for w in reaping.stale(watched(rm), now, stale_after_ms, grace_from)]
+
+
+def _candidate(w: reaping.Watched) -> c.ReapCandidate:
+    return c.ReapCandidate(w.kind, w.entity_id, w.last_seen, w.version or 0)  # stale() kept known ones
 
 
 def online_count(rm: ReadModels) -> int:
     """Online entities the reaper watches: orchestrators, and agents that are not one's record."""
-    orchestrator_agents = {o["agentId"] for o in rm.orchestrators.values()}
-    return sum(o["status"] == "online" for o in rm.orchestrators.values()) + sum(
-        a["status"] == "online" and a["id"] not in orchestrator_agents for a in rm.agents.values()
-    )
+    return reaping.online_count(watched(rm))
 
 
 def overdue_orchestrators(rm: ReadModels, now: int) -> list[str]:
     """Orchestrators with a pending or running command past its deadline at ``now``."""
-    return sorted(
-        oid
-        for oid, open_ in rm.open_commands.items()
-        if any(c.get("deadlineAt") is not None and now > c["deadlineAt"] for c in open_.values())
+    return reaping.overdue(
+        ((oid, [cmd.get("deadlineAt") for cmd in open_.values()]) for oid, open_ in rm.open_commands.items()),
+        now,
     )
 
 
 def lost_candidates(rm: ReadModels, now: int, lost_after_ms: int) -> list[str]:
-    """Offline orchestrators with pending commands (they will not start them), or whose
-    agents have been unknown for longer than ``lost_after_ms``."""
-    out = []
-    for o in rm.orchestrators.values():
-        if o["status"] != "offline":
-            continue
-        since = o.get("offlineSince")
-        lost = (
-            since is not None
-            and now - since > lost_after_ms
-            and any(m.get("state") == "unknown" for m in o["managedAgents"])
+    """Offline orchestrators that lost their agents or will not start their commands
+    (relay.domain.reaping.lost)."""
+    hosts = (
+        reaping.OfflineHost(
+            o["id"],
+            o.get("offlineSince"),
+            any(m.get("state") == "unknown" for m in o["managedAgents"]),
+            any(cmd["status"] == "pending" for cmd in rm.open_commands.get(o["id"], {}).values()),
         )
-        pending = any(c["status"] == "pending" for c in rm.open_commands.get(o["id"], {}).values())
-        if lost or pending:
-            out.append(o["id"])
-    return sorted(out)
+        for o in rm.orchestrators.values()
+        if o["status"] == reaping.OFFLINE
+    )
+    return reaping.lost(hosts, now, lost_after_ms)
 
 
 _HIDDEN_FIELDS = frozenset(

@@ -6,6 +6,11 @@ are waiting, decides each against the live aggregates, and saves all their
 events in one transaction; then it hands the recordings to the event loop,
 which applies them to the read models before any of those requests is
 answered (read-your-writes).
+
+The writer owns its outcomes (ADR 0030): each waits, keyed by the last log
+position its command wrote, until whoever applies the log says
+``applied(N)`` ("the read models hold everything up to N"). The applier
+knows nothing of outcomes or futures, and the writer nothing of read models.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ class Outcome:
         self.position = 0  # the last log position this command wrote (0: none)
 
 
-Committed = Callable[[list[Any], list[Outcome]], None]
+Deliver = Callable[[list[Any]], None]
 CommitObserver = Callable[[list[Any], float], None]
 
 
@@ -78,15 +83,23 @@ class Writer:
         self,
         app: RelayApp,
         loop: asyncio.AbstractEventLoop,
-        on_committed: Committed,
+        deliver: Deliver,
         max_conflict_retries: int = 12,
+        applied_upto: int = 0,
     ) -> None:
+        """``deliver(recordings)`` is called on the loop with each batch's recordings,
+        in commit order; whoever applies them calls ``applied(N)`` (then or later).
+        ``applied_upto``: the position the read models already hold."""
         self.app = app
         self.loop = loop
-        self.on_committed = on_committed
+        self.deliver = deliver
         self.max_conflict_retries = max_conflict_retries
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="relay-writer", daemon=True)
+        # On the loop only: how far the read models are applied, and the
+        # outcomes of commands written beyond that, each answered by ``applied``.
+        self.applied_upto = applied_upto
+        self._waiting: list[Outcome] = []
         self.last_error: str | None = None
         self.last_commit_ms: float = 0.0
         self.batches = 0
@@ -120,6 +133,39 @@ class Writer:
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    def applied(self, upto: int) -> None:
+        """On the loop: the read models now hold every position up to ``upto``.
+
+        Answers each waiting command whose writes are all at or below it, so a
+        write returns only once it is durable and visible (read-your-writes).
+        """
+        if upto > self.applied_upto:
+            self.applied_upto = upto
+        if not self._waiting:
+            return
+        still: list[Outcome] = []
+        for out in self._waiting:
+            if out.position <= self.applied_upto:
+                if not out.future.done():
+                    out.future.set_result(out.result)
+            else:
+                still.append(out)
+        self._waiting = still
+
+    def _answer(self, recordings: list[Any], outcomes: list[Outcome]) -> None:
+        """On the loop: deliver a batch's recordings, then answer what is applied already."""
+        if recordings:
+            self.deliver(recordings)
+        for out in outcomes:
+            if out.error is not None:
+                if not out.future.done():
+                    out.future.set_exception(out.error)
+            elif out.position <= self.applied_upto:
+                if not out.future.done():
+                    out.future.set_result(out.result)
+            else:
+                self._waiting.append(out)
 
     # -- the thread ------------------------------------------------------------
 
@@ -355,5 +401,5 @@ class Writer:
             self.epochs.committed(recordings)
         # RuntimeError: the loop is closed, so we are shutting down.
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.on_committed, recordings, outcomes)
+            self.loop.call_soon_threadsafe(self._answer, recordings, outcomes)
 

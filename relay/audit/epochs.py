@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 from attrs import frozen
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from relay import chain, merkle
@@ -204,9 +205,8 @@ class EpochSealer:
             # archiver ever moved it, the aggregate's snapshot still knows it.
             try:
                 agg = app.repository.get(EPOCHS_ID)
-            except Exception as e:  # AggregateNotFoundError: no epoch sealed yet
-                if type(e).__name__ != "AggregateNotFoundError":
-                    raise
+            except AggregateNotFoundError:  # no epoch sealed yet
+                pass
             else:
                 self.epoch, self.last, self.root = agg.epoch, agg.last, agg.root
         self.head = max(self.head, app.recorder.max_notification_id() or 0)
@@ -250,9 +250,7 @@ class EpochSealer:
         if agg is None:
             try:
                 agg = app.repository.get(EPOCHS_ID)
-            except Exception as e:  # AggregateNotFoundError
-                if type(e).__name__ != "AggregateNotFoundError":
-                    raise
+            except AggregateNotFoundError:
                 agg = LogEpochs(at=now)
         if agg.epoch != self.epoch:
             # Another relay node sealed since we last looked: take its seals as ours.

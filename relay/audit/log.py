@@ -21,6 +21,7 @@ from eventsourcing.persistence import Mapper, Notification
 
 from relay.domain import agent, orchestrator, seal  # noqa: F401  (every stored topic must resolve)
 from relay.store import SQLITE_FILE
+from relay.store.library import recorder_kind
 from relay.store.transcoder import OrjsonTranscoder
 
 READ_CHUNK = 5_000
@@ -75,7 +76,7 @@ class AppLog:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.mapper = app.mapper
-        self._sqlite = type(app.recorder).__name__ == "SQLiteApplicationRecorder"
+        self._sqlite = recorder_kind(app.recorder) == "sqlite"
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0

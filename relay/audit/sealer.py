@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from relay import chain
@@ -61,9 +62,8 @@ class Sealer:
             # loaded from its snapshot, still knows where the chain stands.
             try:
                 agg = app.repository.get(SEAL_ID)
-            except Exception as e:  # AggregateNotFoundError: never sealed
-                if type(e).__name__ != "AggregateNotFoundError":
-                    raise
+            except AggregateNotFoundError:  # never sealed
+                pass
             else:
                 if agg.upto:
                     self.upto, self.hash = int(agg.upto), bytes.fromhex(agg.hash)
@@ -103,9 +103,7 @@ class Sealer:
         if agg is None:
             try:
                 agg = app.repository.get(SEAL_ID)
-            except Exception as e:  # AggregateNotFoundError
-                if type(e).__name__ != "AggregateNotFoundError":
-                    raise
+            except AggregateNotFoundError:
                 agg = LogSeal(at=self.clock.now_ms())
         if agg.upto != self.upto:
             # Another relay node sealed since we last looked (our copy was dropped or

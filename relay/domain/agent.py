@@ -13,7 +13,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from relay.domain.errors import NotFoundError
-from relay.domain.rules import is_silent
+from relay.domain.reaping import is_stale
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -175,7 +175,7 @@ class Agent(Aggregate):
 
     def is_stale(self, now: int, stale_after_ms: int, grace_from: int) -> bool:
         """Online and silent for longer than stale-after (never counting relay downtime)."""
-        return self.status == ONLINE and is_silent(self.last_seen, now, stale_after_ms, grace_from)
+        return is_stale(self.status, self.last_seen, now, stale_after_ms, grace_from)
 
     def reap(self, now: int, judged_last_seen: int, stale_after_ms: int, grace_from: int) -> bool:
         """Mark offline if still stale and unchanged since judged; a racing heartbeat wins."""

@@ -27,6 +27,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from relay.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from relay.domain.reaping import is_stale
 from relay.domain.rules import (
     ATTENTIONS,
     MAX_ATTENTION_EXCERPT,
@@ -1010,7 +1011,7 @@ class Orchestrator(Aggregate):
 
     def is_stale(self, now: int, stale_after_ms: int, grace_from: int) -> bool:
         """Online and silent for longer than stale-after (never counting relay downtime)."""
-        return self.status == ONLINE and is_silent(self.last_seen, now, stale_after_ms, grace_from)
+        return is_stale(self.status, self.last_seen, now, stale_after_ms, grace_from)
 
     def reap(self, now: int, judged_last_seen: int, stale_after_ms: int, grace_from: int) -> bool:
         """Mark offline if still stale *and* unchanged since the reaper judged it.

@@ -6,6 +6,13 @@ another relay node's writes) is fetched from the store from the last applied
 position, never assuming position+1 (PostgreSQL can burn ids).
 
 Listeners (the SSE hub) get each applied event with what it changed.
+
+It reads the log through a ``ReadableLog`` (relay/store/eventlog.py), never
+the application, and says how far it has applied through one plain callable,
+``on_applied(N)`` (the writer's ``applied``, which answers the waiting
+writes); it publishes the versions it fetched from the store (other nodes'
+writes) on a ``KnownVersions`` board, which the writer consults before it
+decides on a live copy (ADR 0030).
 """
 
 from __future__ import annotations
@@ -18,21 +25,22 @@ from typing import Any
 
 import orjson
 
-from relay.application import RelayApp
 from relay.projections.readmodels import Change, ReadModels
-from relay.writer import Outcome
+from relay.store.eventlog import ReadableLog, readable
+from relay.store.versions import KnownVersions
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "readmodels.json"
 FETCH_LIMIT = 5_000
 Listener = Callable[[int, Any, list[Change]], None]
+Applied = Callable[[int], None]
 
 
 # -- checkpoints -----------------------------------------------------------------
 
 
-def checkpoint_bytes(app: RelayApp, rm: ReadModels, anchor: list[Any] | None) -> bytes:
+def checkpoint_bytes(rm: ReadModels, anchor: list[Any] | None) -> bytes:
     """The read models at ``rm.position`` plus the event found there (the anchor)."""
     state = rm.to_state()
     state["anchor"] = anchor
@@ -52,13 +60,10 @@ def write_checkpoint(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _anchor_at(app: RelayApp, position: int, reader: Any = None) -> list[Any] | None:
+def _anchor_at(log_: ReadableLog, position: int) -> list[Any] | None:
     if position == 0:
         return None
-    if reader is not None:  # the position may be archived
-        found = reader.select(position - 1, 1)
-    else:
-        found = app.recorder.select_notifications(start=position, limit=1)
+    found = log_.select(position - 1, 1)  # through the reader: the position may be archived
     if not found or found[0].id != position:
         return None
     n = found[0]
@@ -66,13 +71,15 @@ def _anchor_at(app: RelayApp, position: int, reader: Any = None) -> list[Any] | 
 
 
 def load_read_models(
-    app: RelayApp, data_dir: Path | None, reader: Any = None
+    source: Any, data_dir: Path | None, reader: ReadableLog | None = None
 ) -> tuple[ReadModels, str]:
     """Checkpoint plus tail, or a rebuild from 0 when the checkpoint does not fit the log.
 
-    ``reader`` (relay.store.reader.LogReader) reads archived positions too: a
-    rebuild from position 0 folds the archive first.
+    Read from ``reader`` when given (relay.store.reader's folding reader reads
+    archived positions too: a rebuild from position 0 folds the archive
+    first), else from ``source`` (a ``ReadableLog``, or an application's recorder).
     """
+    log_ = reader if reader is not None else readable(source)
     rm = ReadModels()
     how = "rebuilt from position 0"
     path = data_dir / CHECKPOINT_FILE if data_dir is not None else None
@@ -81,32 +88,30 @@ def load_read_models(
             state = orjson.loads(path.read_bytes())
             anchor = state.pop("anchor", None)
             candidate = ReadModels.from_state(state)
-            if candidate.position == 0 or anchor == _anchor_at(app, candidate.position, reader):
+            if candidate.position == 0 or anchor == _anchor_at(log_, candidate.position):
                 rm = candidate
                 how = f"checkpoint at {rm.position} plus tail"
             else:
                 log.warning("checkpoint does not match the log; rebuilding from position 0")
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("checkpoint unreadable; rebuilding from position 0", exc_info=True)
-    catch_up(app, rm, reader=reader)
+    catch_up(log_, rm)
     return rm, how
 
 
-def catch_up(app: RelayApp, rm: ReadModels, until: int | None = None, reader: Any = None) -> int:
+def catch_up(
+    source: Any, rm: ReadModels, until: int | None = None, reader: ReadableLog | None = None
+) -> int:
     """Fold every stored event after ``rm.position`` (up to ``until``); returns how many."""
+    log_ = reader if reader is not None else readable(source)
     count = 0
-    to_domain_event = app.mapper.to_domain_event
+    decode = log_.decode
     while True:
-        if reader is not None:
-            batch = reader.select(rm.position, FETCH_LIMIT, until)
-        else:
-            batch = app.recorder.select_notifications(
-                start=rm.position, limit=FETCH_LIMIT, stop=until, inclusive_of_start=False
-            )
+        batch = log_.select(rm.position, FETCH_LIMIT, until)
         if not batch:
             return count
         for n in batch:
-            rm.apply(n.id, to_domain_event(n))
+            rm.apply(n.id, decode(n))
         count += len(batch)
         if len(batch) < FETCH_LIMIT:
             return count
@@ -116,46 +121,40 @@ def catch_up(app: RelayApp, rm: ReadModels, until: int | None = None, reader: An
 
 
 class TailFollower:
-    """Applies committed events to the read models and releases waiting writes."""
+    """Applies committed events to the read models and says how far it has applied."""
 
     def __init__(
         self,
-        app: RelayApp,
+        log_: ReadableLog | Any,
         rm: ReadModels,
         data_dir: Path | None,
         checkpoint_every: int,
+        on_applied: Applied | None = None,
+        known_versions: KnownVersions | None = None,
     ) -> None:
-        self.app = app
+        self.log = readable(log_)  # an application is read through its recorder (tests, tools)
         self.rm = rm
         self.data_dir = data_dir
         self.checkpoint_every = checkpoint_every
+        self.on_applied = on_applied  # told the applied position after each hand-over or fetch
+        self.known_versions = known_versions  # where fetched versions are published
         self.listeners: list[Listener] = []
-        self._waiting: list[Outcome] = []
         self._since_checkpoint = 0
         self._checkpointing: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[None] | None = None
         self._fetch_again = False
         self.head_seen = rm.position  # the newest position known to exist
-        self.reader: Any = None  # relay.store.reader.LogReader: a fetch far behind reads the archive
 
-    # called on the loop by the writer
-    def on_committed(self, recordings: list[Any], outcomes: list[Outcome]) -> None:
+    # called on the loop by the writer, with what it just committed
+    def on_committed(self, recordings: list[Any]) -> None:
         if recordings:
             self.head_seen = max(self.head_seen, recordings[-1].notification.id)
             if self._fetching is None and recordings[0].notification.id == self.rm.position + 1:
                 for r in recordings:
                     self._apply(r.notification.id, r.domain_event)
+                self._tell_applied()
             else:
                 self.poke()
-        for out in outcomes:
-            if out.error is not None:
-                if not out.future.done():
-                    out.future.set_exception(out.error)
-            elif out.position <= self.rm.position:
-                if not out.future.done():
-                    out.future.set_result(out.result)
-            else:
-                self._waiting.append(out)
         self._maybe_checkpoint()
 
     def poke(self, head: int | None = None) -> None:
@@ -169,15 +168,22 @@ class TailFollower:
 
     async def _fetch(self) -> None:
         loop = asyncio.get_running_loop()
+        decode = self.log.decode
         try:
             while True:
                 self._fetch_again = False
                 start = self.rm.position
-                notes = await loop.run_in_executor(None, self._select_after, start)
+                notes = await loop.run_in_executor(None, self.log.select, start, FETCH_LIMIT)
+                seen: list[tuple[Any, int]] = []
                 for n in notes:
                     if n.id > self.rm.position:
-                        self._apply(n.id, self.app.mapper.to_domain_event(n))
-                self._release()
+                        event = decode(n)
+                        self._apply(n.id, event)
+                        seen.append((event.originator_id, event.originator_version))
+                if seen and self.known_versions is not None:
+                    # Before the writes waiting on these positions are answered.
+                    self.known_versions.publish(seen)
+                self._tell_applied()
                 if len(notes) < FETCH_LIMIT and not self._fetch_again:
                     return
         except Exception:
@@ -185,13 +191,6 @@ class TailFollower:
         finally:
             self._fetching = None
             self._maybe_checkpoint()
-
-    def _select_after(self, start: int) -> Any:
-        if self.reader is not None:
-            return self.reader.select(start, FETCH_LIMIT)
-        return self.app.recorder.select_notifications(
-            start=start, limit=FETCH_LIMIT, inclusive_of_start=False
-        )
 
     def _apply(self, position: int, event: Any) -> None:
         emit = bool(self.listeners)
@@ -204,18 +203,10 @@ class TailFollower:
                     listener(position, event, changes)
                 except Exception:
                     log.exception("a log listener failed")
-        if self._waiting:
-            self._release()
 
-    def _release(self) -> None:
-        still: list[Outcome] = []
-        for out in self._waiting:
-            if out.position <= self.rm.position:
-                if not out.future.done():
-                    out.future.set_result(out.result)
-            else:
-                still.append(out)
-        self._waiting = still
+    def _tell_applied(self) -> None:
+        if self.on_applied is not None:
+            self.on_applied(self.rm.position)
 
     # -- checkpoints --------------------------------------------------------------
 
@@ -232,7 +223,7 @@ class TailFollower:
             position = self.rm.position
             self._since_checkpoint = 0
             data = orjson.dumps(self.rm.to_state())
-            anchor = await loop.run_in_executor(None, _anchor_at, self.app, position)
+            anchor = await loop.run_in_executor(None, _anchor_at, self.log, position)
             body = data[:-1] + b',"anchor":' + orjson.dumps(anchor) + b"}"
             path = self.data_dir / CHECKPOINT_FILE
             await loop.run_in_executor(None, write_checkpoint, path, body)
@@ -248,7 +239,7 @@ class TailFollower:
         try:
             write_checkpoint(
                 self.data_dir / CHECKPOINT_FILE,
-                checkpoint_bytes(self.app, self.rm, _anchor_at(self.app, self.rm.position)),
+                checkpoint_bytes(self.rm, _anchor_at(self.log, self.rm.position)),
             )
         except Exception:
             log.warning("could not write the read-model checkpoint", exc_info=True)

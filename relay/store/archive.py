@@ -35,6 +35,7 @@ from attrs import frozen
 from eventsourcing.persistence import Notification
 
 from relay import chain, merkle
+from relay.store.library import recorder_kind
 from relay.store.segment import Interval, SegmentError, SegmentReader, read_header
 
 ARCHIVE_DIR = "archive"
@@ -460,7 +461,7 @@ def _bisect_after(events: list[Notification], after: int) -> int:
 
 def open_archive(app: Any, data_dir: Path | None, create: bool = True) -> Archive:
     """The archive beside ``app``'s store: files on SQLite, a table on PostgreSQL."""
-    if any(k.__name__ == "PostgresApplicationRecorder" for k in type(app.recorder).__mro__):
+    if recorder_kind(app.recorder) == "postgres":
         store: SegmentStore = PostgresSegments(app.recorder)
     else:
         assert data_dir is not None, "SQLite archives live in the data folder"

@@ -29,6 +29,7 @@ and ``kill -9`` it there (tests/loglasts/test_crash_phases.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -39,6 +40,7 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import IntegrityError
 
 from relay import memory, merkle
 from relay.store import segment
@@ -224,11 +226,8 @@ class Archiver:
             if have and have[0].originator_version >= version:
                 continue
             agg = self.app.repository.get(oid)
-            try:
+            with contextlib.suppress(IntegrityError):  # the writer took this very snapshot
                 snapshots.put([Snapshot.take(agg)])
-            except Exception as e:  # IntegrityError: the writer took this very snapshot
-                if type(e).__name__ != "IntegrityError":
-                    raise
 
     def _live_left(self, first: int, last: int) -> bool:
         return bool(

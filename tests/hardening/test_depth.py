@@ -241,14 +241,10 @@ def run_batch(app: RelayApp, cmds: list[Any]) -> list[BaseException | None]:
     """The commands through a real ``Writer`` thread as one batch; each command's error."""
     loop = asyncio.new_event_loop()
 
-    def on_committed(recordings: list[Any], outcomes: list[Any]) -> None:
-        for out in outcomes:
-            if out.error is not None:
-                out.future.set_exception(out.error)
-            else:
-                out.future.set_result(out.result)
+    def deliver(recordings: list[Any]) -> None:
+        writer.applied(recordings[-1].notification.id)  # as the follower does once applied
 
-    writer = Writer(app, loop, on_committed)
+    writer = Writer(app, loop, deliver)
     futures = [writer.submit(cmd) for cmd in cmds]
     writer.start()
     writer.stop()  # takes the whole queue as one batch

@@ -141,15 +141,11 @@ class WriterFailureMachine(RuleBasedStateMachine):
         """Queue every command, then let a writer thread take them as one batch."""
         handed: list[Any] = []
 
-        def on_committed(recordings: list[Any], outcomes: list[Any]) -> None:
+        def deliver(recordings: list[Any]) -> None:
             handed.extend(recordings)
-            for out in outcomes:
-                if out.error is not None:
-                    out.future.set_exception(out.error)
-                else:
-                    out.future.set_result(out.result)
+            writer.applied(recordings[-1].notification.id)  # as the follower does once applied
 
-        writer = Writer(self.app, self.loop, on_committed)
+        writer = Writer(self.app, self.loop, deliver)
         futures = [writer.submit(cmd) for cmd in cmds]
         writer.start()
         writer.stop()  # the thread takes the whole queue as one batch, then stops

@@ -10,6 +10,7 @@ from relay.config import Settings
 from relay.domain.orchestrator import Orchestrator
 from relay.projections.follower import load_read_models
 from relay.store import store_env
+from relay.store.versions import KnownVersions
 
 
 def _app(tmp_path: Path) -> RelayApp:
@@ -76,7 +77,8 @@ def test_a_batch_never_drops_an_earlier_commands_pending_events(tmp_path: Path) 
     app = _app(tmp_path)
     _register(app)
     _, first = app.execute(HeartbeatOrchestrator("o1", 2_000))
-    app.known_version = lambda _id: 99  # the read model has seen a newer version
+    app.known_versions = KnownVersions()
+    app.known_versions.publish([(first[0].id, 99)])  # the follower has seen a newer version
     _, second = app.execute(HeartbeatOrchestrator("o1", 3_000))
     assert first[0] is second[0]
     assert [e.at for e in second[0].pending_events] == [2_000, 3_000]  # type: ignore[attr-defined]
