@@ -579,8 +579,12 @@ def _oid_bytes(oid: Any) -> bytes:
     if b is None:
         if len(_OIDS) >= 100_000:
             _OIDS.clear()
-        b = _OIDS[oid] = oid.bytes if isinstance(oid, UUID) else UUID(oid).bytes
+        b = _OIDS[oid] = oid if isinstance(oid, bytes) else _uuid_of(oid).bytes
     return b
+
+
+def _uuid_of(oid: Any) -> UUID:
+    return oid if isinstance(oid, UUID) else UUID(oid)
 
 
 def _topic_bytes(topic: str) -> bytes:
@@ -609,7 +613,7 @@ def _leaf_hashes(rows: list[Row]) -> list[bytes]:
 
 
 def _as_notification(r: Row) -> Notification:
-    oid = r[1] if isinstance(r[1], UUID) else UUID(r[1])
+    oid = UUID(bytes=_oid_bytes(r[1]))
     return Notification(id=r[0], originator_id=oid, originator_version=r[2], topic=r[3], state=bytes(r[4]))
 
 
@@ -626,8 +630,12 @@ def _rows(log: LogReader, after: int, stop: int) -> Iterator[list[Row]]:
     raw = getattr(live, "rows", None)
     while after < stop:
         covered = archive.covered_upto() if archive is not None else 0
-        if after < covered or raw is None:
-            batch = log.select(after, READ_CHUNK, stop if raw is None else min(stop, covered))
+        if archive is not None and after < covered:
+            yield from _archived_rows(archive, after, min(stop, covered))
+            after = min(stop, covered)  # all the archive holds there (holes: the caller's check)
+            continue
+        if raw is None:
+            batch = log.select(after, READ_CHUNK, stop)
             if not batch:
                 return
             yield [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in batch]
@@ -642,6 +650,24 @@ def _rows(log: LogReader, after: int, stop: int) -> Iterator[list[Row]]:
         after = rows[-1][0]
         if len(rows) < READ_CHUNK:
             return
+
+
+def _archived_rows(archive: Any, after: int, stop: int) -> Iterator[list[Row]]:
+    """Archived events in ``(after, stop]`` a block at a time, aggregate ids as their 16 bytes."""
+    for entry in archive.entries():
+        if entry.last <= after or entry.first > stop:
+            continue
+        seg = archive.segment(entry)
+        oids = [u.bytes for u in seg.oids]
+        for i, b in enumerate(seg.blocks):
+            if b.last <= after or b.first > stop:
+                continue
+            rows = seg.rows(i, oids)
+            if rows[0][0] <= after or rows[-1][0] > stop:
+                rows = [r for r in rows if after < r[0] <= stop]
+            if rows:
+                yield rows
+                after = rows[-1][0]
 
 
 def _refuse(position: int, message: str) -> None:
