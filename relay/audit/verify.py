@@ -884,7 +884,7 @@ def _check_intervals(seg: Any, kept: dict[int, bytes]) -> None:
     counted = sum(int(iv.count) for iv in intervals)
     if counted != dropped:
         raise ValueError(
-            f"the presence intervals count {counted} heartbeats, but {dropped} leaves were dropped"
+            f"the presence intervals count {counted} heartbeats and seals, but {dropped} leaves were dropped"
         )
     gapless = seg.last - seg.first + 1 == seg.size
     for iv in intervals:
