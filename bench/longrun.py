@@ -30,12 +30,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import gc
+import multiprocessing
 import os
 import random
 import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +111,7 @@ class Fleet:
     def report(self, host: str, at: int) -> c.ReportManagedAgents:
         """The host's managed agents changed (the host daemon reports only on change)."""
         agents = [
-            {"id": f"{host}-{cid}", "provider": "claude", "status": "running", "label": None}
+            {"agentId": f"{host}-{cid}", "provider": "claude", "status": "running", "label": None}
             for cid, _ in self.running.get(host, [])
         ]
         return c.ReportManagedAgents(orchestrator_id=host, agents=agents, at=at)
@@ -176,6 +181,23 @@ async def run_day(
             await service.reap(clock.now)
 
 
+def grown(snapshots: list[Any], day: int, top: int = 12) -> None:
+    """Print what the Python heap gained since the first day's end, by allocating line
+    (``--tracemalloc``): where memory that grows per simulated day comes from."""
+    gc.collect()
+    snap = tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen*>"))
+    )
+    snapshots.append(snap)
+    current, _ = tracemalloc.get_traced_memory()
+    print(f"# day {day}: Python heap traced {current / 1e6:.1f} MB", flush=True)
+    if len(snapshots) < 2:
+        return
+    for stat in snap.compare_to(snapshots[0], "traceback")[:top]:
+        frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in list(stat.traceback)[:4])
+        print(f"#   {stat.size_diff / 1e6:+.2f} MB {stat.count_diff:+,} blocks  {frames}", flush=True)
+
+
 def verify_seconds(data: Path) -> tuple[float, str]:
     """``relay audit verify`` (incremental) in a child process, so this process's RSS
     stays the relay's own; the time includes the interpreter's start (~0.3 s)."""
@@ -189,6 +211,23 @@ def verify_seconds(data: Path) -> tuple[float, str]:
     seconds = time.perf_counter() - t0
     text = out.stdout.strip().splitlines()
     return seconds, ("ok" if out.returncode == 0 else "FAILED: " + " / ".join(text[:3]))
+
+
+def thinned_in_child(data: Path, seen: set[str]) -> tuple[int, int, int]:
+    """``thinned_bytes`` in a child process: thinning a day of segments in memory is the
+    bench's own measurement, and its peak must not stay in this process's RSS (the
+    allocator keeps freed memory), which is the relay's."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        tb, fb, n, now_seen = pool.submit(_thinned_child, str(data), sorted(seen)).result()
+    seen.update(now_seen)
+    return tb, fb, n
+
+
+def _thinned_child(data: str, seen: list[str]) -> tuple[int, int, int, list[str]]:
+    s = set(seen)
+    tb, fb, n = thinned_bytes(Path(data), s)
+    return tb, fb, n, sorted(s)
 
 
 def thinned_bytes(data: Path, seen: set[str]) -> tuple[int, int, int]:
@@ -215,21 +254,26 @@ async def main_async(args: argparse.Namespace) -> None:
         epoch_events=args.epoch_events,
         keep_heartbeats=args.keep_heartbeats,
         seal_every=args.seal_every,
+        keep_settled=args.keep_settled,
     )
     fleet = Fleet(args.hosts, args.agents, args.spawns)
     entities = args.hosts * (args.agents + 1)
     period_ms = args.heartbeat * 1000
     print(f"# relay longrun: {args.hosts} hosts x {args.agents} agents ({entities} entities), "
           f"heartbeat {args.heartbeat} s, {args.days} days, epochs of {args.epoch_events:,} events, "
-          f"keep-heartbeats {args.keep_heartbeats}; data in {data}")
+          f"keep-heartbeats {args.keep_heartbeats}, keep-settled {args.keep_settled}; data in {data}")
     print(f"# {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}")
     service = RelayService(settings, clock=clock)
     await service.start(run_reaper=False)
     await asyncio.gather(*(service.execute(x) for x in fleet.registrations(clock.now)))
+    print(f"# RSS after start and registrations: {rss_mb():.0f} MB", flush=True)
     header = ("day", "events", "hb/day", "live MB", "archive MB", "total MB", "B/ev arch",
               "thin B/ent/day", "RSS MB", "start s", "verify s", "write s")
     print(" | ".join(header))
     seen: set[str] = set()
+    snapshots: list[Any] = []
+    if args.tracemalloc:
+        tracemalloc.start(3)
     figures: list[dict[str, float]] = []
     thin_sum = full_sum = 0
     for day in range(1, args.days + 1):
@@ -238,8 +282,21 @@ async def main_async(args: argparse.Namespace) -> None:
         await run_day(service, clock, fleet, START + day * DAY_MS, period_ms)
         write_s = time.perf_counter() - t0
         assert service.archiver is not None
+        before_archiving = rss_mb()
         await asyncio.get_running_loop().run_in_executor(None, service.archiver.run_now)
         rss = rss_mb()  # the relay's own: before this process measures anything else
+        if args.trim_diagnostics:
+            gc.collect()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            print(f"# day {day}: RSS {before_archiving:.0f} MB at the day's end, {rss:.0f} MB after "
+                  f"archiving; after gc and malloc_trim(0) {rss_mb():.0f} MB", flush=True)
+        if args.tracemalloc:
+            grown(snapshots, day)
+        if args.tracemalloc or args.trim_diagnostics:
+            app = service.app
+            print(f"# day {day}: read models hold {len(service.rm.commands)} commands, "
+                  f"{len(service.rm.messages.by_id)} messages, {len(service.rm.entities)} entities; "
+                  f"the writer {len(app.live) if app else 0} live aggregates", flush=True)
         await service.stop()
         t1 = time.perf_counter()
         service = RelayService(settings, clock=clock)
@@ -248,7 +305,7 @@ async def main_async(args: argparse.Namespace) -> None:
         verify_s, verdict = verify_seconds(data)
         archive_b = folder_bytes(data / "archive")
         archived_events = sum(e.last - e.first + 1 for e in service.archive.entries())
-        tb, fb, _ = thinned_bytes(data, seen)
+        tb, fb, _ = thinned_in_child(data, seen)
         measured_events = archived_events
         thin_sum += tb
         full_sum += fb
@@ -314,6 +371,11 @@ def main() -> None:
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--epoch-events", type=int, default=200_000, help="sized to fit the machine")
     p.add_argument("--keep-heartbeats", default="30d")
+    p.add_argument("--keep-settled", default="7d", help="settled commands and messages leave memory")
+    p.add_argument("--trim-diagnostics", action="store_true",
+                   help="also print RSS after gc and glibc's malloc_trim(0): memory the allocator kept")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="print the Python heap's growth since day 1, by allocating line (slow)")
     p.add_argument("--seal-every", type=int, default=1_000)
     p.add_argument("--data", default=None, help="data folder (default: a temporary one, removed)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data folder")

@@ -63,6 +63,7 @@ class RelayApp(Application):
         # They stay in the log; a later command that names one loads it again.
         self.keep_settled_ms: int | None = None
         self._settled: dict[UUID, int] = {}  # message aggregate id -> when it settled
+        self._forgotten: set[UUID] = set()  # messages forgotten (ADR 0036), to leave ``live``
         self._next_eviction = 0
 
     def construct_transcoder(self) -> Transcoder:
@@ -87,6 +88,8 @@ class RelayApp(Application):
             events.extend(agg.collect_events())
             aggregates[agg.id] = agg
         recordings = self._record(processing_event)
+        if self._forgotten:
+            self._drop_forgotten()
         self._take_snapshots(processing_event)
         self._notify(recordings)
         self.notify(processing_event.events)  # the library's deprecated hook, kept for parity
@@ -159,10 +162,15 @@ class RelayApp(Application):
         return agg  # type: ignore[no-any-return]
 
     def message(self, message_id: str) -> Message:
-        """The live message, or NotFoundError if it was never sent."""
+        """The live message, or NotFoundError if it was never sent or was forgotten."""
         agg = self._get(Message, message_id)
         if agg is None:
             raise NotFoundError(f"no message {message_id!r}")
+        if agg.forgotten:
+            raise NotFoundError(
+                f"message {message_id!r} was settled and forgotten after --keep-settled; "
+                "the log keeps its history"
+            )
         return agg  # type: ignore[no-any-return]
 
     def agent_present(self, agent_id: str) -> bool:
@@ -227,6 +235,18 @@ class RelayApp(Application):
             del self._settled[mid]
         for mid in [m for m in self._settled if m not in self.live]:
             del self._settled[mid]
+        return gone + self._drop_forgotten()
+
+    def _drop_forgotten(self) -> list[UUID]:
+        """Forgotten messages (ADR 0036) leave ``live`` once their ``Forgotten`` is stored."""
+        gone = []
+        for mid in list(self._forgotten):
+            agg = self.live.get(mid)
+            if agg is None or not agg.pending_events:
+                self._forgotten.discard(mid)
+                self._settled.pop(mid, None)
+                if self.live.pop(mid, None) is not None:
+                    gone.append(mid)
         return gone
 
     def register_orchestrator(self, cmd: c.RegisterOrchestrator) -> tuple[Any, list[Any]]:
@@ -573,6 +593,33 @@ class RelayApp(Application):
         unique = list({id(a): a for a in touched}.values())  # an aggregate is saved once
         return c.ReapResult([], [], [], expired_commands, lost), unique
 
+    def forget_settled(self, cmd: c.ForgetSettled) -> tuple[c.ForgetResult, list[Any]]:
+        """Record that settled commands and messages leave memory (ADR 0036).
+
+        The read model chose them (settled longer than keep-settled ago); each
+        aggregate re-checks that what it forgets is settled, so an open command
+        or message is never forgotten. The forgotten messages leave ``live``
+        at the next eviction, once their event is stored.
+        """
+        touched: list[Any] = []
+        commands: list[str] = []
+        messages: list[str] = []
+        for oid, cids in cmd.commands:
+            o = self._get(Orchestrator, oid)
+            if o is None or o.removed:
+                continue
+            gone = o.forget_settled_commands(list(cids), cmd.now)
+            if gone:
+                commands.extend(gone)
+                touched.append(o)
+        for mid in cmd.message_ids:
+            msg = self._get(Message, mid)
+            if msg is not None and msg.forget(cmd.now):
+                messages.append(mid)
+                touched.append(msg)
+                self._forgotten.add(msg.id)
+        return c.ForgetResult(commands, messages), touched
+
     # -- messages --------------------------------------------------------------------
 
     def send_message(self, cmd: c.SendMessage) -> tuple[list[str], list[Any]]:
@@ -672,6 +719,7 @@ _HANDLERS: dict[type, Any] = {
     c.RemoveAgent: RelayApp.remove_agent,
     c.Reap: RelayApp.reap,
     c.ExpireCommands: RelayApp.expire_commands,
+    c.ForgetSettled: RelayApp.forget_settled,
     c.SendMessage: RelayApp.send_message,
     c.ClaimMessage: RelayApp.claim_message,
     c.AckMessage: RelayApp.ack_message,

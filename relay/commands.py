@@ -259,6 +259,23 @@ class ExpireCommands:
 
 
 @frozen
+class ForgetSettled:
+    """Settled commands (by orchestrator) and settled messages over for longer than
+    keep-settled at ``now``, as the read model saw them (ADR 0036); each aggregate
+    re-checks that what it forgets is settled."""
+
+    now: int
+    commands: tuple[tuple[str, tuple[str, ...]], ...] = field(factory=tuple)
+    message_ids: tuple[str, ...] = field(factory=tuple)
+
+
+@frozen
+class ForgetResult:
+    command_ids: list[str]
+    message_ids: list[str]
+
+
+@frozen
 class ReapResult:
     reaped_agent_ids: list[str]
     reaped_orchestrator_ids: list[str]
@@ -357,6 +374,7 @@ Command = (
     | RemoveAgent
     | Reap
     | ExpireCommands
+    | ForgetSettled
     | SendMessage
     | ClaimMessage
     | AckMessage

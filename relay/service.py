@@ -18,7 +18,7 @@ from uuid import UUID
 from attrs import evolve, frozen
 from eventsourcing.persistence import PersistenceError
 
-from relay import __version__
+from relay import __version__, memory
 from relay import commands as c
 from relay.application import RelayApp
 from relay.audit.log import AppLog
@@ -29,7 +29,7 @@ from relay.domain.outage import PassDecision, ReapBrake
 from relay.domain.rules import is_silent
 from relay.metrics import Metrics
 from relay.projections.follower import TailFollower, load_read_models
-from relay.projections.messages import expired_claims
+from relay.projections.messages import expired_claims, settled_to_forget
 from relay.projections.readmodels import ReadModels
 from relay.store import store_env
 from relay.store.archive import Archive, open_archive
@@ -95,6 +95,7 @@ class RelayService:
     async def _start(self, run_reaper: bool) -> None:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+        memory.tune()  # archiving's big buffers go back to the system when freed (relay/memory.py)
         env = store_env(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.app = await loop.run_in_executor(None, RelayApp, env)
@@ -481,6 +482,11 @@ def reap_pass(
             lost_orchestrator_ids=ended.lost_orchestrator_ids,
             suspended=suspended,
         )
+    # Settled commands and messages older than keep-settled leave memory (ADR 0036).
+    keep_ms = settings.keep_settled_ms
+    forget = settled_to_forget(rm, now, keep_ms) if keep_ms is not None else None
+    if forget is not None:
+        yield forget
     return result
 
 

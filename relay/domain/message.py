@@ -227,6 +227,31 @@ class Message(Aggregate):
         self._acked(claim_id=self.claim_id, agent_id=self.recipient, at=at)
         return True
 
+    # Set by ``Forgotten`` only; a class default, so every earlier log replays unchanged.
+    forgotten = False
+
+    def forget(self, at: int) -> bool:
+        """Let a settled (acked or deleted) message leave memory (ADR 0036).
+
+        False, and nothing recorded, for an open message (pending, claimed) or
+        one already forgotten: forgetting never takes a message out of an inbox.
+        """
+        if self.status not in (ACKED, DELETED) or self.forgotten:
+            return False
+        self._forgotten(at=at)
+        return True
+
+    class Forgotten(Event):
+        """Settled for longer than keep-settled, the message left memory; the log keeps it."""
+
+        TOPIC = "MessageForgotten"
+        class_version = 1
+        at: int
+
+    @event(Forgotten)
+    def _forgotten(self, at: int) -> None:
+        self.forgotten = True
+
     def release(self, agent_id: str, claim_id: str | None, at: int) -> None:
         """Give the message back to the inbox; only the holder of a live claim may."""
         self._require_holder(agent_id, claim_id, at, "release")

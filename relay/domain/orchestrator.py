@@ -880,7 +880,9 @@ class Orchestrator(Aggregate):
         current = self.commands.get(command_id)
         if current is None:
             raise NotFoundError(
-                f"orchestrator {self.orchestrator_id!r} has no command {command_id!r}"
+                f"orchestrator {self.orchestrator_id!r} has no command {command_id!r} "
+                "(never sent, or settled and forgotten after --keep-settled; "
+                "the log keeps its history)"
             )
         return current
 
@@ -956,6 +958,37 @@ class Orchestrator(Aggregate):
         self.deadlines.pop(command_id, None)
         self.pending_spawns.pop(command_id, None)
         self.input_commands.pop(command_id, None)
+
+    def forget_settled_commands(self, command_ids: list[str], at: int) -> list[str]:
+        """Let settled commands leave memory (ADR 0036); returns the ones forgotten.
+
+        Only commands that are over (done, failed, expired) are forgotten; an
+        open one, or one unknown here, is skipped, never dropped. How long a
+        command stays after it settled (``--keep-settled``) is the caller's
+        judgement, made from the read model with time passed in; the log keeps
+        every event of a forgotten command, so its history is whole.
+        """
+        gone = [
+            cid
+            for cid in dict.fromkeys(command_ids)
+            if cid in self.commands and self.commands[cid] not in OPEN_COMMAND_STATES
+        ]
+        if gone:
+            self._settled_commands_forgotten(command_ids=gone, at=at)
+        return gone
+
+    class SettledCommandsForgotten(Event):
+        """Commands over for longer than keep-settled left memory; the log keeps their history."""
+
+        TOPIC = "SettledCommandsForgotten"
+        class_version = 1
+        command_ids: list[str]
+        at: int
+
+    @event(SettledCommandsForgotten)
+    def _settled_commands_forgotten(self, command_ids: list[str], at: int) -> None:
+        for cid in command_ids:
+            self.commands.pop(cid, None)
 
     def remove(self, at: int) -> None:
         """Forget the orchestrator; its managed agents keep running on the host."""

@@ -61,7 +61,10 @@ def act_as(request: web.Request, agent_id: str, what: str) -> None:
 def _message(request: web.Request, message_id: str) -> dict[str, Any]:
     m = svc(request).rm.messages.by_id.get(message_id)
     if m is None:
-        raise NotFoundError(f"no message {message_id!r}")
+        raise NotFoundError(
+            f"no message {message_id!r} (never sent, or settled and forgotten after "
+            "--keep-settled; GET /api/log keeps its history)"
+        )
     return m
 
 

@@ -19,6 +19,8 @@ class FoldTarget(Protocol):
 
     messages: Any  # relay.projections.messages.Messages
     agents: dict[str, dict[str, Any]]
+    commands: dict[str, dict[str, Any]]
+    settled_commands: dict[str, int]
     entities: dict[str, list[Any]]
     position_applying: int
 

@@ -50,6 +50,14 @@ class Messages:
         self.broadcasts: dict[str, dict[str, Any]] = {}
         # ids of copies whose content lives in ``broadcasts``.
         self._shared: dict[str, None] = {}
+        # broadcast id -> how many of its copies are still here: its content leaves with
+        # the last one forgotten (ADR 0036).
+        self._copies: dict[str, int] = {}
+        # message id -> when it settled (acked or deleted): what keep-settled forgets
+        # (ADR 0036) without scanning every message. Derived, rebuilt on a checkpoint load.
+        self.settled: dict[str, int] = {}
+        # ids in ``_order`` forgotten since it was last compacted.
+        self._dead = 0
 
     # -- folding -------------------------------------------------------------------
 
@@ -62,6 +70,40 @@ class Messages:
             self._open.setdefault(m["recipient"], {})[mid] = None
         if m["status"] == CLAIMED:
             self._claimed[mid] = None
+
+    def _share(self, mid: str, broadcast_id: str) -> None:
+        self._shared[mid] = None
+        self._copies[broadcast_id] = self._copies.get(broadcast_id, 0) + 1
+
+    def _settle(self, m: dict[str, Any], at: int) -> None:
+        self.settled[m["id"]] = max(at, self.settled.get(m["id"], at))
+
+    def forget(self, mid: str) -> None:
+        """A settled message leaves the read model (ADR 0036); the log keeps it.
+
+        ``_order`` keeps its id until more than half of it is forgotten, then
+        it is compacted in one pass, so forgetting costs O(1) amortised.
+        """
+        m = self.by_id.pop(mid, None)
+        if m is None:
+            return
+        self._close(m)
+        self.settled.pop(mid, None)
+        if mid in self._shared:
+            del self._shared[mid]
+            bid = m["broadcastId"]
+            left = self._copies.get(bid, 1) - 1
+            if left > 0:
+                self._copies[bid] = left
+            else:
+                self._copies.pop(bid, None)
+                self.broadcasts.pop(bid, None)
+        self._dead += 1
+        if self._dead * 2 > len(self._order):
+            keep = [i for i, x in enumerate(self._order) if x in self.by_id]
+            self._order = [self._order[i] for i in keep]
+            self._seqs = [self._seqs[i] for i in keep]
+            self._dead = 0
 
     def _close(self, m: dict[str, Any]) -> None:
         inbox = self._open.get(m["recipient"])
@@ -102,7 +144,9 @@ class Messages:
         out: list[dict[str, Any]] = []
         start = bisect.bisect_right(self._seqs, after)
         for i in range(start, len(self._order)):
-            m = self.by_id[self._order[i]]
+            m = self.by_id.get(self._order[i])
+            if m is None:
+                continue  # forgotten (ADR 0036)
             if to is not None and m["recipient"] != to and m["to"] != to:
                 continue
             if sender is not None and m["from"] != sender:
@@ -156,8 +200,10 @@ class Messages:
         for m in state["messages"]:
             if "body" not in m:  # a copy: its content is its broadcast's
                 m.update(ms.broadcasts[m["broadcastId"]]["content"])
-                ms._shared[m["id"]] = None
+                ms._share(m["id"], m["broadcastId"])
             ms._index(m)
+            if m["status"] in (ACKED, DELETED):
+                ms.settled[m["id"]] = max(m["ackedAt"] or 0, m["deletedAt"] or 0)
         return ms
 
 
@@ -232,7 +278,7 @@ def _delivered(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
     rm._named(ev, "message", ev.message_id)
     content = rm.messages.broadcasts[ev.broadcast_id]["content"]
     m = _new_message(rm, ev.message_id, ev.recipient, ev.broadcast_id, content)
-    rm.messages._shared[ev.message_id] = None
+    rm.messages._share(ev.message_id, ev.broadcast_id)
     if changes is not None:
         changes.append(("message.new", m))
 
@@ -282,6 +328,7 @@ def _acked(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
     m["ackedAt"] = ev.at
     m["ackedBy"] = ev.agent_id
     rm.messages._close(m)
+    rm.messages._settle(m, ev.at)
     if changes is not None:
         changes.append(("message.acked", m))
 
@@ -296,8 +343,14 @@ def _deleted(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
     m["claimedAt"] = None
     m["leaseUntil"] = None
     rm.messages._close(m)
+    rm.messages._settle(m, ev.at)
     if changes is not None:
         changes.append(("message.deleted", m))
+
+
+def _forgotten(rm: ReadModels, ev: Any, changes: list[Change] | None) -> None:
+    """Settled longer than keep-settled: out of the read model, still in the log (ADR 0036)."""
+    rm.messages.forget(rm._entity(ev)[1])
 
 
 HANDLERS: dict[str, Any] = {
@@ -309,7 +362,36 @@ HANDLERS: dict[str, Any] = {
     "MessageClaimExpired": _claim_expired,
     "MessageAcked": _acked,
     "MessageDeleted": _deleted,
+    "MessageForgotten": _forgotten,
 }
+
+
+def settled_to_forget(
+    rm: ReadModels, now: int, keep_ms: int, limit: int = 2_000
+) -> c.ForgetSettled | None:
+    """What keep-settled forgets at ``now``: commands and messages settled at least
+    ``keep_ms`` ago, as the read model shows them (ADR 0036); None when nothing is due.
+
+    Pure (no clock, no IO), like ``expired_claims``: the service's reaper pass and the
+    property tests run the same decision; each aggregate re-checks before recording.
+    At most ``limit`` of each per pass, so one transaction stays small; the next
+    pass takes the rest.
+    """
+    upto = now - keep_ms
+    by_orchestrator: dict[str, list[str]] = {}
+    n = 0
+    for cid, at in rm.settled_commands.items():
+        if at <= upto and n < limit:
+            by_orchestrator.setdefault(rm.commands[cid]["orchestratorId"], []).append(cid)
+            n += 1
+    mids = [mid for mid, at in rm.messages.settled.items() if at <= upto][:limit]
+    if not by_orchestrator and not mids:
+        return None
+    return c.ForgetSettled(
+        now=now,
+        commands=tuple((oid, tuple(cids)) for oid, cids in sorted(by_orchestrator.items())),
+        message_ids=tuple(mids),
+    )
 
 
 # -- decisions shared by the edge, the reaper and the stream ---------------------------------

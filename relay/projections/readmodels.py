@@ -60,6 +60,9 @@ class ReadModels:
         # scanning every command ever sent. Internal, derived from ``commands`` (rebuilt
         # in ``from_state``, not checkpointed).
         self.open_commands: dict[str, dict[str, dict[str, Any]]] = {}
+        # command id -> when it settled (its result's or expiry's ``at``): what keep-settled
+        # forgets (ADR 0036) without scanning every command. Derived like ``open_commands``.
+        self.settled_commands: dict[str, int] = {}
         # Placement's order (relay/projections/placement.py, ADR 0037): re-filed after each
         # event of an orchestrator; internal and derived like ``open_commands``.
         self.placement = PlacementIndex()
@@ -304,6 +307,7 @@ class ReadModels:
         self.open_commands.get(cmd["orchestratorId"], {}).pop(ev.command_id, None)
         cmd["status"] = "expired"
         cmd["expired"] = {"reason": ev.reason, "at": ev.at}
+        self.settled_commands[ev.command_id] = ev.at
         if changes is not None:
             changes.append(("orchestrator.command", cmd))
 
@@ -400,8 +404,20 @@ class ReadModels:
             "agentId": ev.agent_id,
             "at": ev.at,
         }
+        self.settled_commands[ev.command_id] = ev.at
         if changes is not None:
             changes.append(("orchestrator.command", cmd))
+
+    def _settled_commands_forgotten(self, ev: Any, changes: list[Change] | None) -> None:
+        """Settled commands leave the read models (ADR 0036); GET /api/log keeps them."""
+        oid = self._entity(ev)[1]
+        gone = set(ev.command_ids)
+        for cid in gone:
+            self.commands.pop(cid, None)
+            self.settled_commands.pop(cid, None)
+        ids = self.commands_by_orchestrator.get(oid)
+        if ids is not None:
+            self.commands_by_orchestrator[oid] = [i for i in ids if i not in gone]
 
     def _orchestrator_removed(self, ev: Any, changes: list[Change] | None) -> None:
         oid = self._entity(ev)[1]
@@ -411,6 +427,7 @@ class ReadModels:
         self.agents.pop(o["agentId"], None)
         for cid in self.commands_by_orchestrator.pop(oid, []):
             self.commands.pop(cid, None)
+            self.settled_commands.pop(cid, None)
         self._sorted_orchestrators = None
         if changes is not None:
             changes.append(("orchestrator.removed", {"id": oid}))
@@ -633,6 +650,8 @@ class ReadModels:
         for cmd in rm.commands.values():
             if cmd["status"] in ("pending", "running"):
                 rm.open_commands.setdefault(cmd["orchestratorId"], {})[cmd["id"]] = cmd
+            elif (settled_at := _settled_at(cmd)) is not None:
+                rm.settled_commands[cmd["id"]] = settled_at
         for oid in rm.orchestrators:
             rm._refile(oid)
         return rm
@@ -727,6 +746,7 @@ _HANDLERS: dict[str, Handler] = {
     "ManagedAgentsLost": ReadModels._agents_lost,
     "CommandStarted": ReadModels._command_started,
     "CommandExpired": ReadModels._command_expired,
+    "SettledCommandsForgotten": ReadModels._settled_commands_forgotten,
     "ReaperCreated": ReadModels._reaper_created,
     "ReapSuspended": ReadModels._reap_suspended,
     "ReapResumed": ReadModels._reap_resumed,
@@ -738,6 +758,12 @@ def _attention_of(m: dict[str, Any] | None) -> dict[str, Any]:
     if m is None:
         return NO_ATTENTION
     return {k: m.get(k) for k in ATTENTION_FIELDS}
+
+
+def _settled_at(cmd: dict[str, Any]) -> int | None:
+    """When a command that is over settled: its result's or its expiry's ``at``."""
+    over = cmd.get("result") or cmd.get("expired")
+    return int(over["at"]) if over else None
 
 
 def _managed_view(o: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:

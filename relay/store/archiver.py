@@ -40,7 +40,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.domain import Snapshot
 
-from relay import merkle
+from relay import memory, merkle
 from relay.store import segment
 from relay.store.archive import SEAL_TOPIC, Archive, ArchiveError, Entry, leaf
 from relay.store.segment import Interval, SegmentReader
@@ -457,6 +457,7 @@ class ArchiveWorker:
                 return  # another relay node is archiving this log right now
             self.archiver.run(self.epochs_due(), now=self.now_ms())
             self.runs += 1
+            memory.trim()  # what compressing an epoch freed goes back to the system (issue 14)
             self.last_error = None
 
     def _loop(self) -> None:
