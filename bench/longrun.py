@@ -213,6 +213,11 @@ def verify_seconds(data: Path) -> tuple[float, str]:
     return seconds, ("ok" if out.returncode == 0 else "FAILED: " + " / ".join(text[:3]))
 
 
+def seg_bytes(entry: Any) -> int:
+    """A segment's bytes on disk (SQLite archives: one file per segment)."""
+    return Path(entry.key).stat().st_size
+
+
 def thinned_in_child(data: Path, seen: set[str]) -> tuple[int, int, int]:
     """``thinned_bytes`` in a child process: thinning a day of segments in memory is the
     bench's own measurement, and its peak must not stay in this process's RSS (the
@@ -304,15 +309,28 @@ async def main_async(args: argparse.Namespace) -> None:
         start_s = time.perf_counter() - t1
         verify_s, verdict = verify_seconds(data)
         archive_b = folder_bytes(data / "archive")
-        archived_events = sum(e.last - e.first + 1 for e in service.archive.entries())
-        tb, fb, _ = thinned_in_child(data, seen)
-        measured_events = archived_events
-        thin_sum += tb
-        full_sum += fb
-        per_event = archive_b / archived_events if archived_events else 0.0
-        # Per simulated day of *archived* events (epochs do not end at midnight).
-        measured_days = measured_events / max(1.0, service.rm.position / day)
-        thin_per_entity_day = thin_sum / entities / measured_days if measured_days else 0.0
+        entries = service.archive.entries()
+        full_entries = [e for e in entries if e.kind == "full"]
+        thin_entries = [e for e in entries if e.kind == "thin"]
+        events_per_day = max(1.0, service.rm.position / day)
+        if thin_entries:
+            # Thinned inside the run (--keep-heartbeats shorter than the run): the
+            # segments the relay itself thinned, per simulated day of their events.
+            thin_b = sum(seg_bytes(e) for e in thin_entries)
+            thin_days = sum(e.last - e.first + 1 for e in thin_entries) / events_per_day
+            thin_per_entity_day = thin_b / entities / thin_days
+        elif settings.keep_heartbeats_ms is not None and settings.keep_heartbeats_ms < args.days * DAY_MS:
+            thin_per_entity_day = 0.0  # the relay will thin inside this run: measured then
+        else:
+            # Not yet: each day's full segments thinned in memory, as --keep-heartbeats would.
+            tb, fb, _ = thinned_in_child(data, seen)
+            thin_sum += tb
+            full_sum += fb
+            measured_days = sum(e.last - e.first + 1 for e in full_entries) / events_per_day
+            thin_per_entity_day = thin_sum / entities / measured_days if measured_days else 0.0
+        full_events = sum(e.last - e.first + 1 for e in full_entries)
+        # Bytes per event of the segments still at full resolution (thinned ones excluded).
+        per_event = sum(seg_bytes(e) for e in full_entries) / full_events if full_events else 0.0
         row = {
             "day": day, "events": service.rm.position, "hb": fleet.heartbeats - hb0,
             "live": live_bytes(data), "archive": archive_b, "total": folder_bytes(data),

@@ -13,6 +13,13 @@ incremental  one more epoch is written, then ``relay audit verify``: the
 
     .venv/bin/python bench/verify_epochs.py                     # 300,000 events, epochs of 50,000
     .venv/bin/python bench/verify_epochs.py --events 1000000 --epoch 100000
+    .venv/bin/python bench/verify_epochs.py --events 1730000 --epoch 1730000 --archived   # one 100x5 day
+
+``--archived``: before the incremental run, every sealed epoch is moved to
+the archive (as the relay's archiver does), so the new epoch is read from
+its segment, not the live store. To compare with another version of relay
+in the same session, run this script with ``PYTHONPATH`` naming that
+version's checkout (e.g. an ``git archive`` of the base commit).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import tempfile
 import time
@@ -87,6 +95,19 @@ def build(data: Path, events: int, epoch: int, orchestrators: int = 1_000, step:
     return time.perf_counter() - t0
 
 
+def archive_all(data: Path) -> None:
+    """Move every sealed epoch to the archive, as the relay's archiver would."""
+    from relay.audit.epochs import sealed_epochs
+    from relay.store.archive import open_archive
+    from relay.store.archiver import Archiver
+
+    app = open_app(data)
+    try:
+        Archiver(app, open_archive(app, data)).run(sealed_epochs(app.recorder))
+    finally:
+        app.close()
+
+
 def verify(data: Path, *args: str) -> tuple[float, str]:
     out = io.StringIO()
     t0 = time.perf_counter()
@@ -103,7 +124,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=300_000)
     p.add_argument("--epoch", type=int, default=50_000)
+    p.add_argument("--archived", action="store_true",
+                   help="archive the sealed epochs before the incremental run")
     a = p.parse_args()
+    import relay
+
+    print(f"# relay from {Path(relay.__file__).parent}; "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="relay-verify-") as tmp:
         data = Path(tmp) / "data"
         built = build(data, a.events, a.epoch)
@@ -112,6 +139,8 @@ def main() -> None:
         read = int(text.split("OK: ")[1].split(" ")[0])
         print(f"full verify: {read:,} events in {seconds:.2f} s = {read / seconds:,.0f} events/s")
         build(data, a.events + a.epoch, a.epoch)
+        if a.archived:
+            archive_all(data)
         seconds, text = verify(data)
         read = int(text.split("OK: ")[1].split(" ")[0])
         print(f"incremental verify after one more epoch: {read:,} events in {seconds:.2f} s "

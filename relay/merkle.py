@@ -76,6 +76,37 @@ class TreeBuilder:
         stack.append((width, h))
         self.size += 1
 
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Add many leaf hashes at once: the same tree as ``append`` one by one, built faster.
+
+        The leaves are cut into the perfect subtrees that the running size
+        allows (a subtree of width k may start only where the size is a
+        multiple of k, so each is exactly a node of the RFC 9162 tree), and
+        each is hashed level by level in list comprehensions instead of one
+        stack walk per leaf: verify spends most of its time here.
+        """
+        n, i = len(leaves), 0
+        while i < n:
+            left = n - i
+            k = 1 << (left.bit_length() - 1)  # the largest power of two that fits
+            if self.size:
+                k = min(k, self.size & -self.size)  # and that the size is aligned to
+            level = list(leaves[i : i + k])
+            while len(level) > 1:
+                pairs = iter(level)
+                level = [_sha256(b"\x01" + a + b).digest() for a, b in zip(pairs, pairs, strict=False)]
+            self._push(k, level[0])
+            i += k
+
+    def _push(self, width: int, h: bytes) -> None:
+        """Add the root of a perfect subtree of ``width`` leaves (size must be a multiple of it)."""
+        stack = self._stack
+        while stack and stack[-1][0] == width:
+            h = _sha256(b"\x01" + stack.pop()[1] + h).digest()
+            width *= 2
+        stack.append((width, h))
+        self.size = sum(w for w, _ in stack)
+
     def root(self) -> bytes:
         """MTH of the leaves appended so far."""
         if not self._stack:

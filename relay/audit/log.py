@@ -92,6 +92,17 @@ class AppLog:
             )
         )
 
+    def rows(self, after: int, limit: int, stop: int | None = None) -> list[tuple[Any, ...]]:
+        """``select`` as plain rows (see SqliteLog.rows); through the library on other stores."""
+        if self._sqlite:
+            with self.app.recorder.datastore.transaction(commit=False) as c:
+                c.execute(_ROWS_SQL, (after, stop if stop is not None else 2**62, limit))
+                return [tuple(r) for r in c.fetchall()]
+        return [
+            (n.id, n.originator_id, n.originator_version, n.topic, n.state)
+            for n in self.select(after, limit, stop)
+        ]
+
     def decode(self, notification: Notification) -> Any:
         return self.mapper.to_domain_event(notification)
 
@@ -155,6 +166,14 @@ class SqliteLog:
         ).fetchall()
         return [_notification(r) for r in rows]
 
+    def rows(self, after: int, limit: int, stop: int | None = None) -> list[tuple[Any, ...]]:
+        """Like ``select``, as plain (position, aggregate id text, version, topic, bytes) rows.
+
+        For verify's hot loop, which hashes the stored bytes and needs no
+        Notification (building one per event was a third of its time).
+        """
+        return self.conn.execute(_ROWS_SQL, (after, stop if stop is not None else 2**62, limit)).fetchall()
+
     def decode(self, notification: Notification) -> Any:
         return self.mapper.to_domain_event(notification)
 
@@ -171,6 +190,11 @@ class SqliteLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+_ROWS_SQL = (
+    f"SELECT rowid, originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
+    "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+)
 
 # Ordered by version so that SQLite walks the (originator_id, originator_version)
 # key instead of the whole table; within one aggregate, version order is log order.

@@ -45,6 +45,9 @@ ADVISORY_KEY = 0x72656C6179_0E  # "relay" + issue 14: the archivers' PostgreSQL 
 CACHE_BLOCKS = 3  # inflated blocks kept (a paging reader reuses the one it is in)
 
 
+SEAL_TOPIC = "LogSealed"  # the rolling seals' topic: thinned with heartbeats (ADR 0039)
+
+
 class ArchiveError(Exception):
     """Raised when a segment cannot be written, or does not match its epoch's root."""
 
@@ -433,14 +436,20 @@ class Archive:
                             return out
         return out
 
-    def intervals(self, after: int, upto: int, touching: bool = False) -> list[Interval]:
+    def intervals(
+        self, after: int, upto: int, touching: bool = False, seals: bool = False
+    ) -> list[Interval]:
         """Thinned heartbeat runs whose first position is in ``(after, upto]``
-        (``touching``: any of whose positions is)."""
+        (``touching``: any of whose positions is). ``seals``: the thinned runs of
+        rolling seals too (ADR 0039), which are no one's presence: only verify
+        and the tests that account for every dropped leaf ask for them."""
         out: list[Interval] = []
         for entry in self.entries():
             if entry.kind != "thin" or entry.last <= after or entry.first > upto:
                 continue
             for i in self.segment(entry).intervals:
+                if i.topic == SEAL_TOPIC and not seals:
+                    continue
                 start = i.last_position if touching else i.first_position
                 if after < start and i.first_position <= upto:
                     out.append(i)

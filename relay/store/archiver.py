@@ -44,12 +44,18 @@ from eventsourcing.persistence import IntegrityError
 
 from relay import memory, merkle
 from relay.store import segment
-from relay.store.archive import Archive, ArchiveError, Entry, leaf
+from relay.store.archive import SEAL_TOPIC, Archive, ArchiveError, Entry, leaf
 from relay.store.segment import Interval, SegmentReader
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TOPICS = frozenset({"AgentHeartbeatReceived", "OrchestratorHeartbeatReceived"})
+# What thinning drops (ADR 0039): heartbeats, and the rolling seals of the epoch too.
+# Inside a thinned epoch the rolling chain cannot be recomputed (its heartbeats are
+# gone), so verify never used those seals there; the epoch root and its cover
+# hashes prove every kept event. Their runs are intervals like heartbeats' ones.
+SEAL_TOPICS = frozenset({SEAL_TOPIC})
+THINNED_TOPICS = HEARTBEAT_TOPICS | SEAL_TOPICS
 READ_CHUNK = 20_000
 DELETE_CHUNK = 20_000
 STATE_FILE = "state.json"
@@ -341,7 +347,8 @@ def presence(events: Iterable[Any]) -> tuple[list[Any], list[int], list[Interval
 
     A run is an entity's heartbeats at consecutive versions: any other event
     of that entity (a reap, a re-registration) ends it, so every kept event
-    lies between runs, never inside one.
+    lies between runs, never inside one. The rolling seals (their own
+    aggregate, ``LogSealed`` only) make one run per epoch (ADR 0039).
     """
     kept: list[Any] = []
     kept_index: list[int] = []
@@ -355,7 +362,7 @@ def presence(events: Iterable[Any]) -> tuple[list[Any], list[int], list[Interval
 
     for i, e in enumerate(events):
         oid = e.originator_id
-        if e.topic not in HEARTBEAT_TOPICS:
+        if e.topic not in THINNED_TOPICS:
             close(oid)
             kept.append(e)
             kept_index.append(i)

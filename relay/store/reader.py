@@ -101,11 +101,11 @@ class LogReader:
                 continue
             return found + [n for n in notes if n.id > covered], max(nxt, start)
 
-    def intervals(self, after: int, upto: int) -> list[Interval]:
-        """Thinned heartbeat runs that start in ``(after, upto]``."""
+    def intervals(self, after: int, upto: int, seals: bool = False) -> list[Interval]:
+        """Thinned heartbeat runs that start in ``(after, upto]`` (``seals``: rolling seals' too)."""
         if self.archive is None:
             return []
-        return self.archive.intervals(after, upto)
+        return self.archive.intervals(after, upto, seals=seals)
 
 
 def run_ends(iv: Interval) -> list[Notification]:

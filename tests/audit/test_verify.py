@@ -160,3 +160,37 @@ def test_verify_reads_a_running_relay_without_disturbing_it(tmp_path: Path, audi
         assert r.returncode == 0, r.stdout + r.stderr
         assert c.post("/api/orchestrators/o1/heartbeat").status == 200
         c.close()
+
+
+# -- verify's fast leaf loop ------------------------------------------------------------
+
+from uuid import UUID  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from relay import chain, merkle  # noqa: E402
+from relay.audit.verify import _leaf_hashes  # noqa: E402
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(1, 2**62),
+            st.uuids(),
+            st.booleans(),
+            st.integers(-(2**63), 2**63 - 1),
+            st.text(max_size=20),
+            st.binary(max_size=200),
+        ),
+        max_size=20,
+    )
+)
+def test_the_fast_leaves_are_the_chain_links_leaves(
+    rows: list[tuple[int, UUID, bool, int, str, bytes]],
+) -> None:
+    """Verify's batched leaf hashes (struct-packed, cached ids and topics) must be byte for
+    byte merkle.leaf_hash(chain.link(...)), for ids given as UUIDs (archive) or text (SQLite);
+    packing the version unsigned, or the position signed, would fail here."""
+    raw = [(p, o if as_uuid else str(o), v, t, s) for p, o, as_uuid, v, t, s in rows]
+    assert _leaf_hashes(raw) == [merkle.leaf_hash(chain.link(p, o, v, t, s)) for p, o, v, t, s in raw]

@@ -25,7 +25,7 @@ from relay.application import RelayApp
 from relay.audit.log import AppLog
 from relay.config import Settings
 from relay.store import store_env
-from relay.store.archiver import HEARTBEAT_TOPICS
+from relay.store.archiver import HEARTBEAT_TOPICS, THINNED_TOPICS
 from tests.loglasts.archivelog import copy_data, fleet, open_reader, rows
 from tests.loglasts.epochlog import run_relay
 from tests.support.client import Client
@@ -98,7 +98,7 @@ def crash_in(phase: str, built: Path, tmp_path: Path) -> None:
     before = rows(AppLog(built_app))
 
     def thinned(r: tuple) -> bool:
-        return thinning and r[0] <= covered and r[3] in HEARTBEAT_TOPICS
+        return thinning and r[0] <= covered and r[3] in THINNED_TOPICS
 
     assert [r for r in got if r[0] <= before[-1][0]] == [r for r in before if not thinned(r)]
     intervals = reader.intervals(0, 2**62)

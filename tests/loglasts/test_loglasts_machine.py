@@ -27,7 +27,7 @@ from relay.clock import FakeClock
 from relay.config import Settings
 from relay.store import store_env
 from relay.store.archive import open_archive
-from relay.store.archiver import HEARTBEAT_TOPICS, Archiver
+from relay.store.archiver import THINNED_TOPICS, Archiver
 from relay.store.reader import LogReader
 from tests.loglasts.archivelog import rows
 
@@ -103,12 +103,12 @@ class LogLasts(RuleBasedStateMachine):
         thin = [(e.first, e.last) for e in self.archive.entries() if e.kind == "thin"]
 
         def thinned(r: tuple[Any, ...]) -> bool:
-            return r[3] in HEARTBEAT_TOPICS and any(a <= r[0] <= b for a, b in thin)
+            return r[3] in THINNED_TOPICS and any(a <= r[0] <= b for a, b in thin)
 
         want = [r for r in self.model if not thinned(r)]
         assert rows(self.reader, 0, 7) == want
         dropped = sum(1 for r in self.model if thinned(r))
-        assert sum(iv.count for iv in self.reader.intervals(0, 2**62)) == dropped
+        assert sum(iv.count for iv in self.reader.intervals(0, 2**62, seals=True)) == dropped
         covered = self.reader.covered_upto()
         live = self.app.recorder.select_notifications(start=0, limit=1)
         assert not live or live[0].id > covered

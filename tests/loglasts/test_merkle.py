@@ -188,6 +188,24 @@ def test_root_and_builder_agree_with_the_rfc_definition(n: int) -> None:
     assert merkle.root(h) == mth(h)
 
 
+@given(data=st.data(), n=st.integers(min_value=0, max_value=300))
+def test_extend_in_any_chunks_builds_the_rfc_tree(data: st.DataObject, n: int) -> None:
+    """``TreeBuilder.extend`` (verify's fast path) cuts leaves into perfect subtrees
+    aligned to the running size; any misalignment gives another root."""
+    h = hashes(n)
+    b = merkle.TreeBuilder()
+    i = 0
+    while i < n:
+        k = data.draw(st.integers(min_value=1, max_value=n - i))
+        b.extend(h[i : i + k])
+        if data.draw(st.booleans()) and i + k < n:
+            b.append(h[i + k])  # mixed with single appends, as the slow pass does
+            k += 1
+        i += k
+    assert b.size == n
+    assert b.root() == mth(h)
+
+
 @given(data=st.data(), n=sizes)
 def test_every_inclusion_proof_verifies_and_any_change_fails(data: st.DataObject, n: int) -> None:
     h = hashes(n)

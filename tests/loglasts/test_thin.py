@@ -26,7 +26,7 @@ from relay.config import Settings
 from relay.projections.follower import load_read_models
 from relay.service import RelayService
 from relay.store import segment, store_env
-from relay.store.archiver import HEARTBEAT_TOPICS, prove
+from relay.store.archiver import HEARTBEAT_TOPICS, THINNED_TOPICS, prove
 from relay.store.segment import SegmentReader
 from tests.loglasts.archivelog import archive_now, copy_data, fleet, open_reader, rows
 from tests.loglasts.epochlog import run_relay
@@ -53,7 +53,7 @@ def test_thinned_segments_replace_full_ones_and_keep_every_other_event(thinned) 
     _, reader = open_reader(data)
     twin_app = RelayApp(store_env(Settings(data_dir=twin)))
     covered = reader.covered_upto()
-    want = [r for r in rows(AppLog(twin_app)) if r[0] > covered or r[3] not in HEARTBEAT_TOPICS]
+    want = [r for r in rows(AppLog(twin_app)) if r[0] > covered or r[3] not in THINNED_TOPICS]
     assert rows(reader) == want
     twin_app.close()
 

@@ -282,3 +282,53 @@ def test_expect_is_checked_or_refused_never_silently_skipped(
     thin = copy(logs, "thinned", tmp_path)
     code, out = audit(thin, capsys, "verify", "--expect", f"5:{'0' * 64}")
     assert code == 1 and ("cannot be recomputed" in out or "cannot be checked" in out), out
+
+
+def test_a_thinned_epoch_drops_its_rolling_seals_into_one_interval(logs: dict[str, Path]) -> None:
+    """ADR 0039: with seals on (every 25 events here), a thinned segment keeps no
+    LogSealed event; one interval per epoch stands for them, and verify --full
+    (test above) still proves the root from kept events and cover. Keeping the
+    seals whole (the old thinning) fails the first assertion."""
+    data = logs["thinned"]
+    paths = sorted((data / "archive").glob("epoch-*.thin"))
+    assert paths
+    for path in paths:
+        seg = segment.decode(path.read_bytes())
+        assert not [n for n in seg.events if n.topic == "LogSealed"]
+        seals = [iv for iv in seg.intervals if iv.topic == "LogSealed"]
+        assert len(seals) == 1 and seals[0].count >= 1
+        assert seg.size - len(seg.events) == sum(iv.count for iv in seg.intervals)
+    r = reader(data)
+    everything = r.intervals(0, 2**62, seals=True)
+    assert {iv.topic for iv in r.intervals(0, 2**62)} <= {
+        "AgentHeartbeatReceived", "OrchestratorHeartbeatReceived"
+    }  # readers of presence (GET /api/log, folds) never see the seals' runs
+    assert any(iv.topic == "LogSealed" for iv in everything)
+
+
+def test_a_seal_interval_removed_from_a_thinned_segment_is_named(
+    logs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = copy(logs, "thinned", tmp_path)
+    e = sealed_epochs(reader(data))[1]
+    path = next((data / "archive").glob(f"epoch-{e.epoch:08d}.thin"))
+    seg = segment.decode(path.read_bytes())
+    path.write_bytes(
+        segment.encode(
+            epoch=seg.epoch,
+            first=seg.first,
+            last=seg.last,
+            size=seg.size,
+            root=seg.root,
+            events=seg.events,
+            at=segment.SegmentReader(path.read_bytes()).at,
+            kind="thin",
+            leaf_index=seg.leaf_index,
+            intervals=[iv for iv in seg.intervals if iv.topic != "LogSealed"],
+            cover=seg.cover,
+        )
+    )
+    code, out = audit(data, capsys, "verify", "--full")
+    assert code == 1, out
+    assert out.startswith(f"FAIL at position {e.first} in epoch {e.epoch}: "), out
+    assert "intervals count" in out

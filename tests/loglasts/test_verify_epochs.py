@@ -5,6 +5,7 @@ Incremental runs, checkpoints, and tampering named by epoch and position.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -382,3 +383,50 @@ def test_an_edit_in_a_new_epoch_is_named_by_an_incremental_run(
     assert code == 1, out
     assert out.startswith(f"FAIL at position {target} in epoch {e.epoch}: "), out
     assert default_state_path(data).read_bytes() == state_before
+
+
+def test_the_fast_open_epoch_pass_reports_what_the_careful_one_does(
+    built: dict[str, Path], tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incremental run checks the open epoch's chain and seals in a fast pass
+    (verify._fast_open); it must print and remember exactly what the careful pass
+    would, and defer to it at any doubt (a digest of a seal changed: named)."""
+    from relay.audit import verify as v
+
+    data = copy(built, "sealed", tmp_path)
+    assert run(data, "verify")[0] == 0
+    run_relay(data, [beats(200)], epoch_events=EPOCH, seal_every=16, archive=False)
+    twin = tmp_path / "twin"
+    shutil.copytree(data, twin)
+    default_state_path(twin).parent.mkdir(parents=True, exist_ok=True)
+    default_state_path(twin).write_bytes(default_state_path(data).read_bytes())
+    taken: list[object] = []
+    real = v._fast_open
+    monkeypatch.setattr(v, "_fast_open", lambda *a: taken.append(real(*a)) or taken[-1])
+    fast = run(data, "verify")
+    assert taken and taken[-1] is not None  # the fast pass answered
+    monkeypatch.setattr(v, "_fast_open", lambda *a: None)
+    careful = run(twin, "verify")
+    assert fast[0] == 0 and "proven by an earlier run" in fast[1], fast
+    assert fast == careful
+    assert default_state_path(data).read_bytes() == default_state_path(twin).read_bytes()
+    # A seal in the open epoch whose digests were rewritten (hash left alone): the
+    # fast pass gives up, the careful one names the position.
+    monkeypatch.setattr(v, "_fast_open", real)
+    run_relay(data, [beats(40)], epoch_events=EPOCH, seal_every=16, archive=False)
+    open_from = epochs_of(data)[-1].last
+    with sqlite3.connect(data / DB) as db:
+        rowid, state = db.execute(
+            "SELECT rowid, state FROM stored_events WHERE topic = 'LogSealed' AND rowid > ? "
+            "ORDER BY rowid DESC LIMIT 1",
+            (open_from,),
+        ).fetchone()
+        seal = orjson.loads(state)
+        raw = bytearray(chain.unpack_digests(seal["digests"])[0])
+        raw[0] ^= 1
+        packed = b"".join([bytes(raw), *chain.unpack_digests(seal["digests"])[1:]])
+        seal["digests"] = base64.b64encode(packed).decode()
+        db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (orjson.dumps(seal), rowid))
+    code, out = run(data, "verify")
+    assert code == 1, out
+    assert out.startswith("FAIL at position "), out
