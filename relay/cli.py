@@ -420,7 +420,11 @@ async def _serve(settings: Settings) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-    print(f"relay listening on http://{host}:{port}", flush=True)
+    # One write, newline included: print() writes the text and its end separately, and
+    # with stdout and stderr on one pipe (a service manager, a test) a log line from
+    # another thread could land between them and break the line that names the URL.
+    sys.stdout.write(f"relay listening on http://{host}:{port}\n")
+    sys.stdout.flush()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
