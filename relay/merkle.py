@@ -28,7 +28,8 @@ Everything here is pure: bytes in, bytes out, no IO.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import overload
 
 _sha256 = hashlib.sha256
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -234,6 +235,57 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     return fr == old_root and sr == new_root and sn == 0
+
+
+class PackedHashes(Sequence[bytes]):
+    """Many 32-byte hashes in one contiguous buffer, read as a sequence of ``bytes``.
+
+    Why: thinning an epoch needs every leaf hash at once (``partial_cover``).
+    Held as a list of ``bytes`` that is one small object per leaf (~65 bytes
+    each, in CPython's small-object arenas), tens of MB for a big epoch; the
+    writer's long-lived objects, allocated meanwhile, land in the same arenas
+    and pin them, so the RSS never came back (bench/longrun.py, issue 14).
+    One buffer is a single allocation (mmapped, see relay/memory.py) that goes
+    back to the system as a whole when freed.
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def append(self, h: bytes) -> None:
+        """Add one hash; it must be HASH_SIZE bytes (the buffer has no other framing)."""
+        if len(h) != HASH_SIZE:
+            raise ValueError("a hash is not 32 bytes")
+        self._buf += h
+
+    def __len__(self) -> int:
+        return len(self._buf) // HASH_SIZE
+
+    def __iter__(self) -> Iterator[bytes]:
+        buf = self._buf
+        for lo in range(0, len(buf), HASH_SIZE):
+            yield bytes(buf[lo : lo + HASH_SIZE])
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> PackedHashes: ...
+    def __getitem__(self, i: int | slice) -> bytes | PackedHashes:
+        n = len(self)
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(n)
+            if step != 1:
+                raise ValueError("only contiguous slices of packed hashes")
+            out = PackedHashes()
+            out._buf = self._buf[lo * HASH_SIZE : max(lo, hi) * HASH_SIZE]
+            return out  # one buffer again, not a list of small objects
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("hash index out of range")
+        return bytes(self._buf[i * HASH_SIZE : (i + 1) * HASH_SIZE])
 
 
 def partial_cover(kept: Iterable[int], leaf_hashes: Sequence[bytes]) -> list[tuple[int, int, bytes]]:

@@ -387,7 +387,7 @@ def presence(events: Iterable[Any]) -> tuple[list[Any], list[int], list[Interval
 
 def thin(r: SegmentReader) -> bytes:
     """The thinned segment of a full one: kept events, intervals, and the cover hashes."""
-    leaves: list[bytes] = []
+    leaves = merkle.PackedHashes()  # one buffer, not an object per leaf (relay/memory.py, issue 14)
 
     def events() -> Iterator[Any]:
         for i in range(len(r.blocks)):

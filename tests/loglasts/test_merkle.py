@@ -316,3 +316,28 @@ def test_root_from_partial_rejects_edits_and_hidden_leaves(data: st.DataObject, 
     # A range that is not a node of this tree: refused.
     with pytest.raises(ValueError):
         merkle.root_from_partial(n, good, [*cover, (n, n + 1, bytes(32))])
+
+
+@given(data=st.data(), n=st.integers(0, 160))
+def test_packed_hashes_read_as_the_list_they_were_built_from(data: st.DataObject, n: int) -> None:
+    """Thinning keeps its leaf hashes in one buffer (PackedHashes, for memory: issue 14); the
+    cover it computes from them must be the one a plain list gives. Catches an off-by-one in
+    the buffer's offsets (e.g. ``i * HASH_SIZE + 1``) or a slice that drops its last hash."""
+    h = hashes(n)
+    packed = merkle.PackedHashes()
+    for x in h:
+        packed.append(x)
+    assert len(packed) == n
+    assert list(packed) == h
+    if n:
+        i = data.draw(st.integers(-n, n - 1))
+        assert packed[i] == h[i]
+    lo = data.draw(st.integers(0, n))
+    hi = data.draw(st.integers(0, n))
+    assert list(packed[lo:hi]) == h[lo:hi]
+    kept = data.draw(st.sets(st.integers(0, n - 1), max_size=n)) if n else set()
+    assert merkle.partial_cover(kept, packed) == merkle.partial_cover(kept, h)
+    with pytest.raises(IndexError):
+        packed[n]
+    with pytest.raises(ValueError):
+        packed.append(b"short")
