@@ -30,7 +30,7 @@ from relay.audit.checkpoint import render as render_checkpoint
 from relay.audit.epochs import sealed_epochs, tree_leaves
 from relay.audit.log import AppLog, LogReader, SqliteLog, iterate
 from relay.audit.replay import Replayer, snapshot
-from relay.audit.verify import Row, TreeHead, VerifyState, _as_notification, _oid_bytes, _rows, verify
+from relay.audit.verify import Row, TreeHead, VerifyState, as_notification, oid_bytes, plain_rows, verify
 from relay.config import LogLocation, Settings, environment, log_location, state_home
 from relay.domain.agent import Agent
 from relay.domain.orchestrator import Orchestrator
@@ -665,7 +665,7 @@ def _export_into(
     dumps, loads = orjson.dumps, orjson.loads
     hidden = HIDDEN_FIELDS
     count = 0
-    for rows in (_rows(log, after, head) if fast else _notification_rows(log, after, head)):
+    for rows in (plain_rows(log, after, head) if fast else _notification_rows(log, after, head)):
         for row in rows:
             position, oid, version, topic, data = row
             state: dict[str, Any] | None = None
@@ -681,8 +681,8 @@ def _export_into(
                     if state.pop("class_version", 1) < current:  # type: ignore[union-attr]
                         state = None
             if state is None:
-                state = log.decode(_as_notification(row)).__dict__
-            key = _oid_bytes(oid)
+                state = log.decode(as_notification(row)).__dict__
+            key = oid_bytes(oid)
             if version == 1:  # a creation names its entity by its natural id
                 entity = entities[key] = _entity(_named(state), key)
             else:

@@ -550,7 +550,7 @@ def _fast_epochs(
         builder = merkle.TreeBuilder()
         count = 0
         try:
-            for rows in _rows(log, e.first - 1, e.last):
+            for rows in plain_rows(log, e.first - 1, e.last):
                 positions = [r[0] for r in rows]
                 if positions[0] <= previous or any(a >= b for a, b in itertools.pairwise(positions)):
                     return None
@@ -561,8 +561,8 @@ def _fast_epochs(
                 if e.epoch not in thin:
                     builder.extend(_leaf_hashes(rows))
                 for r in rows:
-                    if r[3] == "LogSealed" and _oid_bytes(r[1]) == SEAL_ID.bytes:
-                        fields = _seal_fields(log.decode(_as_notification(r)))
+                    if r[3] == "LogSealed" and oid_bytes(r[1]) == SEAL_ID.bytes:
+                        fields = _seal_fields(log.decode(as_notification(r)))
                         if fields is None:
                             return None
                         seal = (fields[1], fields[3].hex(), r[0])
@@ -583,7 +583,7 @@ _OIDS: dict[Any, bytes] = {}
 _TOPICS: dict[str, bytes] = {}
 
 
-def _oid_bytes(oid: Any) -> bytes:
+def oid_bytes(oid: Any) -> bytes:
     """An aggregate id's 16 bytes, from a UUID or the text the SQLite store keeps (cached)."""
     b = _OIDS.get(oid)
     if b is None:
@@ -614,7 +614,7 @@ def _leaf_hashes(rows: list[Row]) -> list[bytes]:
     return [
         sha256(
             b"\x00"
-            + head(p, oids.get(o) or _oid_bytes(o), v)
+            + head(p, oids.get(o) or oid_bytes(o), v)
             + (topics.get(t) or _topic_bytes(t))
             + s
         ).digest()
@@ -622,12 +622,12 @@ def _leaf_hashes(rows: list[Row]) -> list[bytes]:
     ]
 
 
-def _as_notification(r: Row) -> Notification:
-    oid = UUID(bytes=_oid_bytes(r[1]))
+def as_notification(r: Row) -> Notification:
+    oid = UUID(bytes=oid_bytes(r[1]))
     return Notification(id=r[0], originator_id=oid, originator_version=r[2], topic=r[3], state=bytes(r[4]))
 
 
-def _rows(log: LogReader, after: int, stop: int) -> Iterator[list[Row]]:
+def plain_rows(log: LogReader, after: int, stop: int) -> Iterator[list[Row]]:
     """The events in ``(after, stop]`` as plain tuples, in batches; raises when a stretch is unreadable.
 
     Archived positions come from the archive's blocks; live ones straight from
@@ -706,13 +706,13 @@ def _fast_open(
     chain_values: list[bytes] = []
     seal_bytes = SEAL_ID.bytes
     try:
-        for rows in _rows(log, after, head):
+        for rows in plain_rows(log, after, head):
             heads = _link_heads(rows)
             for (pos, oid, version, topic, state), link in zip(rows, heads, strict=True):
                 if pos <= previous or (gapless and pos != previous + 1):
                     return None
                 previous = pos
-                key = _OIDS.get(oid) or _oid_bytes(oid)  # one key whether read as text or bytes
+                key = _OIDS.get(oid) or oid_bytes(oid)  # one key whether read as text or bytes
                 seen = versions.get(key)
                 if seen is not None and version != seen + 1:
                     return None
@@ -721,9 +721,9 @@ def _fast_open(
                 chain_positions.append(pos)
                 chain_values.append(h)
                 events += 1
-                if topic != "LogSealed" or pos <= seed_seal or _oid_bytes(oid) != seal_bytes:
+                if topic != "LogSealed" or pos <= seed_seal or oid_bytes(oid) != seal_bytes:
                     continue
-                event = log.decode(_as_notification((pos, oid, version, topic, state)))
+                event = log.decode(as_notification((pos, oid, version, topic, state)))
                 fields = _seal_fields(event)
                 if fields is None:
                     return None
@@ -757,7 +757,7 @@ def _link_heads(rows: list[Row]) -> list[bytes]:
     """``chain.link`` of each row without its state (the caller appends the state)."""
     oids, topics, head = _OIDS, _TOPICS, _LINK_HEAD
     return [
-        head(p, oids.get(o) or _oid_bytes(o), v) + (topics.get(t) or _topic_bytes(t))
+        head(p, oids.get(o) or oid_bytes(o), v) + (topics.get(t) or _topic_bytes(t))
         for p, o, v, t, _ in rows
     ]
 
