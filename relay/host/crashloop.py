@@ -95,6 +95,20 @@ class CrashLoopPolicy:
         agent.restart_due = seen.at + int(self.delay(len(agent.restarts)) * 1000)
         return True
 
+    def start_failed(self, agent: ManagedAgent, at: int) -> bool:
+        """A restart that could not start the program: counted like a failed exit.
+
+        Its ``lastExit`` stays how the program last *ended*: a start that
+        failed ended no program, and recording "unknown" over a known exit
+        would hide why the agent is being restarted (seen on a loaded machine:
+        a SIGKILLed agent reported with neither status nor signal).
+        """
+        known = agent.last_exit
+        again = self.on_exit(agent, ExitSeen(None, None, at))
+        if known is not None:
+            agent.last_exit = known
+        return again
+
     @staticmethod
     def restarted(agent: ManagedAgent, at: int) -> None:
         """Count a restart the daemon just made."""

@@ -120,7 +120,7 @@ class AgentWatcher:
             except (CommandFailedError, TmuxError) as exc:
                 log.warning("could not restart %s: %s", agent.agent_id, exc)
                 ctx.crash.restarted(agent, now)
-                ctx.crash.on_exit(agent, ExitSeen(None, None, now))
+                ctx.crash.start_failed(agent, now)
                 continue
             ctx.crash.restarted(agent, now)
         if changed:

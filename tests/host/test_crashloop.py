@@ -72,6 +72,19 @@ def test_the_record_keeps_the_last_known_status_when_tmux_has_none() -> None:
     assert agent.last_exit == {"status": None, "signal": None, "at": 2000}  # this exit: unknown
 
 
+def test_a_restart_that_fails_to_start_keeps_how_the_program_last_ended() -> None:
+    policy = CrashLoopPolicy(restart_max=3)
+    agent = _agent()
+    assert policy.on_exit(agent, ExitSeen(None, 9, 5)) is True  # SIGKILLed
+    policy.restarted(agent, 1005)
+    assert policy.start_failed(agent, 1010) is True  # counted, retried later
+    assert agent.last_exit == {"status": None, "signal": 9, "at": 5}
+    assert agent.restart_due is not None and len(agent.restarts) == 1
+    fresh = _agent()  # nothing known yet: the failed start is what is known
+    policy.start_failed(fresh, 7)
+    assert fresh.last_exit == {"status": None, "signal": None, "at": 7}
+
+
 def test_an_operators_restart_clears_the_record() -> None:
     policy = CrashLoopPolicy(restart_max=0)
     agent = _agent()
