@@ -9,7 +9,6 @@ the prefix off by hand; the scan below fails if one does again.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -27,8 +26,8 @@ from relay.domain.rules import (
     orchestrator_agent_id,
     orchestrator_of_agent_id,
 )
+from tests.support.sourcescan import ROOT, offending_lines
 
-ROOT = Path(__file__).resolve().parents[2]
 # The rule's home, and the wire declarations that put the reserved prefix into the schema.
 PREFIX_READERS = {"relay/domain/rules.py", "relay/wire/shapes.py"}
 
@@ -77,13 +76,7 @@ def _prefix_users(source: str) -> list[int]:
 
 
 def test_only_the_rules_read_the_prefix() -> None:
-    found = {}
-    for path in sorted((ROOT / "relay").rglob("*.py")):
-        name = path.relative_to(ROOT).as_posix()
-        if name not in PREFIX_READERS:
-            lines = _prefix_users(path.read_text(encoding="utf-8"))
-            if lines:
-                found[name] = lines
+    found = offending_lines(ROOT / "relay", PREFIX_READERS, _prefix_users)
     assert found == {}, f"use orchestrator_of_agent_id / orchestrator_agent_id; found {found}"
 
 

@@ -12,11 +12,11 @@ An import-linter contract cannot say this: the modules need ``os`` for files.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.sourcescan import ROOT, offending_lines
+
 PACKAGE = ROOT / "relay"
 
 # The modules that may read the environment, and why.
@@ -49,14 +49,7 @@ def readers(source: str) -> list[int]:
 
 
 def test_only_the_config_modules_read_the_environment() -> None:
-    found = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = path.relative_to(ROOT).as_posix()
-        if name in ALLOWED:
-            continue
-        lines = readers(path.read_text(encoding="utf-8"))
-        if lines:
-            found[name] = lines
+    found = offending_lines(PACKAGE, ALLOWED, readers)
     assert found == {}, (
         "read the environment in relay/config.py (relay/host/config.py for the host) and pass "
         f"the mapping down; found in {found}"

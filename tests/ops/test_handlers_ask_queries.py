@@ -10,9 +10,9 @@ it to ``Queries``.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.sourcescan import ROOT, offending_lines
+
 HTTP = ROOT / "relay" / "http"
 # Not handlers: the stream's hub anchors its replayer on the live read models
 # (relay.http.sse.hub), and past.py is where ``?at=`` read models come from.
@@ -34,14 +34,7 @@ def reaches_in(source: str) -> list[int]:
 
 
 def test_handlers_reach_the_read_models_only_through_queries() -> None:
-    found = {}
-    for path in sorted(HTTP.rglob("*.py")):
-        name = path.relative_to(ROOT).as_posix()
-        if name in NOT_HANDLERS:
-            continue
-        lines = reaches_in(path.read_text(encoding="utf-8"))
-        if lines:
-            found[name] = lines
+    found = offending_lines(HTTP, NOT_HANDLERS, reaches_in)
     assert found == {}, f"ask relay.projections.queries.Queries instead; found {found}"
 
 
